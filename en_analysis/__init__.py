@@ -1,0 +1,5 @@
+"""en-analysis: train EN-ResNet50, collect its importance ratios per epoch, and analyse them."""
+
+from .nn import ExemplarNorm2d, en_layers, en_resnet50
+
+__all__ = ["ExemplarNorm2d", "en_layers", "en_resnet50"]

@@ -1,0 +1,119 @@
+"""Checkpoints: self-describing, written atomically, read with ``weights_only=True``.
+
+A checkpoint holds only tensors and plain Python values (the resolved config, class names,
+synsets, normalizer pool, EN layer names, epoch, seed and that epoch's metrics), so someone
+else's file can be read without running any of its code.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import Config
+from .errors import UserError
+from .io import atomic_write
+from .nn import ResNet, en_layers, en_resnet50
+
+FORMAT = "en-analysis-checkpoint"
+VERSION = 1
+NAME = re.compile(r"^epoch-(\d{3,})\.pt$")
+
+
+def checkpoint_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"epoch-{epoch:03d}.pt"
+
+
+def list_checkpoints(run_dir: Path) -> dict[int, Path]:
+    """Epoch -> checkpoint file, for every ``checkpoints/epoch-XXX.pt`` of a run, in epoch order."""
+    folder = Path(run_dir) / "checkpoints"
+    found = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = NAME.match(p.name)
+            if m:
+                found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def build_model(config: Config, num_classes: int, in_channels: int) -> ResNet:
+    m = config.model
+    return en_resnet50(
+        num_classes,
+        in_channels=in_channels,
+        width=m.width,
+        stem=m.stem,
+        norm=m.norm,
+        stem_stride=m.stem_stride,
+        normalizers=m.normalizers,
+        reduction=m.reduction,
+        zero_init_residual=m.zero_init_residual,
+        sync_bn_stats=m.sync_bn_stats,
+    )
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    config: Config,
+    epoch: int,
+    classes: list[str],
+    synsets: list[str],
+    in_channels: int,
+    optimizer: torch.optim.Optimizer | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    state = {
+        "format": FORMAT,
+        "version": VERSION,
+        "epoch": epoch,
+        "seed": config.train.seed,
+        "config": config.to_dict(),
+        "classes": list(classes),
+        "synsets": list(synsets),
+        "in_channels": in_channels,
+        "normalizers": list(config.model.normalizers) if config.model.norm == "en" else [],
+        "layer_names": [name for name, _ in en_layers(model)],
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "metrics": dict(metrics or {}),
+    }
+    return atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a checkpoint safely; anything that is not a readable en-analysis checkpoint is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UserError(
+            f"{path} was refused: it holds objects other than tensors and plain values, which "
+            f"could run code when loaded ({str(e).splitlines()[0][:200]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise UserError(f"{path} is truncated or corrupt and cannot be read ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise UserError(f"{path} is not an en-analysis checkpoint")
+    if state.get("version", 0) > VERSION:
+        raise UserError(f"{path} was written by a newer en-analysis (format {state['version']})")
+    return state
+
+
+def model_from_checkpoint(state: dict[str, Any], path: Path | str = "checkpoint") -> ResNet:
+    """Rebuild the model a checkpoint describes and load its weights; a mismatch is a UserError."""
+    config = Config.from_dict(state["config"], f"{path} (config)")
+    model = build_model(config, len(state["classes"]), state["in_channels"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise UserError(f"{path} does not match the model it describes: {str(e)[:300]}") from None
+    return model

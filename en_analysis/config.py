@@ -1,0 +1,269 @@
+"""One resolved configuration for a run: defaults <- preset <- TOML file <- ``section.key=value``.
+
+Every step reads its settings from here, and ``config.toml`` in the run folder holds the resolved
+result, so a run can always be reproduced or resumed from its own folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from .errors import UserError
+
+
+@dataclass
+class ModelConfig:
+    norm: str = "en"  # "en" or "bn"
+    width: int = 16  # channels of the stem; torchvision's resnet50 has 64
+    stem: str = "small"  # "small" (3x3 conv, no max-pool) or "imagenet" (7x7/2 conv + max-pool)
+    stem_stride: int = 2  # small stem only
+    normalizers: list[str] = field(default_factory=lambda: ["in", "ln", "bn"])
+    reduction: int = 16  # ratio sub-network: 2C -> C/reduction -> 1
+    zero_init_residual: bool = True  # last norm gamma of each block = 0
+    sync_bn_stats: bool = False  # all-reduce EN's BN statistics across processes
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
+    root: str = ""  # "" = the dataset's default location
+    train_samples: int = 0  # 0 = the whole training split, else a seeded class-balanced subset
+    val_samples: int = 0  # per-epoch validation subset of the held-out split, 0 = all of it
+    image_size: int = 0  # 0 = the dataset's own (28, 32, or 224 for image folders)
+    augment: bool = True
+    download: bool = False  # torchvision download where no local copy exists (never in tests)
+    num_workers: int = 0
+    categories_file: str = ""  # CSV/TOML (category, synset) overriding the built-in mapping
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 12
+    batch_size: int = 64  # global: split across processes under torchrun
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_drops: list[int] = field(default_factory=lambda: [6, 9])  # x lr_gamma after these epochs
+    lr_gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up, per step
+    ratio_lr_mult: float = 10.0  # the EN ratio sub-network's learning rate multiplier
+    ratio_weight_decay: float = 0.0
+    seed: int = 0
+    device: str = "cpu"  # cpu | cuda | cuda:N
+    amp: bool = False  # bf16 autocast (EN statistics stay float32)
+    channels_last: bool = False
+    threads: int = 0  # torch CPU threads, 0 = torch's default
+
+
+@dataclass
+class AnalysisConfig:
+    categories: list[str] = field(default_factory=list)  # evaluation categories; [] = all
+    per_category: int = 50
+    subset_seed: int = 0
+    batch_size: int = 100
+    epochs: list[int] = field(default_factory=list)  # epochs to analyse; [] = every checkpoint
+    scaling: str = "zscore"  # raw | zscore | logit (feature scaling before t-SNE and metrics)
+    perplexity: float = 30.0
+    tsne_mode: str = "aligned"  # aligned | independent
+    tsne_seed: int = 0
+    n_jobs: int = 1
+    knn: int = 5
+    panels: list[int] = field(default_factory=list)  # figure epochs; [] = chosen like the paper
+    wordnet_distance: str = "wup"  # wup | path | lch | hops
+    cluster_distance: str = "centroid"  # centroid | pairwise
+    permutations: int = 999
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
+        config = cls()
+        _merge(config, values, source)
+        return config
+
+
+SECTIONS = {f.name for f in dataclasses.fields(Config) if f.name != "name"}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("en_analysis.presets").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def _close(word: str, options: list[str]) -> str:
+    matches = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
+    return f" Did you mean {', '.join(matches)}?" if matches else f" Known: {', '.join(options)}."
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{source} is not valid TOML: {e}") from None
+
+
+def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
+    def bad() -> UserError:
+        return UserError(
+            f"{source}: {key} must be {type(default).__name__}, got {value!r}"
+        )
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad()
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad()
+        value = float(value)
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise bad()
+    elif isinstance(default, list):
+        if not isinstance(value, list):
+            raise bad()
+    return value
+
+
+def _merge(config: Config, values: dict[str, Any], source: str) -> None:
+    for section, entries in values.items():
+        if section == "name":
+            config.name = _coerce(entries, config.name, "name", source)
+            continue
+        if section not in SECTIONS:
+            raise UserError(f"{source}: unknown section [{section}].{_close(section, sorted(SECTIONS))}")
+        if not isinstance(entries, dict):
+            raise UserError(f"{source}: [{section}] must be a table of settings")
+        target = getattr(config, section)
+        names = [f.name for f in dataclasses.fields(target)]
+        for key, value in entries.items():
+            if key not in names:
+                raise UserError(
+                    f"{source}: unknown setting {section}.{key}.{_close(key, names)}"
+                )
+            default = getattr(target, key)
+            setattr(target, key, _coerce(value, default, f"{section}.{key}", source))
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``section.key=value`` (value in TOML syntax; bare words are strings) -> nested dict."""
+    key, sep, raw = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise UserError(f"override {text!r} must look like section.key=value (e.g. train.epochs=3)")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return {parts[0]: {parts[1]: value}}
+
+
+def load_config(
+    preset: str | None = None,
+    file: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Config:
+    """Defaults, then a named preset, then a TOML file, then ``section.key=value`` overrides."""
+    config = Config()
+    if preset is not None:
+        names = preset_names()
+        if preset not in names:
+            raise UserError(f"unknown preset {preset!r}.{_close(preset, names)}")
+        text = resources.files("en_analysis.presets").joinpath(f"{preset}.toml").read_text()
+        _merge(config, _read_toml(text, f"preset {preset}"), f"preset {preset}")
+        config.name = preset if config.name == "run" else config.name
+    if file is not None:
+        path = Path(file)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+        _merge(config, _read_toml(text, str(path)), str(path))
+    for text in overrides:
+        _merge(config, parse_override(text), f"override {text!r}")
+    validate(config)
+    return config
+
+
+CHOICES = {
+    ("model", "norm"): ("en", "bn"),
+    ("model", "stem"): ("small", "imagenet"),
+    ("data", "dataset"): ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
+    ("analysis", "scaling"): ("raw", "zscore", "logit"),
+    ("analysis", "tsne_mode"): ("aligned", "independent"),
+    ("analysis", "wordnet_distance"): ("wup", "path", "lch", "hops"),
+    ("analysis", "cluster_distance"): ("centroid", "pairwise"),
+}
+POSITIVE = [
+    ("model", "width"), ("model", "reduction"), ("model", "stem_stride"), ("train", "epochs"),
+    ("train", "batch_size"), ("analysis", "per_category"), ("analysis", "batch_size"),
+    ("analysis", "knn"), ("analysis", "permutations"), ("analysis", "n_jobs"),
+]
+NON_NEGATIVE = [
+    ("data", "train_samples"), ("data", "val_samples"), ("data", "image_size"),
+    ("data", "num_workers"), ("train", "lr"), ("train", "momentum"), ("train", "weight_decay"),
+    ("train", "lr_gamma"), ("train", "warmup_epochs"), ("train", "ratio_lr_mult"),
+    ("train", "ratio_weight_decay"), ("train", "seed"), ("train", "threads"),
+    ("analysis", "subset_seed"), ("analysis", "tsne_seed"),
+]
+
+
+def validate(config: Config) -> None:
+    """Range and choice checks, so a bad value fails here and not an hour into a run."""
+    for (section, key), options in CHOICES.items():
+        value = getattr(getattr(config, section), key)
+        if value not in options:
+            raise UserError(f"{section}.{key} = {value!r} is not one of {', '.join(options)}")
+    for section, key in POSITIVE:
+        if getattr(getattr(config, section), key) < 1:
+            raise UserError(f"{section}.{key} must be at least 1")
+    for section, key in NON_NEGATIVE:
+        if getattr(getattr(config, section), key) < 0:
+            raise UserError(f"{section}.{key} must not be negative")
+    from .nn import KNOWN_NORMALIZERS
+
+    norms = config.model.normalizers
+    if not norms or any(n not in KNOWN_NORMALIZERS for n in norms) or len(set(norms)) != len(norms):
+        raise UserError(f"model.normalizers must be distinct names from {KNOWN_NORMALIZERS}")
+    if not 0 < config.analysis.perplexity:
+        raise UserError("analysis.perplexity must be positive")
+    drops = config.train.lr_drops
+    if any(not isinstance(d, int) or d < 1 for d in drops) or drops != sorted(drops):
+        raise UserError("train.lr_drops must be increasing epoch numbers (e.g. [30, 60, 90])")
+    for key in ("epochs", "panels"):
+        if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
+            raise UserError(f"analysis.{key} must be a list of epoch numbers")
+
+
+def save_config(config: Config, path: Path) -> None:
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, tomli_w.dumps(config.to_dict()).encode())
+
+
+def read_config(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    return Config.from_dict(_read_toml(text, str(path)), str(path))

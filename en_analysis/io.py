@@ -1,0 +1,122 @@
+"""Files that are never half-written and never execute code when read.
+
+Every write goes to a temporary name in the same folder and is renamed into place, so a killed
+process leaves the old file or the new one. Reads use formats that cannot carry code
+(``weights_only`` torch files, ``allow_pickle=False`` npz).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from .errors import UserError
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it into place."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror} (is the folder writable?)") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def save_npz(path: Path, **arrays: Any) -> Path:
+    """Atomically write an uncompressed npz of plain arrays (strings as unicode arrays)."""
+    return atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read an npz fully, refusing object arrays (pickles); a damaged file is a clear error."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise UserError(f"{path} holds pickled objects; refusing to load it") from None
+        raise UserError(f"{path} is not a readable npz file ({e}); delete it to recompute") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise UserError(f"{path} is corrupt or truncated ({e}); delete it to recompute") from None
+
+
+def write_csv(path: Path, frame) -> Path:
+    """Atomically write a pandas DataFrame as CSV."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+@contextmanager
+def run_lock(folder: Path):
+    """Hold ``folder/.lock`` so two processes never write the same run; a stale lock is taken over."""
+    folder = Path(folder)
+    lock = folder / ".lock"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {folder}: {e.strerror}") from None
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and _alive(pid) and pid != os.getpid():
+                raise UserError(
+                    f"{folder} is in use by process {pid}; wait for it or pick another folder"
+                ) from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+        except PermissionError:
+            raise UserError(f"{folder} is not writable") from None
+    else:
+        raise UserError(f"could not lock {folder}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,13 @@
+"""Network building blocks: the EN layer and the ResNet-50 it goes into."""
+
+from .exemplar_norm import DEFAULT_NORMALIZERS, KNOWN_NORMALIZERS, ExemplarNorm2d
+from .resnet import ResNet, en_layers, en_resnet50
+
+__all__ = [
+    "DEFAULT_NORMALIZERS",
+    "KNOWN_NORMALIZERS",
+    "ExemplarNorm2d",
+    "ResNet",
+    "en_layers",
+    "en_resnet50",
+]
