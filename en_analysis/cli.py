@@ -50,6 +50,103 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"run: {run}")
 
 
+def _run(args: argparse.Namespace):
+    """The run folder of a step, with ``--set`` overrides applied to its config."""
+    from .config import _merge, parse_override, validate
+    from .runs import Run
+
+    run = Run(args.run)
+    for text in args.overrides:
+        _merge(run.config, parse_override(text), f"override {text!r}")
+    validate(run.config)
+    return run
+
+
+def cmd_extract(args: argparse.Namespace) -> None:
+    from .ratios import extract
+
+    run = _run(args)
+    done = extract(run.path, _epochs(args), run.config, device=args.device,
+                   batch_size=args.batch_size, force=args.force, progress=not args.quiet)
+    print(f"ratios: {run.path / 'ratios'} (written: {done.written or 'none'}; "
+          f"up to date: {done.skipped or 'none'})")
+    if done.failed:
+        for path, message in done.failed.items():
+            print(f"failed: {path}: {message}", file=sys.stderr)
+        raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted (see above)")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export
+
+    run = _run(args)
+    for path in export(run, _epochs(args), samples=args.samples, wide_table=args.wide):
+        print(f"wrote {path}")
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from .embedding import embed
+
+    run = _run(args)
+    written, skipped = embed(run, run.config.analysis, _epochs(args), force=args.force,
+                             progress=not args.quiet)
+    print(f"embeddings: {run.path / 'embeddings'} (written: {written or 'none'}; "
+          f"up to date: {skipped or 'none'})")
+
+
+def cmd_metrics(args: argparse.Namespace) -> None:
+    from . import plotting
+    from .metrics import summary, write_clustering
+
+    run = _run(args)
+    path, table = write_clustering(run, run.config.analysis, _epochs(args))
+    print(summary(table).to_string(index=False))
+    print(f"wrote {path}")
+    for p in plotting.clustering_figure(run, table):
+        print(f"wrote {p}")
+
+
+def cmd_wordnet(args: argparse.Namespace) -> None:
+    from . import plotting
+    from .appearance import extreme_pairs, write_comparison
+
+    run = _run(args)
+    result = write_comparison(run, run.config.analysis, _epochs(args))
+    t = result.table
+    print(t[["epoch", "space", "spearman", "p_value"]].to_string(index=False))
+    for title, matrix in (("WordNet", result.wordnet),
+                          (f"ratio clusters, epoch {result.epoch}", result.clusters)):
+        close, far = extreme_pairs(matrix, result.categories, 3)
+        print(f"{title}: closest " + ", ".join(f"{a}/{b}" for a, b, _ in close)
+              + "; farthest " + ", ".join(f"{a}/{b}" for a, b, _ in far))
+    print(f"wrote {run.path / 'analysis' / 'wordnet.csv'}")
+    for p in plotting.wordnet_figure(run, result):
+        print(f"wrote {p}")
+
+
+def cmd_plot(args: argparse.Namespace) -> None:
+    from . import plotting
+
+    run = _run(args)
+    panels = _epochs(args) or run.config.analysis.panels or None
+    paths = plotting.tsne_grid(run, panels)
+    if not args.no_animation:
+        paths.append(plotting.tsne_animation(run))
+    paths += plotting.ratio_heatmaps(run)
+    paths += plotting.ratios_over_epochs(run, args.categories.split(",") if args.categories
+                                         else None)
+    for p in paths:
+        print(f"wrote {p}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .pipeline import reproduce
+
+    config = load_config(args.preset or (None if args.config else "fashion-mnist"), args.config,
+                         args.overrides)
+    print(reproduce(config, _out(args, config), progress=not args.quiet).text())
+
+
 def cmd_presets(args: argparse.Namespace) -> None:
     import tomli_w
 
@@ -75,6 +172,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("extract", help="collect the L x K ratios of every checkpoint")
+    _run_args(p)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--batch-size", type=int, help="images per forward pass")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("export", help="per-category ratio statistics as CSV")
+    _run_args(p)
+    p.add_argument("--samples", action="store_true", help="also one row per sample/layer/normalizer")
+    p.add_argument("--wide", action="store_true", help="also one column per layer/normalizer")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("embed", help="openTSNE of the ratio vectors, per epoch")
+    _run_args(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("plot", help="the t-SNE grid, its animation, ratio heatmaps and curves")
+    _run_args(p)
+    p.add_argument("--categories", help="comma-separated categories for the ratio curves")
+    p.add_argument("--no-animation", action="store_true", help="skip the GIF")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("metrics", help="clustering per epoch (silhouette, k-NN, trustworthiness)")
+    _run_args(p)
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser("wordnet", help="WordNet distances vs cluster distances (Mantel test)")
+    _run_args(p)
+    p.set_defaults(func=cmd_wordnet)
+
+    p = sub.add_parser("reproduce", help="every step, skipping what is up to date")
+    _config_args(p)
+    p.add_argument("--out", type=Path, help="run folder (default: runs/<preset name>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_reproduce)
 
     p = sub.add_parser("presets", help="list the presets, or print one resolved")
     p.add_argument("name", nargs="?")

@@ -70,7 +70,7 @@ class AnalysisConfig:
     subset_seed: int = 0
     batch_size: int = 100
     epochs: list[int] = field(default_factory=list)  # epochs to analyse; [] = every checkpoint
-    scaling: str = "zscore"  # raw | zscore | logit (feature scaling before t-SNE and metrics)
+    scaling: str = "zscore"  # raw | zscore | clr (feature scaling before t-SNE and metrics)
     perplexity: float = 30.0
     tsne_mode: str = "aligned"  # aligned | independent
     tsne_seed: int = 0
@@ -209,7 +209,7 @@ CHOICES = {
     ("model", "norm"): ("en", "bn"),
     ("model", "stem"): ("small", "imagenet"),
     ("data", "dataset"): ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
-    ("analysis", "scaling"): ("raw", "zscore", "logit"),
+    ("analysis", "scaling"): ("raw", "zscore", "clr"),
     ("analysis", "tsne_mode"): ("aligned", "independent"),
     ("analysis", "wordnet_distance"): ("wup", "path", "lch", "hops"),
     ("analysis", "cluster_distance"): ("centroid", "pairwise"),

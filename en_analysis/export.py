@@ -1,0 +1,63 @@
+"""Per-category ratio statistics as tidy (and wide) CSV tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import write_csv
+from .runs import Ratios, Run
+
+STAT_COLUMNS = ["epoch", "category", "synset", "layer_index", "layer", "normalizer",
+                "n", "mean", "std", "median", "q25", "q75"]
+
+
+def category_stats(r: Ratios) -> pd.DataFrame:
+    """One row per (category, layer, normalizer): n, mean, std (ddof=1), median, q25, q75."""
+    layers, k = r.ratios.shape[1:]
+    frames = []
+    for c in r.present:
+        x = r.ratios[r.labels == c]  # (n, L, K)
+        q25, median, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
+        frames.append(pd.DataFrame({
+            "epoch": r.epoch,
+            "category": r.categories[c],
+            "synset": r.synsets[c],
+            "layer_index": np.repeat(np.arange(layers), k),
+            "layer": np.repeat(np.array(r.layer_names), k),
+            "normalizer": np.tile(np.array(r.normalizers), layers),
+            "n": len(x),
+            "mean": x.mean(0).ravel(),
+            "std": x.std(0, ddof=1).ravel() if len(x) > 1 else np.nan,
+            "median": median.ravel(),
+            "q25": q25.ravel(),
+            "q75": q75.ravel(),
+        }))
+    return pd.concat(frames, ignore_index=True)[STAT_COLUMNS]
+
+
+def wide(stats: pd.DataFrame) -> pd.DataFrame:
+    """Spreadsheet form: one row per (epoch, category), one column per ``layer/normalizer`` mean."""
+    table = stats.assign(column=stats["layer"] + "/" + stats["normalizer"]).pivot_table(
+        index=["epoch", "category", "synset", "n"], columns="column", values="mean", sort=False
+    )
+    order = list(dict.fromkeys(stats["layer"] + "/" + stats["normalizer"]))
+    return table[order].reset_index()
+
+
+def export(run: Run, epochs: list[int] | None = None, samples: bool = False,
+           wide_table: bool = False) -> list[Path]:
+    """Write analysis/category_stats.csv (and samples / wide variants); return the paths."""
+    epochs = epochs or run.ratio_epochs
+    loaded = [run.ratios(e) for e in epochs]
+    out = run.path / "analysis"
+    stats = pd.concat([category_stats(r) for r in loaded], ignore_index=True)
+    paths = [write_csv(out / "category_stats.csv", stats)]
+    if wide_table:
+        paths.append(write_csv(out / "category_stats_wide.csv", wide(stats)))
+    if samples:
+        frame = pd.concat([r.to_frame() for r in loaded], ignore_index=True)
+        paths.append(write_csv(out / "sample_ratios.csv", frame))
+    return paths

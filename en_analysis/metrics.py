@@ -1,0 +1,118 @@
+"""Clustering of the categories, per epoch: silhouette, leave-one-out k-NN, trustworthiness.
+
+Each label metric comes with a shuffled-label baseline (what "no clusters" scores), and the same
+metrics are computed on the evaluation images' raw pixels and on the network's penultimate
+features, so the ratios' category information can be read against the input's and the network's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.spatial.distance import pdist, squareform
+from sklearn.manifold import trustworthiness
+from sklearn.metrics import silhouette_score
+
+from .config import AnalysisConfig
+from .errors import UserError
+from .io import write_csv
+from .runs import Run
+from .spaces import is_degenerate, scale_ratios, standardize
+
+COLUMNS = ["epoch", "space", "dims", "metric", "value", "shuffled", "note"]
+
+
+def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
+    """Silhouette of the labels in x; 0 when every sample is identical (no structure)."""
+    if is_degenerate(x) or len(np.unique(labels)) < 2:
+        return 0.0
+    return float(silhouette_score(x, labels))
+
+
+def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
+    """Leave-one-out k-NN accuracy (majority vote, ties to the nearest neighbour's label).
+
+    Degenerate input (all samples equal) gives the majority-class rate: there are no neighbours
+    to tell apart.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if is_degenerate(x):
+        return float(np.bincount(labels).max() / n)
+    d = squareform(pdist(np.asarray(x, np.float64)))
+    np.fill_diagonal(d, np.inf)
+    k = min(k, n - 1)
+    nearest = np.argsort(d, 1, kind="stable")[:, :k]
+    votes = labels[nearest]
+    correct = 0
+    for i in range(n):
+        counts = np.bincount(votes[i])
+        best = np.flatnonzero(counts == counts.max())
+        pred = votes[i][0] if votes[i][0] in best else best[0]
+        correct += pred == labels[i]
+    return correct / n
+
+
+def label_metrics(x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator
+                  ) -> dict[str, tuple[float, float]]:
+    """{metric: (value, value with shuffled labels)} for silhouette and k-NN accuracy."""
+    shuffled = rng.permutation(labels)
+    return {
+        "silhouette": (silhouette(x, labels), silhouette(x, shuffled)),
+        "knn": (knn_accuracy(x, labels, k), knn_accuracy(x, shuffled, k)),
+    }
+
+
+def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> list[dict]:
+    return [dict(epoch=epoch, space=space, dims=dims, metric=m, value=v, shuffled=s, note=note)
+            for m, (v, s) in values.items()]
+
+
+def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> pd.DataFrame:
+    """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline."""
+    epochs = epochs or run.ratio_epochs
+    if not epochs:
+        raise UserError(f"{run.path} has no extracted ratios (run `en-analysis extract` first)")
+    rows: list[dict] = []
+    pixels = run.pixels()
+    px = standardize(pixels["pixels"])
+    for e in epochs:
+        rng = np.random.default_rng([a.tsne_seed, e])
+        r = run.ratios(e)
+        if not np.array_equal(r.sample_index, pixels["sample_index"]):
+            raise UserError(f"{run.path}: ratios of epoch {e} and pixels.npz cover other samples; "
+                            "rerun `en-analysis extract --force`")
+        x = scale_ratios(r.ratios, a.scaling)
+        note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
+        rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng), note)
+        if embedding := _embedding(run, e):
+            y, degenerate = embedding
+            values = label_metrics(y, r.labels, a.knn, rng)
+            rows += _rows(e, "ratios", "2d", values, note)
+            trust = 0.0 if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
+            rows.append(dict(epoch=e, space="ratios", dims="2d", metric="trustworthiness",
+                             value=trust, shuffled=np.nan, note=note))
+        if r.features is not None and r.features.size:
+            f = standardize(r.features)
+            rows += _rows(e, "features", "high", label_metrics(f, r.labels, a.knn, rng))
+        rows += _rows(e, "pixels", "high", label_metrics(px, r.labels, a.knn, rng))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _embedding(run: Run, epoch: int) -> tuple[np.ndarray, bool] | None:
+    if epoch not in run.embedding_epochs:
+        return None
+    d = run.embedding(epoch)
+    return d["embedding"], bool(d["degenerate"])
+
+
+def write_clustering(run: Run, a: AnalysisConfig, epochs: list[int] | None = None):
+    table = clustering_table(run, a, epochs)
+    return write_csv(run.path / "analysis" / "clustering.csv", table), table
+
+
+def summary(table: pd.DataFrame, space: str = "ratios", dims: str = "high",
+            metric: str = "silhouette") -> pd.DataFrame:
+    """One metric over epochs: epoch, value, shuffled."""
+    sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
+    return sel[["epoch", "value", "shuffled"]].reset_index(drop=True)

@@ -1,0 +1,134 @@
+"""``reproduce``: train -> extract -> embed -> plot -> metrics -> wordnet -> export, each step
+skipped when its outputs are up to date, so an interrupted run picks up where it stopped."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import plotting
+from .appearance import extreme_pairs, write_comparison
+from .checkpoints import list_checkpoints
+from .config import Config
+from .embedding import embed
+from .errors import UserError
+from .export import export
+from .metrics import write_clustering
+from .ratios import extract
+from .runs import Run
+from .train import final_metrics, train
+
+
+@dataclass
+class Summary:
+    """What a reproduce run measured and where it put things."""
+
+    run: Path
+    steps: dict[str, str] = field(default_factory=dict)  # step -> "done in 12s" / "up to date"
+    numbers: dict[str, float] = field(default_factory=dict)
+    outputs: list[Path] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def text(self) -> str:
+        lines = [f"run: {self.run}"]
+        lines += [f"  {step:8s} {status}" for step, status in self.steps.items()]
+        lines += [f"  {k}: {v:.4g}" for k, v in self.numbers.items()]
+        lines += [f"  {n}" for n in self.notes]
+        lines += ["outputs:"] + [f"  {p}" for p in self.outputs]
+        return "\n".join(lines)
+
+
+def _fresh(outputs: list[Path], inputs: list[Path]) -> bool:
+    """Every output exists and is newer than every input."""
+    if not all(p.exists() for p in outputs):
+        return False
+    return min(p.stat().st_mtime for p in outputs) >= max(p.stat().st_mtime for p in inputs)
+
+
+def _trained(run_dir: Path, config: Config) -> bool:
+    done = list_checkpoints(run_dir)
+    return bool(done) and max(done) >= config.train.epochs
+
+
+def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Summary:
+    """Run every step of the analysis for ``config`` in ``run_dir``; return a summary."""
+    run_dir = Path(run_dir)
+    summary = Summary(run_dir)
+    a = config.analysis
+
+    def step(name: str, fn, skip: bool = False):
+        if progress:
+            tqdm.write(f"[{name}] ...")
+        start = time.perf_counter()
+        result = None if skip else fn()
+        summary.steps[name] = "up to date" if skip else f"done in {time.perf_counter() - start:.0f}s"
+        return result
+
+    step("train", lambda: train(config, run_dir, resume=True, progress=progress),
+         skip=_trained(run_dir, config))
+    run = Run(run_dir)
+    a = run.config.analysis  # the run's own settings (a resumed run keeps its config)
+    done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
+    if done.failed:
+        raise UserError("extraction failed for " + "; ".join(f"{p}: {m}" for p, m in
+                                                             done.failed.items()))
+    if not done.written:
+        summary.steps["extract"] = "up to date"
+    written, _ = step("embed", lambda: embed(run, a, progress=progress))
+    if not written:
+        summary.steps["embed"] = "up to date"
+    inputs = [run_dir / "config.toml", *(run_dir / "ratios").glob("*.npz"),
+              *(run_dir / "embeddings").glob("*.npz")]
+    analysis = run_dir / "analysis"
+    _, table = step("metrics", lambda: write_clustering(run, a))
+    comparison = step("wordnet", lambda: write_comparison(run, a))
+    step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
+    figures = plot_paths(run)
+    if not _fresh(figures, inputs):
+        figures = step("plot", lambda: plot_all(run, table, comparison))
+    else:
+        summary.steps["plot"] = "up to date"
+    metrics = final_metrics(run_dir)
+    first, last = run.ratio_epochs[0], run.ratio_epochs[-1]
+    sil = table[(table.space == "ratios") & (table.dims == "high") & (table.metric == "silhouette")]
+    summary.numbers = {
+        "test accuracy (last epoch)": metrics.get("val_acc", float("nan")),
+        f"silhouette 159-D, epoch {first}": float(sil[sil.epoch == first].value.iloc[0]),
+        f"silhouette 159-D, epoch {last}": float(sil[sil.epoch == last].value.iloc[0]),
+        f"silhouette 159-D shuffled, epoch {last}": float(sil[sil.epoch == last].shuffled.iloc[0]),
+    }
+    for space in ("ratios", "pixels", "features"):
+        sel = comparison.table[(comparison.table.space == space) &
+                               (comparison.table.epoch == last)]
+        if not sel.empty:
+            summary.numbers[f"WordNet Mantel r, {space}, epoch {last}"] = float(sel.spearman.iloc[0])
+            summary.numbers[f"WordNet Mantel p, {space}, epoch {last}"] = float(sel.p_value.iloc[0])
+    close, far = extreme_pairs(comparison.clusters, comparison.categories, 2)
+    summary.notes.append("closest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in close))
+    summary.notes.append("farthest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in far))
+    summary.outputs = [p for p in figures if p.suffix == ".png" or p.suffix == ".gif"] + [
+        run_dir / "analysis" / n for n in ("clustering.csv", "wordnet.csv", "category_stats.csv")
+    ]
+    return summary
+
+
+def plot_paths(run: Run) -> list[Path]:
+    """The figures ``plot_all`` writes."""
+    names = ["tsne_grid", "clustering_dynamics", "wordnet", "ratio_heatmaps", "ratios_over_epochs"]
+    folder = run.path / "figures"
+    return [folder / f"{n}{s}" for n in names for s in (".png", ".pdf")] + [
+        folder / "tsne_animation.gif"
+    ]
+
+
+def plot_all(run: Run, table, comparison) -> list[Path]:
+    paths = plotting.tsne_grid(run, run.config.analysis.panels or None)
+    paths.append(plotting.tsne_animation(run))
+    paths += plotting.clustering_figure(run, table)
+    paths += plotting.wordnet_figure(run, comparison)
+    paths += plotting.ratio_heatmaps(run)
+    paths += plotting.ratios_over_epochs(run)
+    return paths

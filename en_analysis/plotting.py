@@ -1,0 +1,287 @@
+"""Every figure: the t-SNE grid (Fig. 1 of the supplement) and its animation, the clustering
+dynamic, the WordNet comparison, ratio heatmaps and ratios over epochs (main paper Fig. 1a)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from .appearance import Comparison  # noqa: E402
+from .runs import Run  # noqa: E402
+
+# Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
+COLOURS = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
+           "#882255", "#AA4499", "#777777"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
+DROP_COLOUR = "#CC3311"
+
+
+def style(i: int) -> dict:
+    return dict(color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)])
+
+
+def first_after_drops(run: Run) -> list[int]:
+    return [d + 1 for d in run.config.train.lr_drops]
+
+
+def choose_panels(epochs: list[int], drops: list[int], n: int = 10) -> list[int]:
+    """Epochs for the grid, like the paper's: early ones densely, the first after each LR drop,
+    the last; the rest spread over what is left. Epoch 0 only if nothing else is available."""
+    trained = [e for e in epochs if e >= 1] or list(epochs)
+    if len(trained) <= n:
+        return trained
+    must = {d + 1 for d in drops if d + 1 in trained} | {trained[-1]}
+    early_end = drops[0] if drops else trained[-1]
+    early = [e for e in trained if e <= early_end and e not in must]
+    slots = n - len(must)
+    picks = set()
+    if early and slots > 0:
+        idx = np.unique(np.round(np.linspace(0, len(early) - 1, min(slots, len(early)))))
+        picks = {early[int(i)] for i in idx}
+    chosen = must | picks
+    rest = [e for e in trained if e not in chosen]
+    while len(chosen) < n and rest:  # fill the widest gap
+        gaps = [min(abs(e - c) for c in chosen) for e in rest]
+        chosen.add(rest.pop(int(np.argmax(gaps))))
+    return sorted(chosen)
+
+
+def _save(fig: plt.Figure, path: Path, pdf: bool = True) -> list[Path]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = []
+    for suffix in (".png", ".pdf") if pdf else (".png",):
+        target = path.with_suffix(suffix)
+        tmp = target.with_name(f".{target.name}.tmp{suffix}")
+        fig.savefig(tmp, dpi=300 if suffix == ".png" else None, bbox_inches="tight")
+        tmp.replace(target)
+        out.append(target)
+    plt.close(fig)
+    return out
+
+
+def _legend(fig: plt.Figure, names: list[str], ncol: int) -> None:
+    handles = [Line2D([], [], linestyle="", markersize=7, label=name, **style(i))
+               for i, name in enumerate(names)]
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False,
+               bbox_to_anchor=(0.5, -0.01), fontsize=9)
+
+
+def scatter_panel(ax: plt.Axes, y: np.ndarray, labels: np.ndarray, classes: list[int],
+                  degenerate: bool = False) -> None:
+    """One t-SNE panel: each category its own colour and marker; no ticks (t-SNE axes mean nothing)."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if degenerate:
+        ax.text(0.5, 0.5, "all samples have\nthe same ratios\n(uniform start)", ha="center",
+                va="center", transform=ax.transAxes, fontsize=8, color="#555555")
+        return
+    for i, c in enumerate(classes):
+        sel = labels == c
+        ax.scatter(y[sel, 0], y[sel, 1], s=6, linewidths=0, alpha=0.85, **style(i))
+
+
+def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None) -> list[Path]:
+    """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked."""
+    available = run.embedding_epochs
+    drops = first_after_drops(run)
+    panels = [e for e in (panels or choose_panels(available, run.config.train.lr_drops))
+              if e in available]
+    cols = min(5, len(panels))
+    rows = int(np.ceil(len(panels) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.35 * rows + 0.6), squeeze=False)
+    r0 = run.ratios(panels[0])
+    classes = r0.present
+    for ax, e in zip(axes.flat, panels):
+        d = run.embedding(e)
+        scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
+        after = e in drops
+        ax.set_title(f"Epoch {e}" + (" (LR drop)" if after else ""), fontsize=10,
+                     color=DROP_COLOUR if after else "black")
+        if after:
+            for spine in ax.spines.values():
+                spine.set_edgecolor(DROP_COLOUR)
+                spine.set_linewidth(1.5)
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    _legend(fig, [r0.categories[c] for c in classes], ncol=min(5, len(classes)))
+    settings = json.loads(str(run.embedding(panels[-1])["settings"]))
+    fig.suptitle(f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
+                 f"ratios ({run.config.name}; {settings['scaling']} scaling, "
+                 f"{settings['mode']} t-SNE)", fontsize=11)
+    fig.tight_layout(rect=(0, 0.07 if rows > 1 else 0.12, 1, 1))
+    return _save(fig, out or run.path / "figures" / "tsne_grid")
+
+
+def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
+    """An animated GIF of the (aligned) embeddings across all epochs, with fixed axes."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    epochs = run.embedding_epochs
+    data = [run.embedding(e) for e in epochs]
+    r0 = run.ratios(epochs[0])
+    classes = r0.present
+    live = [d["embedding"] for d in data if not bool(d["degenerate"])]
+    both = np.concatenate(live) if live else np.zeros((1, 2))
+    lo, hi = both.min(0), both.max(0)
+    pad = 0.05 * (hi - lo + 1e-9)
+    fig, ax = plt.subplots(figsize=(5, 5.4))
+    drops = first_after_drops(run)
+
+    def draw(k: int) -> None:
+        ax.clear()
+        d = data[k]
+        scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
+        ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
+        ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
+        e = epochs[k]
+        ax.set_title(f"Epoch {e}" + (" (first after an LR drop)" if e in drops else ""))
+
+    _legend(fig, [r0.categories[c] for c in classes], ncol=min(5, len(classes)))
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    path = Path(out or run.path / "figures" / "tsne_animation.gif")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.gif")
+    FuncAnimation(fig, draw, frames=len(epochs)).save(tmp, writer=PillowWriter(fps=fps), dpi=100)
+    tmp.replace(path)
+    plt.close(fig)
+    return path
+
+
+def _drops(ax: plt.Axes, run: Run) -> None:
+    for d in run.config.train.lr_drops:
+        ax.axvline(d + 0.5, color=DROP_COLOUR, linestyle=":", linewidth=1)
+
+
+SERIES = [  # (space, dims, label, colour)
+    ("ratios", "high", "ratios (L×K-D)", "#332288"),
+    ("ratios", "2d", "ratios (t-SNE 2-D)", "#88CCEE"),
+    ("features", "high", "penultimate features", "#117733"),
+    ("pixels", "high", "raw pixels", "#999933"),
+]
+
+
+def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) -> list[Path]:
+    """Clustering over epochs: silhouette, k-NN accuracy, trustworthiness; shuffled baselines dashed."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    titles = {"silhouette": "Silhouette of categories", "knn": "Leave-one-out 5-NN accuracy",
+              "trustworthiness": "Trustworthiness of the 2-D map"}
+    for ax, metric in zip(axes, titles):
+        for space, dims, label, colour in SERIES:
+            sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
+            if sel.empty:
+                continue
+            ax.plot(sel.epoch, sel.value, "-o", color=colour, markersize=3, label=label)
+            if sel.shuffled.notna().any():
+                ax.plot(sel.epoch, sel.shuffled, "--", color=colour, linewidth=1, alpha=0.7)
+        _drops(ax, run)
+        ax.set_title(titles[metric], fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles += [Line2D([], [], color="grey", linestyle="--"),
+                Line2D([], [], color=DROP_COLOUR, linestyle=":")]
+    labels += ["same, labels shuffled (chance)", "LR drop"]
+    fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return _save(fig, out or run.path / "figures" / "clustering_dynamics")
+
+
+def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> list[Path]:
+    """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices."""
+    table = result.table
+    fig = plt.figure(figsize=(14, 4.4))
+    grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
+    ax = fig.add_subplot(grid[0])
+    for space, colour, label in (("ratios", "#332288", "ratios"),
+                                 ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
+                                 ("features", "#117733", "penultimate features"),
+                                 ("pixels", "#999933", "raw pixels")):
+        sel = table[table.space == space]
+        if sel.empty:
+            continue
+        ax.plot(sel.epoch, sel.spearman, "-", color=colour, label=label)
+        sig = sel[sel.p_value < 0.05]
+        ax.plot(sig.epoch, sig.spearman, "o", color=colour, markersize=4)
+    _drops(ax, run)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("Spearman r (Mantel)")
+    ax.set_title(f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
+                 "dots: Mantel p < 0.05", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.grid(alpha=0.3)
+    for k, (matrix, title) in enumerate(((result.wordnet, "WordNet distance"),
+                                         (result.clusters, f"Ratio cluster distance, epoch "
+                                                           f"{result.epoch}"))):
+        ax = fig.add_subplot(grid[k + 1])
+        im = ax.imshow(matrix, cmap="viridis")
+        ax.set_xticks(range(len(result.categories)), result.categories, rotation=60,
+                      ha="right", fontsize=7)
+        ax.set_yticks(range(len(result.categories)), result.categories, fontsize=7)
+        ax.set_title(title, fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, out or run.path / "figures" / "wordnet")
+
+
+def ratio_heatmaps(run: Run, epochs: list[int] | None = None, out: Path | None = None
+                   ) -> list[Path]:
+    """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch."""
+    available = run.ratio_epochs
+    epochs = epochs or sorted({available[0], available[len(available) // 2], available[-1]})
+    loaded = [run.ratios(e) for e in epochs]
+    k = loaded[0].ratios.shape[2]
+    fig, axes = plt.subplots(len(epochs), k, figsize=(4.2 * k, 2.0 * len(epochs) + 0.8),
+                             squeeze=False)
+    for row, r in zip(axes, loaded):
+        classes = r.present
+        means = np.stack([r.ratios[r.labels == c].mean(0) for c in classes])  # (C, L, K)
+        for j, ax in enumerate(row):
+            im = ax.imshow(means[:, :, j], aspect="auto", cmap="magma")
+            ax.set_yticks(range(len(classes)), [r.categories[c] for c in classes], fontsize=6)
+            ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()} ratio", fontsize=9)
+            ax.set_xlabel("EN layer (input → output)", fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    return _save(fig, out or run.path / "figures" / "ratio_heatmaps")
+
+
+def ratios_over_epochs(run: Run, categories: list[str] | None = None,
+                       layers: list[int] | None = None, out: Path | None = None) -> list[Path]:
+    """Main paper Fig. 1(a): mean ratio (± 1 std) of chosen categories over epochs at a bottom,
+    a middle and a top layer; one row per normalizer."""
+    epochs = run.ratio_epochs
+    loaded = [run.ratios(e) for e in epochs]
+    r0 = loaded[0]
+    n_layers, k = r0.ratios.shape[1:]
+    layers = layers or [0, n_layers // 2, n_layers - 1]
+    names = categories or [r0.categories[c] for c in r0.present[:4]]
+    chosen = [r0.categories.index(name) for name in names]
+    fig, axes = plt.subplots(k, len(layers), figsize=(4 * len(layers), 2.3 * k + 0.5),
+                             squeeze=False, sharex=True)
+    for j in range(k):
+        for col, layer in enumerate(layers):
+            ax = axes[j, col]
+            for i, c in enumerate(chosen):
+                vals = np.array([r.ratios[r.labels == c, layer, j] for r in loaded])
+                mean, std = vals.mean(1), vals.std(1)
+                ax.plot(epochs, mean, color=COLOURS[i], label=r0.categories[c])
+                ax.fill_between(epochs, mean - std, mean + std, color=COLOURS[i], alpha=0.2)
+            _drops(ax, run)
+            ax.set_title(f"{r0.layer_names[layer]}: {r0.normalizers[j].upper()}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel("ratio")
+            if j == k - 1:
+                ax.set_xlabel("epoch")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(chosen), frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return _save(fig, out or run.path / "figures" / "ratios_over_epochs")

@@ -1,0 +1,227 @@
+"""Collecting EN importance ratios: forward hooks (``RatioRecorder``) and per-checkpoint extraction.
+
+``extract`` runs the evaluation subset (the same images for every epoch) through each checkpoint
+in eval mode and writes ``ratios/epoch-XXX.npz``: ratios (N, L, K), labels, sample indices,
+layer and normalizer names, category names and synsets, the penultimate features, predictions.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
+
+from .checkpoints import list_checkpoints, load_checkpoint, model_from_checkpoint
+from .config import Config, read_config
+from .data import Datasets, build_datasets, evaluation_subset
+from .errors import UserError
+from .io import load_npz, save_npz
+from .nn import en_layers
+
+PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
+
+
+class RatioRecorder:
+    """Context manager: hooks every EN layer and gathers the ratios each forward pass used.
+
+    The hook reads the layer's ``last_ratios`` (set during its forward), so nothing is recomputed.
+    With ``features=True`` it also keeps the input of the model's ``fc`` (the penultimate
+    features). Hooks are removed on exit, also on error.
+    """
+
+    def __init__(self, model: nn.Module, features: bool = False) -> None:
+        self.layers = en_layers(model)
+        if not self.layers:
+            raise UserError("the model has no ExemplarNorm2d layers: there are no ratios to record")
+        pools = {tuple(layer.normalizers) for _, layer in self.layers}
+        if len(pools) != 1:
+            raise UserError(f"EN layers use different normalizer pools: {sorted(pools)}")
+        self.layer_names = [name for name, _ in self.layers]
+        self.normalizers = list(pools.pop())
+        self.model = model
+        self.features = features
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.clear()
+
+    def clear(self) -> None:
+        self._ratios: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        self._features: list[torch.Tensor] = []
+
+    def __enter__(self) -> RatioRecorder:
+        for i, (_, layer) in enumerate(self.layers):
+            self._handles.append(layer.register_forward_hook(self._hook(i)))
+        if self.features:
+            fc = getattr(self.model, "fc", None)
+            if not isinstance(fc, nn.Module):
+                raise UserError("features=True needs a model with an `fc` classifier")
+            self._handles.append(fc.register_forward_pre_hook(self._feature_hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _hook(self, i: int):
+        def hook(module, inputs, output) -> None:
+            self._ratios[i].append(module.last_ratios.float().cpu())
+
+        return hook
+
+    def _feature_hook(self, module, inputs) -> None:
+        self._features.append(inputs[0].detach().float().cpu())
+
+    def ratios(self) -> np.ndarray:
+        """All recorded ratios as (N, L, K) float32, samples in the order they were seen."""
+        counts = {sum(len(t) for t in per_layer) for per_layer in self._ratios}
+        if len(counts) != 1:
+            raise RuntimeError("EN layers saw different numbers of samples; call clear() first")
+        if not self._ratios[0]:
+            return np.zeros((0, len(self.layers), len(self.normalizers)), np.float32)
+        return torch.stack([torch.cat(r) for r in self._ratios], 1).numpy()
+
+    def penultimate(self) -> np.ndarray:
+        return torch.cat(self._features).numpy() if self._features else np.zeros((0, 0), np.float32)
+
+
+@dataclass
+class Extraction:
+    """What ``extract`` did: epochs written, skipped as up to date, and failures (path: message)."""
+
+    written: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+def ratios_path(run_dir: Path, epoch: int) -> Path:
+    return Path(run_dir) / "ratios" / f"epoch-{epoch:03d}.npz"
+
+
+def _subset_settings(config: Config) -> dict:
+    a = config.analysis
+    return dict(categories=list(a.categories), per_category=a.per_category,
+                subset_seed=a.subset_seed, dataset=config.data.dataset, root=config.data.root)
+
+
+def _up_to_date(path: Path, source: Path, settings: str) -> bool:
+    if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
+        return False
+    try:
+        return str(load_npz(path)["settings"]) == settings
+    except (UserError, KeyError):
+        return False
+
+
+def select_epochs(available: list[int], wanted: list[int] | None, what: str) -> list[int]:
+    """The wanted epochs (all if None/empty), each of which must be available."""
+    if not wanted:
+        return available
+    missing = [e for e in wanted if e not in available]
+    if missing:
+        raise UserError(
+            f"epoch(s) {', '.join(map(str, missing))} have no {what}; available: "
+            f"{', '.join(map(str, available)) or 'none'}"
+        )
+    return list(wanted)
+
+
+def forward_subset(
+    model: nn.Module, images: DataLoader, device: torch.device, features: bool = True
+) -> dict[str, np.ndarray]:
+    """Run images through ``model`` in eval mode, recording ratios, features and predictions."""
+    model.eval().to(device)
+    preds = []
+    with RatioRecorder(model, features=features) as rec, torch.no_grad():
+        for x, _ in images:
+            preds.append(model(x.to(device)).argmax(1).cpu())
+    out = dict(ratios=rec.ratios(), predictions=torch.cat(preds).numpy(),
+               layer_names=np.array(rec.layer_names), normalizers=np.array(rec.normalizers))
+    if features:
+        out["features"] = rec.penultimate()
+    return out
+
+
+def evaluation_images(
+    config: Config, data: Datasets | None = None
+) -> tuple[Datasets, np.ndarray]:
+    """The run's datasets and the evaluation subset (held-out indices, category-grouped)."""
+    data = data or build_datasets(config.data)
+    a = config.analysis
+    idx = evaluation_subset(data.heldout_labels, data.classes, a.categories, a.per_category,
+                            a.subset_seed)
+    return data, idx
+
+
+def save_pixels(run_dir: Path, data: Datasets, idx: np.ndarray, settings: str) -> Path:
+    """The evaluation images' raw pixels (pooled to <= 32 x 32), the input baseline for metrics."""
+    path = Path(run_dir) / "ratios" / "pixels.npz"
+    images = torch.stack([data.heldout[int(i)][0] for i in idx])
+    if images.shape[-1] > PIXEL_SIDE:
+        images = F.adaptive_avg_pool2d(images, PIXEL_SIDE)
+    return save_npz(path, pixels=images.flatten(1).numpy().astype(np.float32),
+                    labels=data.heldout_labels[idx], sample_index=idx, settings=settings)
+
+
+def extract(
+    run_dir: Path | str,
+    epochs: list[int] | None = None,
+    config: Config | None = None,
+    device: str = "cpu",
+    batch_size: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Extraction:
+    """Write ``ratios/epoch-XXX.npz`` for each checkpoint of a run (skipping up-to-date ones).
+
+    A checkpoint that cannot be read or does not fit is recorded in ``failed`` and the others
+    are still extracted.
+    """
+    run_dir = Path(run_dir)
+    config = config or read_config(run_dir / "config.toml")
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints:
+        raise UserError(f"{run_dir} has no checkpoints (run `en-analysis train` first)")
+    chosen = select_epochs(list(checkpoints), epochs or config.analysis.epochs, "checkpoint")
+    settings = json.dumps(_subset_settings(config), sort_keys=True)
+    result = Extraction()
+    todo = []
+    for epoch in chosen:
+        if not force and _up_to_date(ratios_path(run_dir, epoch), checkpoints[epoch], settings):
+            result.skipped.append(epoch)
+        else:
+            todo.append(epoch)
+    if not todo:
+        return result
+    data, idx = evaluation_images(config)
+    pixels = Path(run_dir) / "ratios" / "pixels.npz"
+    if force or not _up_to_date(pixels, run_dir / "config.toml", settings):
+        save_pixels(run_dir, data, idx, settings)
+    loader = DataLoader(Subset(data.heldout, idx.tolist()),
+                        batch_size or config.analysis.batch_size, shuffle=False)
+    for epoch in tqdm(todo, desc="extract", unit="epoch", disable=not progress):
+        path = checkpoints[epoch]
+        try:
+            state = load_checkpoint(path)
+            if state["in_channels"] != data.in_channels:
+                raise UserError(
+                    f"{path} expects {state['in_channels']}-channel images but the data has "
+                    f"{data.in_channels} (grayscale vs RGB?)"
+                )
+            if list(state["classes"]) != data.classes:
+                raise UserError(f"{path} was trained on other classes than {config.data.dataset}")
+            out = forward_subset(model_from_checkpoint(state, path), loader, torch.device(device))
+        except UserError as e:
+            result.failed[str(path)] = str(e)
+            continue
+        save_npz(ratios_path(run_dir, epoch), **out, labels=data.heldout_labels[idx],
+                 sample_index=idx, categories=np.array(data.classes),
+                 synsets=np.array(data.synsets), epoch=epoch, settings=settings)
+        result.written.append(epoch)
+    return result

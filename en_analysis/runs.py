@@ -1,0 +1,167 @@
+"""The ``Run`` object: everything a run folder holds, readable from a notebook in one call each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch import nn
+
+from .checkpoints import list_checkpoints, load_checkpoint, model_from_checkpoint
+from .config import Config, read_config
+from .errors import UserError
+from .io import load_npz
+
+NPZ_EPOCH = "epoch-{:03d}.npz"
+
+
+@dataclass
+class Ratios:
+    """One epoch's ratios over the evaluation subset."""
+
+    ratios: np.ndarray  # (N, L, K) float32
+    labels: np.ndarray  # (N,) class index into ``categories``
+    sample_index: np.ndarray  # (N,) index into the held-out split
+    layer_names: list[str]  # (L,) module paths in forward order
+    normalizers: list[str]  # (K,)
+    categories: list[str]  # every class name of the dataset
+    synsets: list[str]  # WordNet synset per class ("" if unknown)
+    epoch: int
+    features: np.ndarray | None = None  # (N, D) penultimate features
+    predictions: np.ndarray | None = None  # (N,) predicted class
+
+    @classmethod
+    def load(cls, path: Path) -> Ratios:
+        d = load_npz(path)
+        try:
+            return cls(
+                ratios=d["ratios"], labels=d["labels"], sample_index=d["sample_index"],
+                layer_names=d["layer_names"].tolist(), normalizers=d["normalizers"].tolist(),
+                categories=d["categories"].tolist(), synsets=d["synsets"].tolist(),
+                epoch=int(d["epoch"]), features=d.get("features"),
+                predictions=d.get("predictions"),
+            )
+        except KeyError as e:
+            raise UserError(f"{path} is not an en-analysis ratio file (no {e})") from None
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(N, L * K): each sample's ratio vector (159-D for EN-ResNet50), layer-major."""
+        return self.ratios.reshape(len(self.ratios), -1)
+
+    @property
+    def present(self) -> list[int]:
+        """The class indices present in the subset, in order of first appearance."""
+        return list(dict.fromkeys(self.labels.tolist()))
+
+    @property
+    def sample_categories(self) -> list[str]:
+        return [self.categories[i] for i in self.labels]
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long format: one row per (sample, layer, normalizer)."""
+        n, layers, k = self.ratios.shape
+        return pd.DataFrame({
+            "epoch": self.epoch,
+            "sample": np.repeat(self.sample_index, layers * k),
+            "category": np.repeat(np.array(self.categories)[self.labels], layers * k),
+            "layer_index": np.tile(np.repeat(np.arange(layers), k), n),
+            "layer": np.tile(np.repeat(np.array(self.layer_names), k), n),
+            "normalizer": np.tile(np.array(self.normalizers), n * layers),
+            "ratio": self.ratios.reshape(-1),
+        })
+
+
+class Run:
+    """A run folder: config, metrics, checkpoints, ratios, embeddings and analysis tables."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / "config.toml").is_file():
+            raise UserError(f"{self.path} is not a run folder (no config.toml)")
+        self.config: Config = read_config(self.path / "config.toml")
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r}, epochs={self.epochs})"
+
+    @property
+    def checkpoints(self) -> dict[int, Path]:
+        return list_checkpoints(self.path)
+
+    @property
+    def epochs(self) -> list[int]:
+        """Epochs with a checkpoint."""
+        return list(self.checkpoints)
+
+    def _files(self, folder: str) -> dict[int, Path]:
+        d = self.path / folder
+        if not d.is_dir():
+            return {}
+        found = {}
+        for p in d.glob("epoch-*.npz"):
+            try:
+                found[int(p.stem.split("-")[1])] = p
+            except ValueError:
+                continue
+        return dict(sorted(found.items()))
+
+    @property
+    def ratio_epochs(self) -> list[int]:
+        """Epochs whose ratios have been extracted."""
+        return list(self._files("ratios"))
+
+    @property
+    def embedding_epochs(self) -> list[int]:
+        return list(self._files("embeddings"))
+
+    def ratios(self, epoch: int) -> Ratios:
+        path = self.path / "ratios" / NPZ_EPOCH.format(epoch)
+        if not path.exists():
+            raise UserError(
+                f"no ratios for epoch {epoch} in {self.path} (run `en-analysis extract "
+                f"{self.path}`); extracted: {self.ratio_epochs or 'none'}"
+            )
+        return Ratios.load(path)
+
+    def embedding(self, epoch: int) -> dict[str, np.ndarray]:
+        """The 2-D t-SNE embedding of an epoch and the settings it was made with."""
+        path = self.path / "embeddings" / NPZ_EPOCH.format(epoch)
+        if not path.exists():
+            raise UserError(f"no embedding for epoch {epoch} (run `en-analysis embed {self.path}`)")
+        return load_npz(path)
+
+    def pixels(self) -> dict[str, np.ndarray]:
+        """The evaluation images' raw pixels (the input baseline)."""
+        return load_npz(self.path / "ratios" / "pixels.npz")
+
+    def checkpoint(self, epoch: int) -> dict:
+        if epoch not in self.checkpoints:
+            raise UserError(f"no checkpoint for epoch {epoch}; available: {self.epochs}")
+        return load_checkpoint(self.checkpoints[epoch])
+
+    def model(self, epoch: int) -> nn.Module:
+        """The model of an epoch, weights loaded, in eval mode."""
+        path = self.checkpoints.get(epoch)
+        return model_from_checkpoint(self.checkpoint(epoch), path).eval()
+
+    def metrics(self) -> pd.DataFrame:
+        """Training metrics, one row per epoch."""
+        return self._table("metrics.csv")
+
+    def _table(self, name: str) -> pd.DataFrame:
+        path = self.path / name
+        if not path.exists():
+            raise UserError(f"{path} does not exist yet")
+        return pd.read_csv(path)
+
+    def category_stats(self) -> pd.DataFrame:
+        """Per (epoch, category, layer, normalizer) ratio statistics (``en-analysis export``)."""
+        return self._table("analysis/category_stats.csv")
+
+    def clustering(self) -> pd.DataFrame:
+        return self._table("analysis/clustering.csv")
+
+    def wordnet(self) -> pd.DataFrame:
+        return self._table("analysis/wordnet.csv")

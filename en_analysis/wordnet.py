@@ -1,0 +1,243 @@
+"""Offline WordNet, category synsets, distance matrices and the Mantel test.
+
+WordNet is read with nltk from, in order: an nltk data folder that already has it; a cache
+folder built from Debian's ``wordnet-base`` (plus the ``lexnames`` file Debian does not ship);
+else a clear error naming both fixes. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import os
+import re
+import shutil
+import tomllib
+import warnings
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial.distance import cdist
+from scipy.stats import spearmanr
+
+from .errors import UserError
+
+DEBIAN_WORDNET = Path("/usr/share/wordnet")
+CACHE = Path.home() / ".cache" / "en-analysis" / "nltk_data"
+WNID = re.compile(r"^n\d{8}$")
+DISTANCES = ("wup", "path", "lch", "hops")
+# The 45 lexicographer files of WordNet 3.0, documented in lexnames(5WN); Debian omits the file.
+LEXNAMES = (
+    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
+    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
+    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant "
+    "noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
+    "noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
+    "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
+    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
+).split()
+SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
+
+
+def _debian_folder() -> Path:
+    return Path(os.environ.get("EN_ANALYSIS_DEBIAN_WORDNET", DEBIAN_WORDNET))
+
+
+def build_wordnet_folder(source: Path, target: Path) -> Path:
+    """An nltk ``corpora/wordnet`` folder from Debian's WordNet 3.0 files plus ``lexnames``."""
+    folder = target / "corpora" / "wordnet"
+    if (folder / "lexnames").exists() and (folder / "data.noun").exists():
+        return folder
+    tmp = target / "corpora" / f".wordnet-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for f in source.iterdir():
+        if f.is_file():
+            shutil.copy(f, tmp / f.name)
+    (tmp / "lexnames").write_text("".join(
+        f"{i:02d}\t{name}\t{SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
+        for i, name in enumerate(LEXNAMES)
+    ))
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)  # whole folder or none: a killed build leaves no partial corpus
+    return folder
+
+
+@cache
+def wordnet():
+    """The WordNet 3.0 corpus reader (nltk), from local files only."""
+    import nltk
+    from nltk.corpus.reader.wordnet import WordNetCorpusReader
+
+    try:
+        nltk.data.find("corpora/wordnet")
+        from nltk.corpus import wordnet as wn
+
+        wn.ensure_loaded()
+        return wn
+    except LookupError:
+        pass
+    source = _debian_folder()
+    if not (source / "data.noun").is_file():
+        raise UserError(
+            "WordNet is not installed. Install Debian's copy with `apt-get install wordnet-base`, "
+            "or nltk's with `python -c 'import nltk; nltk.download(\"wordnet\")'`"
+        )
+    folder = build_wordnet_folder(source, CACHE)
+    if str(CACHE) not in nltk.data.path:
+        nltk.data.path.insert(0, str(CACHE))  # nltk >= 3.9 reads only folders on its path
+
+    class Debian30Reader(WordNetCorpusReader):
+        """nltk maps other WordNet versions to 3.0 through index.sense; these files are 3.0."""
+
+        def map_wn(self, version="wordnet"):
+            return None
+
+    with warnings.catch_warnings():  # "multilingual functions not available": OMW is not used
+        warnings.simplefilter("ignore", UserWarning)
+        return Debian30Reader(str(folder), None)
+
+
+def resolve_synset(name: str):
+    """A synset from a name (``dog.n.01``) or an ImageNet wnid (``n02111889``)."""
+    wn = wordnet()
+    from nltk.corpus.reader.wordnet import WordNetError
+
+    if WNID.match(name):
+        try:
+            return wn.synset_from_pos_and_offset("n", int(name[1:]))
+        except WordNetError:
+            raise UserError(f"wnid {name} is not a WordNet 3.0 noun offset") from None
+    try:
+        return wn.synset(name)
+    except (WordNetError, ValueError):
+        lemma = name.split(".")[0]
+        options = [s.name() for s in wn.synsets(lemma)] or difflib.get_close_matches(
+            lemma, list(wn.all_lemma_names("n")), n=5, cutoff=0.8)
+        hint = f" Close matches: {', '.join(options[:8])}" if options else ""
+        raise UserError(f"unknown WordNet synset {name!r}.{hint}") from None
+
+
+def read_mapping_file(path: Path) -> dict[str, str]:
+    """A user's category -> synset mapping: CSV (columns category,synset) or TOML (key = value)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read mapping file {path}: {e.strerror}") from None
+    if path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise UserError(f"{path} is not valid TOML: {e}") from None
+        data = data.get("synsets", data)
+        if not all(isinstance(v, str) for v in data.values()):
+            raise UserError(f"{path}: every value must be a synset name string")
+        return dict(data)
+    rows = list(csv.DictReader(text.splitlines()))
+    if not rows or not {"category", "synset"} <= set(rows[0]):
+        raise UserError(f"{path} must be a CSV with columns category,synset")
+    return {row["category"]: row["synset"].strip() for row in rows}
+
+
+def category_synsets(categories: list[str], synsets: list[str]) -> list:
+    """Synset objects for categories: the given synset names, else the category as a wnid."""
+    out = []
+    for category, synset in zip(categories, synsets):
+        if synset:
+            out.append(resolve_synset(synset))
+        elif WNID.match(category):
+            out.append(resolve_synset(category))
+        else:
+            raise UserError(
+                f"category {category!r} has no WordNet synset: give one in a mapping file "
+                f"(data.categories_file, columns category,synset)"
+            )
+    return out
+
+
+def wordnet_distances(synsets: list, kind: str = "wup") -> np.ndarray:
+    """Symmetric distance matrix between synsets.
+
+    wup / path: 1 - similarity; lch: 1 - lch / lch(s, s) (so 0 on the diagonal, in [0, 1]);
+    hops: shortest-path length in the hypernym graph.
+    """
+    if kind not in DISTANCES:
+        raise UserError(f"WordNet distance must be one of {DISTANCES}, got {kind!r}")
+    n = len(synsets)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            a, b = synsets[i], synsets[j]
+            if kind == "wup":
+                v = 1 - a.wup_similarity(b)
+            elif kind == "path":
+                v = 1 - a.path_similarity(b)
+            elif kind == "lch":
+                v = 1 - a.lch_similarity(b) / a.lch_similarity(a)
+            else:
+                v = a.shortest_path_distance(b, simulate_root=True)
+            d[i, j] = d[j, i] = v
+    return d
+
+
+def cluster_distances(x: np.ndarray, labels: np.ndarray, classes: list[int],
+                      kind: str = "centroid") -> np.ndarray:
+    """Distances between categories in a space: between centroids, or mean pairwise distance."""
+    groups = [np.asarray(x[labels == c], np.float64) for c in classes]
+    if kind == "centroid":
+        centroids = np.stack([g.mean(0) for g in groups])
+        return cdist(centroids, centroids)
+    n = len(groups)
+    d = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            d[i, j] = d[j, i] = cdist(groups[i], groups[j]).mean()
+    return d
+
+
+def upper(d: np.ndarray) -> np.ndarray:
+    return d[np.triu_indices(len(d), 1)]
+
+
+def mantel(a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0
+           ) -> tuple[float, float]:
+    """Spearman correlation of two distance matrices' upper triangles and its Mantel p-value.
+
+    The p-value is one-sided (are the two distances positively related?): the share of joint
+    row/column permutations of ``b`` whose correlation is at least the observed one, counting
+    the observed arrangement itself.
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape or a.shape[0] != a.shape[1] or len(a) < 3:
+        raise ValueError("mantel needs two square matrices of the same size, at least 3 x 3")
+    ua, ub = upper(a), upper(b)
+    if np.ptp(ua) == 0 or np.ptp(ub) == 0:
+        return float("nan"), float("nan")
+    rank_a = spearman_ranks(ua)
+    observed = _pearson(rank_a, spearman_ranks(ub))
+    rng = np.random.default_rng(seed)
+    iu = np.triu_indices(len(a), 1)
+    hits = 0
+    for _ in range(permutations):
+        p = rng.permutation(len(a))
+        if _pearson(rank_a, spearman_ranks(b[p][:, p][iu])) >= observed - 1e-12:
+            hits += 1
+    return float(observed), (hits + 1) / (permutations + 1)
+
+
+def spearman_ranks(v: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(v)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float:
+    x = x - x.mean()
+    y = y - y.mean()
+    return float((x @ y) / np.sqrt((x @ x) * (y @ y)))
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    return float(spearmanr(upper(a), upper(b)).statistic)
