@@ -19,8 +19,17 @@ from .runs import Run
 from .spaces import is_degenerate, scale_ratios, standardize
 from .wordnet import category_synsets, cluster_distances, mantel, wordnet_distances
 
-COLUMNS = ["epoch", "space", "wordnet_distance", "cluster_distance", "spearman", "p_value",
-           "permutations", "n_categories", "note"]
+COLUMNS = [
+    "epoch",
+    "space",
+    "wordnet_distance",
+    "cluster_distance",
+    "spearman",
+    "p_value",
+    "permutations",
+    "n_categories",
+    "note",
+]
 
 
 @dataclass
@@ -46,16 +55,26 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
     synsets = category_synsets(names, [first.synsets[c] for c in classes])
     wn = wordnet_distances(synsets, a.wordnet_distance)
     pixels = run.pixels()
-    px = cluster_distances(standardize(pixels["pixels"]), pixels["labels"], classes,
-                           a.cluster_distance)
+    px = cluster_distances(
+        standardize(pixels["pixels"]), pixels["labels"], classes, a.cluster_distance
+    )
     pixel_result = mantel(wn, px, a.permutations, a.tsne_seed)
     rows = []
 
     def row(epoch: int, space: str, result: tuple[float, float], note: str = "") -> None:
-        rows.append(dict(epoch=epoch, space=space, wordnet_distance=a.wordnet_distance,
-                         cluster_distance=a.cluster_distance, spearman=result[0],
-                         p_value=result[1], permutations=a.permutations,
-                         n_categories=len(classes), note=note))
+        rows.append(
+            dict(
+                epoch=epoch,
+                space=space,
+                wordnet_distance=a.wordnet_distance,
+                cluster_distance=a.cluster_distance,
+                spearman=result[0],
+                p_value=result[1],
+                permutations=a.permutations,
+                n_categories=len(classes),
+                note=note,
+            )
+        )
 
     clusters = np.zeros_like(wn)
     for e in epochs:

@@ -88,7 +88,7 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint safely; anything that is not a readable en-analysis checkpoint is a UserError."""
+    """Read a checkpoint safely; anything but a readable en-analysis checkpoint is a UserError."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")

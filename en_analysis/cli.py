@@ -15,15 +15,29 @@ from .errors import UserError
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())}")
-    p.add_argument("--config", metavar="FILE.toml", help="a TOML file of settings (over the preset)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override one setting, e.g. --set train.epochs=3 (repeatable)")
+    p.add_argument(
+        "--config", metavar="FILE.toml", help="a TOML file of settings (over the preset)"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one setting, e.g. --set train.epochs=3 (repeatable)",
+    )
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="the run folder (e.g. runs/fashion-mnist)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override an analysis setting for this step, e.g. --set analysis.scaling=raw")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override an analysis setting for this step, e.g. --set analysis.scaling=raw",
+    )
     p.add_argument("--epochs", help="comma-separated epochs (default: every checkpoint)")
     p.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
 
@@ -44,8 +58,9 @@ def _epochs(args: argparse.Namespace) -> list[int] | None:
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import train
 
-    config = load_config(args.preset or (None if args.config else "fashion-mnist"), args.config,
-                         args.overrides)
+    config = load_config(
+        args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
+    )
     run = train(config, _out(args, config), resume=args.resume, progress=not args.quiet)
     print(f"run: {run}")
 
@@ -66,10 +81,19 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from .ratios import extract
 
     run = _run(args)
-    done = extract(run.path, _epochs(args), run.config, device=args.device,
-                   batch_size=args.batch_size, force=args.force, progress=not args.quiet)
-    print(f"ratios: {run.path / 'ratios'} (written: {done.written or 'none'}; "
-          f"up to date: {done.skipped or 'none'})")
+    done = extract(
+        run.path,
+        _epochs(args),
+        run.config,
+        device=args.device,
+        batch_size=args.batch_size,
+        force=args.force,
+        progress=not args.quiet,
+    )
+    print(
+        f"ratios: {run.path / 'ratios'} (written: {done.written or 'none'}; "
+        f"up to date: {done.skipped or 'none'})"
+    )
     if done.failed:
         for path, message in done.failed.items():
             print(f"failed: {path}: {message}", file=sys.stderr)
@@ -88,10 +112,13 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from .embedding import embed
 
     run = _run(args)
-    written, skipped = embed(run, run.config.analysis, _epochs(args), force=args.force,
-                             progress=not args.quiet)
-    print(f"embeddings: {run.path / 'embeddings'} (written: {written or 'none'}; "
-          f"up to date: {skipped or 'none'})")
+    written, skipped = embed(
+        run, run.config.analysis, _epochs(args), force=args.force, progress=not args.quiet
+    )
+    print(
+        f"embeddings: {run.path / 'embeddings'} (written: {written or 'none'}; "
+        f"up to date: {skipped or 'none'})"
+    )
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
@@ -114,11 +141,17 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
     result = write_comparison(run, run.config.analysis, _epochs(args))
     t = result.table
     print(t[["epoch", "space", "spearman", "p_value"]].to_string(index=False))
-    for title, matrix in (("WordNet", result.wordnet),
-                          (f"ratio clusters, epoch {result.epoch}", result.clusters)):
+    for title, matrix in (
+        ("WordNet", result.wordnet),
+        (f"ratio clusters, epoch {result.epoch}", result.clusters),
+    ):
         close, far = extreme_pairs(matrix, result.categories, 3)
-        print(f"{title}: closest " + ", ".join(f"{a}/{b}" for a, b, _ in close)
-              + "; farthest " + ", ".join(f"{a}/{b}" for a, b, _ in far))
+        print(
+            f"{title}: closest "
+            + ", ".join(f"{a}/{b}" for a, b, _ in close)
+            + "; farthest "
+            + ", ".join(f"{a}/{b}" for a, b, _ in far)
+        )
     print(f"wrote {run.path / 'analysis' / 'wordnet.csv'}")
     for p in plotting.wordnet_figure(run, result):
         print(f"wrote {p}")
@@ -133,8 +166,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if not args.no_animation:
         paths.append(plotting.tsne_animation(run))
     paths += plotting.ratio_heatmaps(run)
-    paths += plotting.ratios_over_epochs(run, args.categories.split(",") if args.categories
-                                         else None)
+    paths += plotting.ratios_over_epochs(
+        run, args.categories.split(",") if args.categories else None
+    )
     for p in paths:
         print(f"wrote {p}")
 
@@ -142,8 +176,9 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .pipeline import reproduce
 
-    config = load_config(args.preset or (None if args.config else "fashion-mnist"), args.config,
-                         args.overrides)
+    config = load_config(
+        args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
+    )
     print(reproduce(config, _out(args, config), progress=not args.quiet).text())
 
 
@@ -182,7 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="per-category ratio statistics as CSV")
     _run_args(p)
-    p.add_argument("--samples", action="store_true", help="also one row per sample/layer/normalizer")
+    p.add_argument(
+        "--samples", action="store_true", help="also one row per sample/layer/normalizer"
+    )
     p.add_argument("--wide", action="store_true", help="also one column per layer/normalizer")
     p.set_defaults(func=cmd_export)
 

@@ -104,8 +104,11 @@ SECTIONS = {f.name for f in dataclasses.fields(Config) if f.name != "name"}
 
 
 def preset_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("en_analysis.presets").iterdir()
-                  if p.name.endswith(".toml"))
+    return sorted(
+        p.name[:-5]
+        for p in resources.files("en_analysis.presets").iterdir()
+        if p.name.endswith(".toml")
+    )
 
 
 def _close(word: str, options: list[str]) -> str:
@@ -122,9 +125,7 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
 
 def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
     def bad() -> UserError:
-        return UserError(
-            f"{source}: {key} must be {type(default).__name__}, got {value!r}"
-        )
+        return UserError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
 
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -136,12 +137,8 @@ def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise bad()
         value = float(value)
-    elif isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad()
-    elif isinstance(default, list):
-        if not isinstance(value, list):
-            raise bad()
+    elif isinstance(default, str | list) and not isinstance(value, type(default)):
+        raise bad()
     return value
 
 
@@ -151,16 +148,16 @@ def _merge(config: Config, values: dict[str, Any], source: str) -> None:
             config.name = _coerce(entries, config.name, "name", source)
             continue
         if section not in SECTIONS:
-            raise UserError(f"{source}: unknown section [{section}].{_close(section, sorted(SECTIONS))}")
+            raise UserError(
+                f"{source}: unknown section [{section}].{_close(section, sorted(SECTIONS))}"
+            )
         if not isinstance(entries, dict):
             raise UserError(f"{source}: [{section}] must be a table of settings")
         target = getattr(config, section)
         names = [f.name for f in dataclasses.fields(target)]
         for key, value in entries.items():
             if key not in names:
-                raise UserError(
-                    f"{source}: unknown setting {section}.{key}.{_close(key, names)}"
-                )
+                raise UserError(f"{source}: unknown setting {section}.{key}.{_close(key, names)}")
             default = getattr(target, key)
             setattr(target, key, _coerce(value, default, f"{section}.{key}", source))
 
@@ -215,16 +212,33 @@ CHOICES = {
     ("analysis", "cluster_distance"): ("centroid", "pairwise"),
 }
 POSITIVE = [
-    ("model", "width"), ("model", "reduction"), ("model", "stem_stride"), ("train", "epochs"),
-    ("train", "batch_size"), ("analysis", "per_category"), ("analysis", "batch_size"),
-    ("analysis", "knn"), ("analysis", "permutations"), ("analysis", "n_jobs"),
+    ("model", "width"),
+    ("model", "reduction"),
+    ("model", "stem_stride"),
+    ("train", "epochs"),
+    ("train", "batch_size"),
+    ("analysis", "per_category"),
+    ("analysis", "batch_size"),
+    ("analysis", "knn"),
+    ("analysis", "permutations"),
+    ("analysis", "n_jobs"),
 ]
 NON_NEGATIVE = [
-    ("data", "train_samples"), ("data", "val_samples"), ("data", "image_size"),
-    ("data", "num_workers"), ("train", "lr"), ("train", "momentum"), ("train", "weight_decay"),
-    ("train", "lr_gamma"), ("train", "warmup_epochs"), ("train", "ratio_lr_mult"),
-    ("train", "ratio_weight_decay"), ("train", "seed"), ("train", "threads"),
-    ("analysis", "subset_seed"), ("analysis", "tsne_seed"),
+    ("data", "train_samples"),
+    ("data", "val_samples"),
+    ("data", "image_size"),
+    ("data", "num_workers"),
+    ("train", "lr"),
+    ("train", "momentum"),
+    ("train", "weight_decay"),
+    ("train", "lr_gamma"),
+    ("train", "warmup_epochs"),
+    ("train", "ratio_lr_mult"),
+    ("train", "ratio_weight_decay"),
+    ("train", "seed"),
+    ("train", "threads"),
+    ("analysis", "subset_seed"),
+    ("analysis", "tsne_seed"),
 ]
 
 
@@ -245,7 +259,7 @@ def validate(config: Config) -> None:
     norms = config.model.normalizers
     if not norms or any(n not in KNOWN_NORMALIZERS for n in norms) or len(set(norms)) != len(norms):
         raise UserError(f"model.normalizers must be distinct names from {KNOWN_NORMALIZERS}")
-    if not 0 < config.analysis.perplexity:
+    if not config.analysis.perplexity > 0:
         raise UserError("analysis.perplexity must be positive")
     drops = config.train.lr_drops
     if any(not isinstance(d, int) or d < 1 for d in drops) or drops != sorted(drops):

@@ -23,12 +23,18 @@ from .spaces import is_degenerate, scale_ratios
 
 
 def tsne_settings(a: AnalysisConfig) -> dict:
-    return dict(scaling=a.scaling, perplexity=a.perplexity, mode=a.tsne_mode, seed=a.tsne_seed,
-                initialization="pca")
+    return dict(
+        scaling=a.scaling,
+        perplexity=a.perplexity,
+        mode=a.tsne_mode,
+        seed=a.tsne_seed,
+        initialization="pca",
+    )
 
 
-def tsne(x: np.ndarray, perplexity: float, seed: int, n_jobs: int = 1,
-         init: np.ndarray | None = None) -> np.ndarray:
+def tsne(
+    x: np.ndarray, perplexity: float, seed: int, n_jobs: int = 1, init: np.ndarray | None = None
+) -> np.ndarray:
     """2-D openTSNE embedding of x (N, D); PCA initialisation unless ``init`` is given."""
     x = np.asarray(x, np.float64)
     perplexity = min(perplexity, (len(x) - 1) / 3)
@@ -68,8 +74,13 @@ def _current(path: Path, source: Path, settings: str) -> bool:
         return False
 
 
-def embed(run: Run, a: AnalysisConfig, epochs: list[int] | None = None, force: bool = False,
-          progress: bool = True) -> tuple[list[int], list[int]]:
+def embed(
+    run: Run,
+    a: AnalysisConfig,
+    epochs: list[int] | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> tuple[list[int], list[int]]:
     """Write ``embeddings/epoch-XXX.npz`` for the run's extracted epochs; (written, skipped).
 
     In aligned mode an epoch depends on the one before it, so once an epoch is recomputed every
@@ -81,16 +92,22 @@ def embed(run: Run, a: AnalysisConfig, epochs: list[int] | None = None, force: b
     settings = json.dumps(tsne_settings(a), sort_keys=True)
     stale_from = None
     for i, e in enumerate(epochs):
-        if force or not _current(embedding_path(run, e), run.path / "ratios" /
-                                 f"epoch-{e:03d}.npz", settings):
+        if force or not _current(
+            embedding_path(run, e), run.path / "ratios" / f"epoch-{e:03d}.npz", settings
+        ):
             stale_from = i
             break
     if stale_from is None:
         return [], list(epochs)
     if a.tsne_mode == "independent":
-        todo = [e for e in epochs[stale_from:]
-                if force or not _current(embedding_path(run, e),
-                                         run.path / "ratios" / f"epoch-{e:03d}.npz", settings)]
+        todo = [
+            e
+            for e in epochs[stale_from:]
+            if force
+            or not _current(
+                embedding_path(run, e), run.path / "ratios" / f"epoch-{e:03d}.npz", settings
+            )
+        ]
         previous = None
     else:
         todo = epochs[stale_from:]
@@ -104,8 +121,13 @@ def embed(run: Run, a: AnalysisConfig, epochs: list[int] | None = None, force: b
         degenerate = is_degenerate(x)
         (y,) = embed_sequence([x], a, previous if a.tsne_mode == "aligned" else None)
         previous = y
-        save_npz(embedding_path(run, e),
-                 embedding=np.zeros((len(x), 2), np.float32) if y is None else y,
-                 degenerate=degenerate, labels=r.labels, sample_index=r.sample_index, epoch=e,
-                 settings=settings)
+        save_npz(
+            embedding_path(run, e),
+            embedding=np.zeros((len(x), 2), np.float32) if y is None else y,
+            degenerate=degenerate,
+            labels=r.labels,
+            sample_index=r.sample_index,
+            epoch=e,
+            settings=settings,
+        )
     return list(todo), [e for e in epochs if e not in todo]

@@ -10,8 +10,20 @@ import pandas as pd
 from .io import write_csv
 from .runs import Ratios, Run
 
-STAT_COLUMNS = ["epoch", "category", "synset", "layer_index", "layer", "normalizer",
-                "n", "mean", "std", "median", "q25", "q75"]
+STAT_COLUMNS = [
+    "epoch",
+    "category",
+    "synset",
+    "layer_index",
+    "layer",
+    "normalizer",
+    "n",
+    "mean",
+    "std",
+    "median",
+    "q25",
+    "q75",
+]
 
 
 def category_stats(r: Ratios) -> pd.DataFrame:
@@ -21,20 +33,24 @@ def category_stats(r: Ratios) -> pd.DataFrame:
     for c in r.present:
         x = r.ratios[r.labels == c]  # (n, L, K)
         q25, median, q75 = np.quantile(x, [0.25, 0.5, 0.75], axis=0)
-        frames.append(pd.DataFrame({
-            "epoch": r.epoch,
-            "category": r.categories[c],
-            "synset": r.synsets[c],
-            "layer_index": np.repeat(np.arange(layers), k),
-            "layer": np.repeat(np.array(r.layer_names), k),
-            "normalizer": np.tile(np.array(r.normalizers), layers),
-            "n": len(x),
-            "mean": x.mean(0).ravel(),
-            "std": x.std(0, ddof=1).ravel() if len(x) > 1 else np.nan,
-            "median": median.ravel(),
-            "q25": q25.ravel(),
-            "q75": q75.ravel(),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "epoch": r.epoch,
+                    "category": r.categories[c],
+                    "synset": r.synsets[c],
+                    "layer_index": np.repeat(np.arange(layers), k),
+                    "layer": np.repeat(np.array(r.layer_names), k),
+                    "normalizer": np.tile(np.array(r.normalizers), layers),
+                    "n": len(x),
+                    "mean": x.mean(0).ravel(),
+                    "std": x.std(0, ddof=1).ravel() if len(x) > 1 else np.nan,
+                    "median": median.ravel(),
+                    "q25": q25.ravel(),
+                    "q75": q75.ravel(),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)[STAT_COLUMNS]
 
 
@@ -47,8 +63,9 @@ def wide(stats: pd.DataFrame) -> pd.DataFrame:
     return table[order].reset_index()
 
 
-def export(run: Run, epochs: list[int] | None = None, samples: bool = False,
-           wide_table: bool = False) -> list[Path]:
+def export(
+    run: Run, epochs: list[int] | None = None, samples: bool = False, wide_table: bool = False
+) -> list[Path]:
     """Write analysis/category_stats.csv (and samples / wide variants); return the paths."""
     epochs = epochs or run.ratio_epochs
     loaded = [run.ratios(e) for e in epochs]

@@ -22,7 +22,7 @@ from .errors import UserError
 
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary file next to ``path``, fsync, then rename it into place."""
+    """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename it into place."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +51,9 @@ def atomic_write_text(path: Path, text: str) -> Path:
 
 def save_npz(path: Path, **arrays: Any) -> Path:
     """Atomically write an uncompressed npz of plain arrays (strings as unicode arrays)."""
-    return atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    return atomic_write(
+        path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    )
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -65,7 +67,9 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         if "pickle" in str(e):
             raise UserError(f"{path} holds pickled objects; refusing to load it") from None
-        raise UserError(f"{path} is not a readable npz file ({e}); delete it to recompute") from None
+        raise UserError(
+            f"{path} is not a readable npz file ({e}); delete it to recompute"
+        ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"{path} is corrupt or truncated ({e}); delete it to recompute") from None
 
@@ -79,7 +83,7 @@ def write_csv(path: Path, frame) -> Path:
 
 @contextmanager
 def run_lock(folder: Path):
-    """Hold ``folder/.lock`` so two processes never write the same run; a stale lock is taken over."""
+    """Hold ``folder/.lock`` so two processes never write one run; a stale lock is taken over."""
     folder = Path(folder)
     lock = folder / ".lock"
     try:

@@ -53,8 +53,9 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     return correct / n
 
 
-def label_metrics(x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator
-                  ) -> dict[str, tuple[float, float]]:
+def label_metrics(
+    x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator
+) -> dict[str, tuple[float, float]]:
     """{metric: (value, value with shuffled labels)} for silhouette and k-NN accuracy."""
     shuffled = rng.permutation(labels)
     return {
@@ -64,8 +65,10 @@ def label_metrics(x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Gene
 
 
 def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> list[dict]:
-    return [dict(epoch=epoch, space=space, dims=dims, metric=m, value=v, shuffled=s, note=note)
-            for m, (v, s) in values.items()]
+    return [
+        dict(epoch=epoch, space=space, dims=dims, metric=m, value=v, shuffled=s, note=note)
+        for m, (v, s) in values.items()
+    ]
 
 
 def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> pd.DataFrame:
@@ -80,8 +83,10 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
         rng = np.random.default_rng([a.tsne_seed, e])
         r = run.ratios(e)
         if not np.array_equal(r.sample_index, pixels["sample_index"]):
-            raise UserError(f"{run.path}: ratios of epoch {e} and pixels.npz cover other samples; "
-                            "rerun `en-analysis extract --force`")
+            raise UserError(
+                f"{run.path}: ratios of epoch {e} and pixels.npz cover other samples; "
+                "rerun `en-analysis extract --force`"
+            )
         x = scale_ratios(r.ratios, a.scaling)
         note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
         rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng), note)
@@ -90,8 +95,17 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
             values = label_metrics(y, r.labels, a.knn, rng)
             rows += _rows(e, "ratios", "2d", values, note)
             trust = 0.0 if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
-            rows.append(dict(epoch=e, space="ratios", dims="2d", metric="trustworthiness",
-                             value=trust, shuffled=np.nan, note=note))
+            rows.append(
+                dict(
+                    epoch=e,
+                    space="ratios",
+                    dims="2d",
+                    metric="trustworthiness",
+                    value=trust,
+                    shuffled=np.nan,
+                    note=note,
+                )
+            )
         if r.features is not None and r.features.size:
             f = standardize(r.features)
             rows += _rows(e, "features", "high", label_metrics(f, r.labels, a.knn, rng))
@@ -111,8 +125,9 @@ def write_clustering(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
     return write_csv(run.path / "analysis" / "clustering.csv", table), table
 
 
-def summary(table: pd.DataFrame, space: str = "ratios", dims: str = "high",
-            metric: str = "silhouette") -> pd.DataFrame:
+def summary(
+    table: pd.DataFrame, space: str = "ratios", dims: str = "high", metric: str = "silhouette"
+) -> pd.DataFrame:
     """One metric over epochs: epoch, value, shuffled."""
     sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
     return sel[["epoch", "value", "shuffled"]].reset_index(drop=True)

@@ -64,24 +64,33 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
             tqdm.write(f"[{name}] ...")
         start = time.perf_counter()
         result = None if skip else fn()
-        summary.steps[name] = "up to date" if skip else f"done in {time.perf_counter() - start:.0f}s"
+        summary.steps[name] = (
+            "up to date" if skip else f"done in {time.perf_counter() - start:.0f}s"
+        )
         return result
 
-    step("train", lambda: train(config, run_dir, resume=True, progress=progress),
-         skip=_trained(run_dir, config))
+    step(
+        "train",
+        lambda: train(config, run_dir, resume=True, progress=progress),
+        skip=_trained(run_dir, config),
+    )
     run = Run(run_dir)
     a = run.config.analysis  # the run's own settings (a resumed run keeps its config)
     done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
     if done.failed:
-        raise UserError("extraction failed for " + "; ".join(f"{p}: {m}" for p, m in
-                                                             done.failed.items()))
+        raise UserError(
+            "extraction failed for " + "; ".join(f"{p}: {m}" for p, m in done.failed.items())
+        )
     if not done.written:
         summary.steps["extract"] = "up to date"
     written, _ = step("embed", lambda: embed(run, a, progress=progress))
     if not written:
         summary.steps["embed"] = "up to date"
-    inputs = [run_dir / "config.toml", *(run_dir / "ratios").glob("*.npz"),
-              *(run_dir / "embeddings").glob("*.npz")]
+    inputs = [
+        run_dir / "config.toml",
+        *(run_dir / "ratios").glob("*.npz"),
+        *(run_dir / "embeddings").glob("*.npz"),
+    ]
     analysis = run_dir / "analysis"
     _, table = step("metrics", lambda: write_clustering(run, a))
     comparison = step("wordnet", lambda: write_comparison(run, a))
@@ -101,10 +110,11 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         f"silhouette 159-D shuffled, epoch {last}": float(sil[sil.epoch == last].shuffled.iloc[0]),
     }
     for space in ("ratios", "pixels", "features"):
-        sel = comparison.table[(comparison.table.space == space) &
-                               (comparison.table.epoch == last)]
+        sel = comparison.table[(comparison.table.space == space) & (comparison.table.epoch == last)]
         if not sel.empty:
-            summary.numbers[f"WordNet Mantel r, {space}, epoch {last}"] = float(sel.spearman.iloc[0])
+            summary.numbers[f"WordNet Mantel r, {space}, epoch {last}"] = float(
+                sel.spearman.iloc[0]
+            )
             summary.numbers[f"WordNet Mantel p, {space}, epoch {last}"] = float(sel.p_value.iloc[0])
     close, far = extreme_pairs(comparison.clusters, comparison.categories, 2)
     summary.notes.append("closest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in close))

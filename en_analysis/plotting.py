@@ -18,8 +18,18 @@ from .appearance import Comparison  # noqa: E402
 from .runs import Run  # noqa: E402
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
-COLOURS = ["#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677",
-           "#882255", "#AA4499", "#777777"]
+COLOURS = [
+    "#332288",
+    "#88CCEE",
+    "#44AA99",
+    "#117733",
+    "#999933",
+    "#DDCC77",
+    "#CC6677",
+    "#882255",
+    "#AA4499",
+    "#777777",
+]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 DROP_COLOUR = "#CC3311"
 
@@ -68,20 +78,37 @@ def _save(fig: plt.Figure, path: Path, pdf: bool = True) -> list[Path]:
 
 
 def _legend(fig: plt.Figure, names: list[str], ncol: int) -> None:
-    handles = [Line2D([], [], linestyle="", markersize=7, label=name, **style(i))
-               for i, name in enumerate(names)]
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False,
-               bbox_to_anchor=(0.5, -0.01), fontsize=9)
+    handles = [
+        Line2D([], [], linestyle="", markersize=7, label=name, **style(i))
+        for i, name in enumerate(names)
+    ]
+    fig.legend(
+        handles=handles,
+        loc="lower center",
+        ncol=ncol,
+        frameon=False,
+        bbox_to_anchor=(0.5, -0.01),
+        fontsize=9,
+    )
 
 
-def scatter_panel(ax: plt.Axes, y: np.ndarray, labels: np.ndarray, classes: list[int],
-                  degenerate: bool = False) -> None:
-    """One t-SNE panel: each category its own colour and marker; no ticks (t-SNE axes mean nothing)."""
+def scatter_panel(
+    ax: plt.Axes, y: np.ndarray, labels: np.ndarray, classes: list[int], degenerate: bool = False
+) -> None:
+    """One t-SNE panel: a colour and marker per category; no ticks (t-SNE axes mean nothing)."""
     ax.set_xticks([])
     ax.set_yticks([])
     if degenerate:
-        ax.text(0.5, 0.5, "all samples have\nthe same ratios\n(uniform start)", ha="center",
-                va="center", transform=ax.transAxes, fontsize=8, color="#555555")
+        ax.text(
+            0.5,
+            0.5,
+            "all samples have\nthe same ratios\n(uniform start)",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            fontsize=8,
+            color="#555555",
+        )
         return
     for i, c in enumerate(classes):
         sel = labels == c
@@ -92,8 +119,9 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
     """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked."""
     available = run.embedding_epochs
     drops = first_after_drops(run)
-    panels = [e for e in (panels or choose_panels(available, run.config.train.lr_drops))
-              if e in available]
+    panels = [
+        e for e in (panels or choose_panels(available, run.config.train.lr_drops)) if e in available
+    ]
     cols = min(5, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.35 * rows + 0.6), squeeze=False)
@@ -103,19 +131,25 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
         d = run.embedding(e)
         scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
         after = e in drops
-        ax.set_title(f"Epoch {e}" + (" (LR drop)" if after else ""), fontsize=10,
-                     color=DROP_COLOUR if after else "black")
+        ax.set_title(
+            f"Epoch {e}" + (" (LR drop)" if after else ""),
+            fontsize=10,
+            color=DROP_COLOUR if after else "black",
+        )
         if after:
             for spine in ax.spines.values():
                 spine.set_edgecolor(DROP_COLOUR)
                 spine.set_linewidth(1.5)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     _legend(fig, [r0.categories[c] for c in classes], ncol=min(5, len(classes)))
     settings = json.loads(str(run.embedding(panels[-1])["settings"]))
-    fig.suptitle(f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
-                 f"ratios ({run.config.name}; {settings['scaling']} scaling, "
-                 f"{settings['mode']} t-SNE)", fontsize=11)
+    fig.suptitle(
+        f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
+        f"ratios ({run.config.name}; {settings['scaling']} scaling, "
+        f"{settings['mode']} t-SNE)",
+        fontsize=11,
+    )
     fig.tight_layout(rect=(0, 0.07 if rows > 1 else 0.12, 1, 1))
     return _save(fig, out or run.path / "figures" / "tsne_grid")
 
@@ -169,10 +203,13 @@ SERIES = [  # (space, dims, label, colour)
 
 
 def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) -> list[Path]:
-    """Clustering over epochs: silhouette, k-NN accuracy, trustworthiness; shuffled baselines dashed."""
+    """Clustering over epochs: silhouette, k-NN, trustworthiness; shuffled baselines dashed."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    titles = {"silhouette": "Silhouette of categories", "knn": "Leave-one-out 5-NN accuracy",
-              "trustworthiness": "Trustworthiness of the 2-D map"}
+    titles = {
+        "silhouette": "Silhouette of categories",
+        "knn": "Leave-one-out 5-NN accuracy",
+        "trustworthiness": "Trustworthiness of the 2-D map",
+    }
     for ax, metric in zip(axes, titles):
         for space, dims, label, colour in SERIES:
             sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
@@ -186,8 +223,10 @@ def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) ->
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    handles += [Line2D([], [], color="grey", linestyle="--"),
-                Line2D([], [], color=DROP_COLOUR, linestyle=":")]
+    handles += [
+        Line2D([], [], color="grey", linestyle="--"),
+        Line2D([], [], color=DROP_COLOUR, linestyle=":"),
+    ]
     labels += ["same, labels shuffled (chance)", "LR drop"]
     fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -200,10 +239,12 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
     fig = plt.figure(figsize=(14, 4.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
     ax = fig.add_subplot(grid[0])
-    for space, colour, label in (("ratios", "#332288", "ratios"),
-                                 ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
-                                 ("features", "#117733", "penultimate features"),
-                                 ("pixels", "#999933", "raw pixels")):
+    for space, colour, label in (
+        ("ratios", "#332288", "ratios"),
+        ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
+        ("features", "#117733", "penultimate features"),
+        ("pixels", "#999933", "raw pixels"),
+    ):
         sel = table[table.space == space]
         if sel.empty:
             continue
@@ -214,17 +255,23 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xlabel("epoch")
     ax.set_ylabel("Spearman r (Mantel)")
-    ax.set_title(f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
-                 "dots: Mantel p < 0.05", fontsize=10)
+    ax.set_title(
+        f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\ndots: Mantel p < 0.05",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    for k, (matrix, title) in enumerate(((result.wordnet, "WordNet distance"),
-                                         (result.clusters, f"Ratio cluster distance, epoch "
-                                                           f"{result.epoch}"))):
+    for k, (matrix, title) in enumerate(
+        (
+            (result.wordnet, "WordNet distance"),
+            (result.clusters, f"Ratio cluster distance, epoch {result.epoch}"),
+        )
+    ):
         ax = fig.add_subplot(grid[k + 1])
         im = ax.imshow(matrix, cmap="viridis")
-        ax.set_xticks(range(len(result.categories)), result.categories, rotation=60,
-                      ha="right", fontsize=7)
+        ax.set_xticks(
+            range(len(result.categories)), result.categories, rotation=60, ha="right", fontsize=7
+        )
         ax.set_yticks(range(len(result.categories)), result.categories, fontsize=7)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
@@ -232,15 +279,17 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
     return _save(fig, out or run.path / "figures" / "wordnet")
 
 
-def ratio_heatmaps(run: Run, epochs: list[int] | None = None, out: Path | None = None
-                   ) -> list[Path]:
+def ratio_heatmaps(
+    run: Run, epochs: list[int] | None = None, out: Path | None = None
+) -> list[Path]:
     """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch."""
     available = run.ratio_epochs
     epochs = epochs or sorted({available[0], available[len(available) // 2], available[-1]})
     loaded = [run.ratios(e) for e in epochs]
     k = loaded[0].ratios.shape[2]
-    fig, axes = plt.subplots(len(epochs), k, figsize=(4.2 * k, 2.0 * len(epochs) + 0.8),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(epochs), k, figsize=(4.2 * k, 2.0 * len(epochs) + 0.8), squeeze=False
+    )
     for row, r in zip(axes, loaded):
         classes = r.present
         means = np.stack([r.ratios[r.labels == c].mean(0) for c in classes])  # (C, L, K)
@@ -254,8 +303,12 @@ def ratio_heatmaps(run: Run, epochs: list[int] | None = None, out: Path | None =
     return _save(fig, out or run.path / "figures" / "ratio_heatmaps")
 
 
-def ratios_over_epochs(run: Run, categories: list[str] | None = None,
-                       layers: list[int] | None = None, out: Path | None = None) -> list[Path]:
+def ratios_over_epochs(
+    run: Run,
+    categories: list[str] | None = None,
+    layers: list[int] | None = None,
+    out: Path | None = None,
+) -> list[Path]:
     """Main paper Fig. 1(a): mean ratio (± 1 std) of chosen categories over epochs at a bottom,
     a middle and a top layer; one row per normalizer."""
     epochs = run.ratio_epochs
@@ -265,8 +318,9 @@ def ratios_over_epochs(run: Run, categories: list[str] | None = None,
     layers = layers or [0, n_layers // 2, n_layers - 1]
     names = categories or [r0.categories[c] for c in r0.present[:4]]
     chosen = [r0.categories.index(name) for name in names]
-    fig, axes = plt.subplots(k, len(layers), figsize=(4 * len(layers), 2.3 * k + 0.5),
-                             squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        k, len(layers), figsize=(4 * len(layers), 2.3 * k + 0.5), squeeze=False, sharex=True
+    )
     for j in range(k):
         for col, layer in enumerate(layers):
             ax = axes[j, col]

@@ -106,8 +106,13 @@ def ratios_path(run_dir: Path, epoch: int) -> Path:
 
 def _subset_settings(config: Config) -> dict:
     a = config.analysis
-    return dict(categories=list(a.categories), per_category=a.per_category,
-                subset_seed=a.subset_seed, dataset=config.data.dataset, root=config.data.root)
+    return dict(
+        categories=list(a.categories),
+        per_category=a.per_category,
+        subset_seed=a.subset_seed,
+        dataset=config.data.dataset,
+        root=config.data.root,
+    )
 
 
 def _up_to_date(path: Path, source: Path, settings: str) -> bool:
@@ -141,21 +146,24 @@ def forward_subset(
     with RatioRecorder(model, features=features) as rec, torch.no_grad():
         for x, _ in images:
             preds.append(model(x.to(device)).argmax(1).cpu())
-    out = dict(ratios=rec.ratios(), predictions=torch.cat(preds).numpy(),
-               layer_names=np.array(rec.layer_names), normalizers=np.array(rec.normalizers))
+    out = dict(
+        ratios=rec.ratios(),
+        predictions=torch.cat(preds).numpy(),
+        layer_names=np.array(rec.layer_names),
+        normalizers=np.array(rec.normalizers),
+    )
     if features:
         out["features"] = rec.penultimate()
     return out
 
 
-def evaluation_images(
-    config: Config, data: Datasets | None = None
-) -> tuple[Datasets, np.ndarray]:
+def evaluation_images(config: Config, data: Datasets | None = None) -> tuple[Datasets, np.ndarray]:
     """The run's datasets and the evaluation subset (held-out indices, category-grouped)."""
     data = data or build_datasets(config.data)
     a = config.analysis
-    idx = evaluation_subset(data.heldout_labels, data.classes, a.categories, a.per_category,
-                            a.subset_seed)
+    idx = evaluation_subset(
+        data.heldout_labels, data.classes, a.categories, a.per_category, a.subset_seed
+    )
     return data, idx
 
 
@@ -165,8 +173,13 @@ def save_pixels(run_dir: Path, data: Datasets, idx: np.ndarray, settings: str) -
     images = torch.stack([data.heldout[int(i)][0] for i in idx])
     if images.shape[-1] > PIXEL_SIDE:
         images = F.adaptive_avg_pool2d(images, PIXEL_SIDE)
-    return save_npz(path, pixels=images.flatten(1).numpy().astype(np.float32),
-                    labels=data.heldout_labels[idx], sample_index=idx, settings=settings)
+    return save_npz(
+        path,
+        pixels=images.flatten(1).numpy().astype(np.float32),
+        labels=data.heldout_labels[idx],
+        sample_index=idx,
+        settings=settings,
+    )
 
 
 def extract(
@@ -203,8 +216,9 @@ def extract(
     pixels = Path(run_dir) / "ratios" / "pixels.npz"
     if force or not _up_to_date(pixels, run_dir / "config.toml", settings):
         save_pixels(run_dir, data, idx, settings)
-    loader = DataLoader(Subset(data.heldout, idx.tolist()),
-                        batch_size or config.analysis.batch_size, shuffle=False)
+    loader = DataLoader(
+        Subset(data.heldout, idx.tolist()), batch_size or config.analysis.batch_size, shuffle=False
+    )
     for epoch in tqdm(todo, desc="extract", unit="epoch", disable=not progress):
         path = checkpoints[epoch]
         try:
@@ -220,8 +234,15 @@ def extract(
         except UserError as e:
             result.failed[str(path)] = str(e)
             continue
-        save_npz(ratios_path(run_dir, epoch), **out, labels=data.heldout_labels[idx],
-                 sample_index=idx, categories=np.array(data.classes),
-                 synsets=np.array(data.synsets), epoch=epoch, settings=settings)
+        save_npz(
+            ratios_path(run_dir, epoch),
+            **out,
+            labels=data.heldout_labels[idx],
+            sample_index=idx,
+            categories=np.array(data.classes),
+            synsets=np.array(data.synsets),
+            epoch=epoch,
+            settings=settings,
+        )
         result.written.append(epoch)
     return result

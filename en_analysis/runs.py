@@ -37,10 +37,15 @@ class Ratios:
         d = load_npz(path)
         try:
             return cls(
-                ratios=d["ratios"], labels=d["labels"], sample_index=d["sample_index"],
-                layer_names=d["layer_names"].tolist(), normalizers=d["normalizers"].tolist(),
-                categories=d["categories"].tolist(), synsets=d["synsets"].tolist(),
-                epoch=int(d["epoch"]), features=d.get("features"),
+                ratios=d["ratios"],
+                labels=d["labels"],
+                sample_index=d["sample_index"],
+                layer_names=d["layer_names"].tolist(),
+                normalizers=d["normalizers"].tolist(),
+                categories=d["categories"].tolist(),
+                synsets=d["synsets"].tolist(),
+                epoch=int(d["epoch"]),
+                features=d.get("features"),
                 predictions=d.get("predictions"),
             )
         except KeyError as e:
@@ -63,15 +68,17 @@ class Ratios:
     def to_frame(self) -> pd.DataFrame:
         """Long format: one row per (sample, layer, normalizer)."""
         n, layers, k = self.ratios.shape
-        return pd.DataFrame({
-            "epoch": self.epoch,
-            "sample": np.repeat(self.sample_index, layers * k),
-            "category": np.repeat(np.array(self.categories)[self.labels], layers * k),
-            "layer_index": np.tile(np.repeat(np.arange(layers), k), n),
-            "layer": np.tile(np.repeat(np.array(self.layer_names), k), n),
-            "normalizer": np.tile(np.array(self.normalizers), n * layers),
-            "ratio": self.ratios.reshape(-1),
-        })
+        return pd.DataFrame(
+            {
+                "epoch": self.epoch,
+                "sample": np.repeat(self.sample_index, layers * k),
+                "category": np.repeat(np.array(self.categories)[self.labels], layers * k),
+                "layer_index": np.tile(np.repeat(np.arange(layers), k), n),
+                "layer": np.tile(np.repeat(np.array(self.layer_names), k), n),
+                "normalizer": np.tile(np.array(self.normalizers), n * layers),
+                "ratio": self.ratios.reshape(-1),
+            }
+        )
 
 
 class Run:

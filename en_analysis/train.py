@@ -68,7 +68,7 @@ def setup_process(device: str) -> Process:
 
 
 def lr_at(cfg: TrainConfig, epoch: int, progress: float = 1.0) -> float:
-    """Step schedule: x lr_gamma after each epoch in lr_drops; linear warm-up (progress in [0, 1])."""
+    """Step schedule: x lr_gamma after each epoch in lr_drops; linear warm-up (progress 0..1)."""
     lr = cfg.lr * cfg.lr_gamma ** sum(d < epoch for d in cfg.lr_drops)
     done = epoch - 1 + progress
     if cfg.warmup_epochs and done < cfg.warmup_epochs:
@@ -143,16 +143,27 @@ def _loaders(data: Datasets, config: Config, proc: Process) -> tuple[DataLoader,
             f"({per_process}); lower train.batch_size"
         )
     sampler = DistributedSampler(
-        data.train, num_replicas=proc.world, rank=proc.rank, shuffle=True, seed=t.seed,
+        data.train,
+        num_replicas=proc.world,
+        rank=proc.rank,
+        shuffle=True,
+        seed=t.seed,
         drop_last=True,
     )
     cuda = proc.device.type == "cuda"
-    common = dict(num_workers=config.data.num_workers, pin_memory=cuda,
-                  persistent_workers=config.data.num_workers > 0)
+    common = dict(
+        num_workers=config.data.num_workers,
+        pin_memory=cuda,
+        persistent_workers=config.data.num_workers > 0,
+    )
     train = DataLoader(data.train, per_process, sampler=sampler, drop_last=True, **common)
     val_idx = balanced_subset(data.heldout_labels, config.data.val_samples, 1)
-    val = DataLoader(Subset(data.heldout, val_idx[proc.rank :: proc.world].tolist()),
-                     max(per_process, 64), shuffle=False, **common)
+    val = DataLoader(
+        Subset(data.heldout, val_idx[proc.rank :: proc.world].tolist()),
+        max(per_process, 64),
+        shuffle=False,
+        **common,
+    )
     return train, val
 
 
@@ -169,8 +180,13 @@ def train_epoch(
     loader.sampler.set_epoch(epoch)
     loss_sum = correct = count = 0.0
     steps = len(loader)
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False,
-               disable=not (progress and proc.main), unit="batch")
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch}/{cfg.epochs}",
+        leave=False,
+        disable=not (progress and proc.main),
+        unit="batch",
+    )
     for step, (x, y) in enumerate(bar):
         _set_lr(optimizer, lr_at(cfg, epoch, step / steps))
         x, y = x.to(proc.device, non_blocking=True), y.to(proc.device, non_blocking=True)
@@ -259,20 +275,37 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
             ids = [proc.device.index] if proc.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         train_loader, val_loader = _loaders(data, config, proc)
-        meta = dict(config=config, classes=data.classes, synsets=data.synsets,
-                    in_channels=data.in_channels)
+        meta = dict(
+            config=config, classes=data.classes, synsets=data.synsets, in_channels=data.in_channels
+        )
 
         def finish_epoch(epoch: int, row: dict) -> None:
             rows.append(row)
             if proc.main:
-                save_checkpoint(checkpoint_path(run_dir, epoch), model, epoch=epoch,
-                                optimizer=optimizer, metrics=row, **meta)
+                save_checkpoint(
+                    checkpoint_path(run_dir, epoch),
+                    model,
+                    epoch=epoch,
+                    optimizer=optimizer,
+                    metrics=row,
+                    **meta,
+                )
                 write_csv(run_dir / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS))
 
         if last is None:
             val_loss, val_acc = evaluate(net, val_loader, proc, t)
-            finish_epoch(0, dict(epoch=0, lr=0.0, train_loss=math.nan, train_acc=math.nan,
-                                 val_loss=val_loss, val_acc=val_acc, seconds=0.0))
+            finish_epoch(
+                0,
+                dict(
+                    epoch=0,
+                    lr=0.0,
+                    train_loss=math.nan,
+                    train_acc=math.nan,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    seconds=0.0,
+                ),
+            )
             last = 0
         for epoch in range(last + 1, t.epochs + 1):
             start = time.perf_counter()
@@ -282,12 +315,23 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
             )
             val_loss, val_acc = evaluate(net, val_loader, proc, t)
             seconds = time.perf_counter() - start
-            finish_epoch(epoch, dict(epoch=epoch, lr=lr_at(t, epoch), train_loss=train_loss,
-                                     train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
-                                     seconds=seconds))
+            finish_epoch(
+                epoch,
+                dict(
+                    epoch=epoch,
+                    lr=lr_at(t, epoch),
+                    train_loss=train_loss,
+                    train_acc=train_acc,
+                    val_loss=val_loss,
+                    val_acc=val_acc,
+                    seconds=seconds,
+                ),
+            )
             if proc.main and progress:
-                tqdm.write(f"epoch {epoch:3d}  lr {lr_at(t, epoch):.4g}  train {train_loss:.3f}/"
-                           f"{train_acc:.3f}  val {val_loss:.3f}/{val_acc:.3f}  {seconds:.0f}s")
+                tqdm.write(
+                    f"epoch {epoch:3d}  lr {lr_at(t, epoch):.4g}  train {train_loss:.3f}/"
+                    f"{train_acc:.3f}  val {val_loss:.3f}/{val_acc:.3f}  {seconds:.0f}s"
+                )
     if proc.world > 1:
         dist.barrier()
     return run_dir
@@ -300,4 +344,3 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 
 __all__ = ["evaluate", "final_metrics", "lr_at", "make_optimizer", "read_metrics", "train"]
-

@@ -28,15 +28,53 @@ CACHE = Path.home() / ".cache" / "en-analysis" / "nltk_data"
 WNID = re.compile(r"^n\d{8}$")
 DISTANCES = ("wup", "path", "lch", "hops")
 # The 45 lexicographer files of WordNet 3.0, documented in lexnames(5WN); Debian omits the file.
-LEXNAMES = (
-    "adj.all adj.pert adv.all noun.Tops noun.act noun.animal noun.artifact noun.attribute "
-    "noun.body noun.cognition noun.communication noun.event noun.feeling noun.food noun.group "
-    "noun.location noun.motive noun.object noun.person noun.phenomenon noun.plant "
-    "noun.possession noun.process noun.quantity noun.relation noun.shape noun.state "
-    "noun.substance noun.time verb.body verb.change verb.cognition verb.communication "
-    "verb.competition verb.consumption verb.contact verb.creation verb.emotion verb.motion "
-    "verb.perception verb.possession verb.social verb.stative verb.weather adj.ppl"
-).split()
+LEXNAMES = [
+    "adj.all",
+    "adj.pert",
+    "adv.all",
+    "noun.Tops",
+    "noun.act",
+    "noun.animal",
+    "noun.artifact",
+    "noun.attribute",
+    "noun.body",
+    "noun.cognition",
+    "noun.communication",
+    "noun.event",
+    "noun.feeling",
+    "noun.food",
+    "noun.group",
+    "noun.location",
+    "noun.motive",
+    "noun.object",
+    "noun.person",
+    "noun.phenomenon",
+    "noun.plant",
+    "noun.possession",
+    "noun.process",
+    "noun.quantity",
+    "noun.relation",
+    "noun.shape",
+    "noun.state",
+    "noun.substance",
+    "noun.time",
+    "verb.body",
+    "verb.change",
+    "verb.cognition",
+    "verb.communication",
+    "verb.competition",
+    "verb.consumption",
+    "verb.contact",
+    "verb.creation",
+    "verb.emotion",
+    "verb.motion",
+    "verb.perception",
+    "verb.possession",
+    "verb.social",
+    "verb.stative",
+    "verb.weather",
+    "adj.ppl",
+]
 SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
@@ -55,38 +93,25 @@ def build_wordnet_folder(source: Path, target: Path) -> Path:
     for f in source.iterdir():
         if f.is_file():
             shutil.copy(f, tmp / f.name)
-    (tmp / "lexnames").write_text("".join(
-        f"{i:02d}\t{name}\t{SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
-        for i, name in enumerate(LEXNAMES)
-    ))
+    (tmp / "lexnames").write_text(
+        "".join(
+            f"{i:02d}\t{name}\t{SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
+            for i, name in enumerate(LEXNAMES)
+        )
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)  # whole folder or none: a killed build leaves no partial corpus
     return folder
 
 
-@cache
-def wordnet():
-    """The WordNet 3.0 corpus reader (nltk), from local files only."""
+def reader_for(folder: Path):
+    """An nltk WordNet reader on a ``corpora/wordnet`` folder of WordNet 3.0 files."""
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
-    try:
-        nltk.data.find("corpora/wordnet")
-        from nltk.corpus import wordnet as wn
-
-        wn.ensure_loaded()
-        return wn
-    except LookupError:
-        pass
-    source = _debian_folder()
-    if not (source / "data.noun").is_file():
-        raise UserError(
-            "WordNet is not installed. Install Debian's copy with `apt-get install wordnet-base`, "
-            "or nltk's with `python -c 'import nltk; nltk.download(\"wordnet\")'`"
-        )
-    folder = build_wordnet_folder(source, CACHE)
-    if str(CACHE) not in nltk.data.path:
-        nltk.data.path.insert(0, str(CACHE))  # nltk >= 3.9 reads only folders on its path
+    root = str(Path(folder).parent.parent)
+    if root not in nltk.data.path:
+        nltk.data.path.insert(0, root)  # nltk >= 3.9 reads only folders on its path
 
     class Debian30Reader(WordNetCorpusReader):
         """nltk maps other WordNet versions to 3.0 through index.sense; these files are 3.0."""
@@ -99,22 +124,59 @@ def wordnet():
         return Debian30Reader(str(folder), None)
 
 
+def _nltk_own():
+    """nltk's WordNet if its data folders hold a complete copy, else None."""
+    import nltk
+
+    try:
+        nltk.data.find("corpora/wordnet")
+        from nltk.corpus import wordnet as wn
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            wn.ensure_loaded()
+        return wn
+    except (LookupError, OSError):
+        return None
+
+
+@cache
+def wordnet():
+    """The WordNet 3.0 corpus reader (nltk), from local files only."""
+    own = _nltk_own()
+    if own is not None:
+        return own
+    source = _debian_folder()
+    if not (source / "data.noun").is_file():
+        raise UserError(
+            "WordNet is not installed. Install Debian's copy with `apt-get install wordnet-base`, "
+            "or nltk's with `python -c 'import nltk; nltk.download(\"wordnet\")'`"
+        )
+    return reader_for(build_wordnet_folder(source, CACHE))
+
+
 def resolve_synset(name: str):
     """A synset from a name (``dog.n.01``) or an ImageNet wnid (``n02111889``)."""
     wn = wordnet()
     from nltk.corpus.reader.wordnet import WordNetError
 
     if WNID.match(name):
-        try:
-            return wn.synset_from_pos_and_offset("n", int(name[1:]))
-        except WordNetError:
-            raise UserError(f"wnid {name} is not a WordNet 3.0 noun offset") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            try:
+                synset = wn.synset_from_pos_and_offset("n", int(name[1:]))
+            except WordNetError:
+                synset = None
+        if synset is None:
+            raise UserError(f"wnid {name} is not a WordNet 3.0 noun offset")
+        return synset
     try:
         return wn.synset(name)
     except (WordNetError, ValueError):
         lemma = name.split(".")[0]
         options = [s.name() for s in wn.synsets(lemma)] or difflib.get_close_matches(
-            lemma, list(wn.all_lemma_names("n")), n=5, cutoff=0.8)
+            lemma, list(wn.all_lemma_names("n")), n=5, cutoff=0.8
+        )
         hint = f" Close matches: {', '.join(options[:8])}" if options else ""
         raise UserError(f"unknown WordNet synset {name!r}.{hint}") from None
 
@@ -182,8 +244,9 @@ def wordnet_distances(synsets: list, kind: str = "wup") -> np.ndarray:
     return d
 
 
-def cluster_distances(x: np.ndarray, labels: np.ndarray, classes: list[int],
-                      kind: str = "centroid") -> np.ndarray:
+def cluster_distances(
+    x: np.ndarray, labels: np.ndarray, classes: list[int], kind: str = "centroid"
+) -> np.ndarray:
     """Distances between categories in a space: between centroids, or mean pairwise distance."""
     groups = [np.asarray(x[labels == c], np.float64) for c in classes]
     if kind == "centroid":
@@ -201,8 +264,9 @@ def upper(d: np.ndarray) -> np.ndarray:
     return d[np.triu_indices(len(d), 1)]
 
 
-def mantel(a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0
-           ) -> tuple[float, float]:
+def mantel(
+    a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0
+) -> tuple[float, float]:
     """Spearman correlation of two distance matrices' upper triangles and its Mantel p-value.
 
     The p-value is one-sided (are the two distances positively related?): the share of joint

@@ -24,7 +24,7 @@ def _largest_divisor_at_most(n: int, limit: int) -> int:
 
 
 class ExemplarNorm2d(nn.Module):
-    """Drop-in ``norm_layer`` (``ExemplarNorm2d(C)``) whose ratios over its normalizers are per sample.
+    """Drop-in ``norm_layer`` (``ExemplarNorm2d(C)``) mixing its normalizers per sample.
 
     After each forward pass ``last_ratios`` holds the (N, K) ratios the layer used (detached), in
     the order of ``normalizers``; ``fix_ratios`` forces given ratios (for ablations and tests).
@@ -69,7 +69,7 @@ class ExemplarNorm2d(nn.Module):
             self.register_buffer("running_var", torch.ones(num_features))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
         hidden = max(1, num_features // reduction)
-        # Shared across normalizers: descriptor (mean offset, log-spread ratio) per channel -> logit.
+        # Shared across normalizers: (mean offset, log-spread ratio) per channel -> one logit.
         self.ratio_fc1 = nn.Linear(2 * num_features, hidden)
         self.ratio_fc2 = nn.Linear(hidden, 1)
         self.ratio_bias = nn.Parameter(torch.zeros(len(normalizers)))
@@ -222,7 +222,9 @@ def _project(t: Tensor, weight: Tensor) -> Tensor:
 
 
 def _scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
-    return torch.addcmul(shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None])
+    return torch.addcmul(
+        shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None]
+    )
 
 
 class _FusedExemplarNorm(torch.autograd.Function):
@@ -255,7 +257,9 @@ class _FusedExemplarNorm(torch.autograd.Function):
         grad_scale = torch.linalg.vecdot(g, xf)
         grad_shift = g.sum(2)
         grads = torch.autograd.grad(
-            (scale, shift), (m_in, ex2, *params), (grad_scale, grad_shift),
+            (scale, shift),
+            (m_in, ex2, *params),
+            (grad_scale, grad_shift),
             allow_unused=True,
             retain_graph=True,  # freed with ctx; lets gradcheck call backward twice
         )

@@ -70,7 +70,9 @@ class ResNet(nn.Module):
             )
         layers = [Bottleneck(self.inplanes, planes, stride, downsample, norm_layer=norm_layer)]
         self.inplanes = planes * Bottleneck.expansion
-        layers += [Bottleneck(self.inplanes, planes, norm_layer=norm_layer) for _ in range(1, blocks)]
+        layers += [
+            Bottleneck(self.inplanes, planes, norm_layer=norm_layer) for _ in range(1, blocks)
+        ]
         return nn.Sequential(*layers)
 
     def features(self, x: Tensor) -> Tensor:

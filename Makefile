@@ -1,0 +1,46 @@
+# The two first commands of the README: `make reproduce` and `make test`. Both set up first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := dataset-fashion-mnist wordnet-base
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup reproduce quick test lint format bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+reproduce: setup  ## the main job: train + every analysis step on the embedded default
+	$(BIN)/en-analysis reproduce --preset fashion-mnist
+
+quick: setup  ## the same on the under-2-minute preset
+	$(BIN)/en-analysis reproduce --preset fashion-mnist-quick
+
+test: setup lint  ## the test suite (CI runs exactly this)
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check en_analysis tests benchmarks
+	$(BIN)/ruff format --check en_analysis tests benchmarks
+
+format: setup
+	$(BIN)/ruff format en_analysis tests benchmarks
+	$(BIN)/ruff check --fix en_analysis tests benchmarks
+
+bench: setup  ## timing ratios (see benchmarks/)
+	$(BIN)/python benchmarks/en_layer.py
+	$(BIN)/python benchmarks/extract.py
+	$(BIN)/python benchmarks/tsne.py
+
+clean:
+	rm -rf $(VENV) runs

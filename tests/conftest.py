@@ -1,0 +1,66 @@
+"""Shared tiny runs: synthetic 16x16 images, width-4 EN-ResNet50, a few epochs (seconds on CPU)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from en_analysis.config import load_config
+
+torch.set_num_threads(1)
+
+TINY = [
+    "data.dataset=synthetic",
+    "data.train_samples=256",
+    "data.image_size=16",
+    "model.width=4",
+    "model.stem_stride=1",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.lr=0.2",
+    "train.lr_drops=[1]",
+    "analysis.per_category=8",
+    "analysis.perplexity=5.0",
+    "analysis.permutations=99",
+    "analysis.batch_size=16",
+]
+
+
+def tiny_config(*overrides: str):
+    return load_config(None, None, [*TINY, *overrides])
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A finished tiny training run (read-only: copy it before changing it)."""
+    from en_analysis.train import train
+
+    path = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(), path, progress=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def analysed_run(tmp_path_factory, trained_run) -> Path:
+    """The tiny run with ratios extracted and embedded (read-only)."""
+    from en_analysis.embedding import embed
+    from en_analysis.ratios import extract
+    from en_analysis.runs import Run
+
+    path = tmp_path_factory.mktemp("analysed") / "tiny"
+    shutil.copytree(trained_run, path)
+    extract(path, progress=False)
+    run = Run(path)
+    embed(run, run.config.analysis, progress=False)
+    return path
+
+
+@pytest.fixture
+def run_copy(tmp_path, analysed_run) -> Path:
+    """A private, writable copy of the analysed tiny run."""
+    path = tmp_path / "run"
+    shutil.copytree(analysed_run, path)
+    return path

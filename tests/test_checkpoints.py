@@ -1,0 +1,62 @@
+"""Checkpoints never run code, and every unreadable one is a clear error naming the file."""
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from en_analysis.checkpoints import load_checkpoint, model_from_checkpoint
+from en_analysis.errors import UserError
+
+
+class Payload:
+    """Unpickling this creates a marker file: proof that a loader ran foreign code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "epoch-001.pt"
+    torch.save({"format": "en-analysis-checkpoint", "x": Payload(marker)}, bad)
+    with pytest.raises(UserError, match="refused"):
+        load_checkpoint(bad)
+    assert not marker.exists()
+    raw = tmp_path / "raw.pt"  # a plain pickle, not a torch zip
+    raw.write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(UserError):
+        load_checkpoint(raw)
+    assert not marker.exists()
+
+
+def test_truncated_foreign_and_missing_files(tmp_path, trained_run):
+    good = trained_run / "checkpoints" / "epoch-001.pt"
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"cut\.pt is truncated or corrupt"):
+        load_checkpoint(cut)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(UserError, match="not an en-analysis checkpoint"):
+        load_checkpoint(foreign)
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_weights_that_do_not_fit_the_model(trained_run):
+    state = load_checkpoint(trained_run / "checkpoints" / "epoch-001.pt")
+    state["config"]["model"]["width"] = 8
+    with pytest.raises(UserError, match="does not match"):
+        model_from_checkpoint(state, "x.pt")
+
+
+def test_round_trip_restores_the_model(trained_run):
+    state = load_checkpoint(trained_run / "checkpoints" / "epoch-002.pt")
+    model = model_from_checkpoint(state)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state["model"][k])

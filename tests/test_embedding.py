@@ -1,0 +1,60 @@
+"""openTSNE per epoch: deterministic, aligned panels stay close, degenerate epochs handled."""
+
+import numpy as np
+from scipy.spatial import procrustes
+
+from en_analysis.embedding import embed, embed_sequence, tsne
+from en_analysis.runs import Run
+
+from conftest import tiny_config
+
+
+def planted(n_per=40, k=4, d=30, separation=3.0, seed=0, jitter=None):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, separation, (k, d))
+    labels = np.repeat(np.arange(k), n_per)
+    x = centres[labels] + rng.normal(0, 1, (len(labels), d))
+    return x, labels
+
+
+def test_same_inputs_and_seed_give_the_same_embedding():
+    x, _ = planted()
+    np.testing.assert_array_equal(tsne(x, 10, seed=3), tsne(x, 10, seed=3))
+
+
+def test_aligned_mode_keeps_panels_closer_than_independent():
+    # six clusters whose centres drift from epoch to epoch, as categories do during training
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (6, 30))
+    labels = np.repeat(np.arange(6), 30)
+    epochs = []
+    for _ in range(5):
+        centres = centres + rng.normal(0, 1.5, centres.shape)
+        epochs.append(centres[labels] + rng.normal(0, 1, (len(labels), 30)))
+    a = tiny_config("analysis.perplexity=15.0").analysis
+    disparity = {}
+    for mode in ("aligned", "independent"):
+        a.tsne_mode = mode
+        ys = embed_sequence(epochs, a)
+        disparity[mode] = np.mean([procrustes(ys[i], ys[i + 1])[2] for i in range(4)])
+    assert disparity["aligned"] < 0.5 * disparity["independent"]
+
+
+def test_degenerate_epoch_is_marked_not_embedded():
+    x, _ = planted()
+    a = tiny_config().analysis
+    ys = embed_sequence([np.ones((20, 5)), x], a)
+    assert ys[0] is None and ys[1].shape == (len(x), 2) and np.isfinite(ys[1]).all()
+
+
+def test_embed_run_writes_settings_and_skips_when_current(run_copy):
+    run = Run(run_copy)
+    d = run.embedding(0)
+    assert bool(d["degenerate"]) and (d["embedding"] == 0).all()  # uniform ratios at epoch 0
+    d = run.embedding(2)
+    assert d["embedding"].shape == (32, 2) and not bool(d["degenerate"])
+    assert '"scaling": "zscore"' in str(d["settings"])
+    assert embed(run, run.config.analysis, progress=False) == ([], [0, 1, 2])
+    run.config.analysis.scaling = "raw"  # new settings: recomputed
+    written, _ = embed(run, run.config.analysis, progress=False)
+    assert written == [0, 1, 2] and '"scaling": "raw"' in str(run.embedding(2)["settings"])

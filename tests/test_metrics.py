@@ -1,0 +1,59 @@
+"""Clustering metrics rise with planted clusters, sit at chance when shuffled, and never NaN."""
+
+import numpy as np
+
+from en_analysis.metrics import clustering_table, knn_accuracy, label_metrics, silhouette
+from en_analysis.runs import Run
+from en_analysis.spaces import is_degenerate, scale_ratios, standardize
+
+from test_embedding import planted
+
+
+def test_metrics_rise_as_clusters_are_planted():
+    rng = np.random.default_rng(0)
+    values = []
+    for separation in (0.0, 0.5, 1.5, 4.0):
+        x, labels = planted(separation=separation, seed=2)
+        values.append(label_metrics(x, labels, 5, rng))
+    sil = [v["silhouette"][0] for v in values]
+    knn = [v["knn"][0] for v in values]
+    assert sil == sorted(sil) and knn == sorted(knn)
+    assert sil[-1] > 0.5 and knn[-1] > 0.95 and knn[0] < 0.5
+    for v in values:  # shuffled labels: no clusters
+        assert abs(v["silhouette"][1]) < 0.1 and v["knn"][1] < 0.5
+
+
+def test_knn_known_values():
+    x = np.array([[0.0], [0.1], [0.2], [10.0], [10.1], [10.2]])
+    assert knn_accuracy(x, np.array([0, 0, 0, 1, 1, 1]), k=2) == 1.0
+    assert knn_accuracy(x, np.array([0, 1, 0, 1, 0, 1]), k=1) == 0.0
+
+
+def test_degenerate_inputs_give_numbers_not_nan():
+    x = np.ones((12, 4))
+    labels = np.arange(12) % 3
+    assert is_degenerate(x) and silhouette(x, labels) == 0.0
+    assert knn_accuracy(x, labels) == 1 / 3
+    z = standardize(x)
+    assert np.isfinite(z).all() and (z == 0).all()
+
+
+def test_scalings():
+    rng = np.random.default_rng(0)
+    r = rng.dirichlet([5, 5, 5], size=(10, 4))
+    assert scale_ratios(r, "raw").shape == (10, 12)
+    np.testing.assert_allclose(scale_ratios(r, "zscore").std(0), 1)
+    clr = scale_ratios(r, "clr").reshape(10, 4, 3)
+    np.testing.assert_allclose(clr.sum(2), 0, atol=1e-12)
+
+
+def test_run_table_has_every_space_and_baseline(analysed_run):
+    run = Run(analysed_run)
+    table = clustering_table(run, run.config.analysis)
+    assert set(table.space) == {"ratios", "features", "pixels"}
+    ratios = table[(table.space == "ratios") & (table.dims == "high")]
+    assert set(ratios.metric) == {"silhouette", "knn"}
+    assert "degenerate" in ratios[ratios.epoch == 0].note.iloc[0]
+    assert table.value.notna().all()
+    trust = table[table.metric == "trustworthiness"]
+    assert len(trust) == 3 and trust.shuffled.isna().all()

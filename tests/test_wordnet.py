@@ -1,0 +1,129 @@
+"""Offline WordNet from Debian's files, category synsets, and the Mantel test."""
+
+import itertools
+
+import nltk
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from en_analysis import wordnet as W
+from en_analysis.appearance import compare, extreme_pairs
+from en_analysis.data.datasets import category_table
+from en_analysis.errors import UserError
+from en_analysis.runs import Run
+
+
+@pytest.fixture(scope="module")
+def debian_wn(tmp_path_factory):
+    """A reader on a folder built from Debian's wordnet-base, whatever nltk data exists."""
+    if not (W.DEBIAN_WORDNET / "data.noun").exists():
+        pytest.skip("Debian's wordnet-base is not installed")
+    return W.reader_for(
+        W.build_wordnet_folder(W.DEBIAN_WORDNET, tmp_path_factory.mktemp("nltk_data"))
+    )
+
+
+def test_known_values_through_the_debian_loader(debian_wn):
+    dog, cat = debian_wn.synset("dog.n.01"), debian_wn.synset("cat.n.01")
+    assert dog.path_similarity(cat) == pytest.approx(0.2)
+    assert dog.shortest_path_distance(cat) == 4
+    assert dog.lexname() == "noun.animal"  # needs the lexnames file Debian does not ship
+    assert (W.DEBIAN_WORDNET / "lexnames").exists() is False
+
+
+def test_library_loader_gives_the_same_values():
+    d = W.wordnet_distances([W.resolve_synset("dog.n.01"), W.resolve_synset("cat.n.01")], "path")
+    assert d[0, 1] == pytest.approx(0.8)
+    hops = W.wordnet_distances([W.resolve_synset("dog.n.01"), W.resolve_synset("cat.n.01")], "hops")
+    assert hops[0, 1] == 4
+
+
+def test_missing_wordnet_names_both_fixes(monkeypatch, tmp_path):
+    monkeypatch.setenv("EN_ANALYSIS_DEBIAN_WORDNET", str(tmp_path))
+    monkeypatch.setattr(nltk.data, "find", lambda *a, **k: (_ for _ in ()).throw(LookupError()))
+    W.wordnet.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"apt-get install wordnet-base.*nltk.download"):
+            W.wordnet()
+    finally:
+        W.wordnet.cache_clear()
+
+
+@pytest.mark.parametrize("table", ["fashion-mnist", "cifar10", "paper-categories", "synthetic"])
+def test_every_built_in_category_resolves(table):
+    rows = category_table(table)
+    assert len(rows) >= 4
+    for category, synset in rows:
+        s = W.resolve_synset(synset)
+        assert s.pos() == "n"
+        if W.WNID.match(category):  # the wnid and the table agree
+            assert W.resolve_synset(category) == s
+
+
+def test_unknown_names_list_close_matches():
+    with pytest.raises(UserError, match="Close matches: .*dog.n.01"):
+        W.resolve_synset("dog.n.99")
+    with pytest.raises(UserError, match="not a WordNet 3.0 noun offset"):
+        W.resolve_synset("n99999999")
+
+
+def test_mapping_files(tmp_path):
+    csv = tmp_path / "m.csv"
+    csv.write_text("category,synset\nBag,bag.n.01\n")
+    assert W.read_mapping_file(csv) == {"Bag": "bag.n.01"}
+    toml = tmp_path / "m.toml"
+    toml.write_text('[synsets]\n"Ankle boot" = "boot.n.01"\n')
+    assert W.read_mapping_file(toml) == {"Ankle boot": "boot.n.01"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,wn\nx,y\n")
+    with pytest.raises(UserError, match="columns category,synset"):
+        W.read_mapping_file(bad)
+
+
+def _brute_force_mantel(a, b):
+    """Exact p over all row/column permutations (tiny matrices only)."""
+    iu = np.triu_indices(len(a), 1)
+    observed = spearmanr(a[iu], b[iu]).statistic
+    perms = list(itertools.permutations(range(len(a))))
+    hits = sum(
+        spearmanr(a[iu], b[list(p)][:, list(p)][iu]).statistic >= observed - 1e-12 for p in perms
+    )
+    return observed, hits / len(perms)
+
+
+def _distances(points):
+    return np.linalg.norm(points[:, None] - points[None], axis=2)
+
+
+def test_mantel_agrees_with_brute_force():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(5, 2))
+    a, b = _distances(pts), _distances(pts + rng.normal(0, 0.5, pts.shape))
+    r, p = W.mantel(a, b, permutations=20000, seed=1)
+    r_exact, p_exact = _brute_force_mantel(a, b)
+    assert r == pytest.approx(r_exact)
+    assert p == pytest.approx(p_exact, abs=0.01)
+
+
+def test_mantel_planted_and_independent():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(12, 3))
+    a = _distances(pts)
+    r, p = W.mantel(a, _distances(pts + rng.normal(0, 0.2, pts.shape)), 999, 0)
+    assert r > 0.8 and p < 0.01
+    ps = [W.mantel(a, _distances(rng.normal(size=(12, 3))), 999, s)[1] for s in range(5)]
+    assert np.median(ps) > 0.05
+
+
+def test_run_comparison(analysed_run):
+    run = Run(analysed_run)
+    result = compare(run, run.config.analysis)
+    t = result.table
+    assert set(t.space) == {"ratios", "ratios-2d", "features", "pixels"}
+    assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
+    last = t[(t.epoch == 2) & (t.space == "ratios")]
+    assert np.isfinite(last.spearman).all() and 0 < last.p_value.iloc[0] <= 1
+    assert result.categories == ["dog", "cat", "car", "tree"]
+    close, far = extreme_pairs(result.wordnet, result.categories, 1)
+    assert {close[0][0], close[0][1]} == {"dog", "cat"}  # the two mammals
