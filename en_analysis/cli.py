@@ -6,6 +6,7 @@ Errors a user can cause end in one line and exit status 2 (``--debug`` shows the
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
 
 
+def _main_process() -> bool:
+    """False in the non-zero ranks of a torchrun launch: only rank 0 reports."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _out(args: argparse.Namespace, config) -> Path:
     return args.out if args.out is not None else Path("runs") / config.name
 
@@ -62,7 +68,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
     )
     run = train(config, _out(args, config), resume=args.resume, progress=not args.quiet)
-    print(f"run: {run}")
+    if _main_process():
+        print(f"run: {run}")
 
 
 def _run(args: argparse.Namespace):
@@ -90,6 +97,8 @@ def cmd_extract(args: argparse.Namespace) -> None:
         force=args.force,
         progress=not args.quiet,
     )
+    if not _main_process():
+        return
     print(
         f"ratios: {run.path / 'ratios'} (written: {done.written or 'none'}; "
         f"up to date: {done.skipped or 'none'})"

@@ -182,6 +182,22 @@ def save_pixels(run_dir: Path, data: Datasets, idx: np.ndarray, settings: str) -
     )
 
 
+def _gather_shards(out: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
+    """Put the per-sample arrays of every process back into the subset's order."""
+    import torch.distributed as dist
+
+    shards: list[dict | None] = [None] * world
+    dist.all_gather_object(shards, out)
+    merged = dict(out)
+    for key in ("ratios", "predictions", "features"):
+        n = sum(len(sh[key]) for sh in shards)
+        full = np.empty((n, *out[key].shape[1:]), out[key].dtype)
+        for rank, sh in enumerate(shards):
+            full[rank::world] = sh[key]
+        merged[key] = full
+    return merged
+
+
 def extract(
     run_dir: Path | str,
     epochs: list[int] | None = None,
@@ -212,14 +228,21 @@ def extract(
             todo.append(epoch)
     if not todo:
         return result
+    from .train import setup_process
+
+    proc = setup_process(device)
     data, idx = evaluation_images(config)
     pixels = Path(run_dir) / "ratios" / "pixels.npz"
-    if force or not _up_to_date(pixels, run_dir / "config.toml", settings):
+    if proc.main and (force or not _up_to_date(pixels, run_dir / "config.toml", settings)):
         save_pixels(run_dir, data, idx, settings)
+    # under torchrun each process takes every world-th sample: no padding, no duplicates
     loader = DataLoader(
-        Subset(data.heldout, idx.tolist()), batch_size or config.analysis.batch_size, shuffle=False
+        Subset(data.heldout, idx[proc.rank :: proc.world].tolist()),
+        batch_size or config.analysis.batch_size,
+        shuffle=False,
     )
-    for epoch in tqdm(todo, desc="extract", unit="epoch", disable=not progress):
+    bar = tqdm(todo, desc="extract", unit="epoch", disable=not (progress and proc.main))
+    for epoch in bar:
         path = checkpoints[epoch]
         try:
             state = load_checkpoint(path)
@@ -230,9 +253,13 @@ def extract(
                 )
             if list(state["classes"]) != data.classes:
                 raise UserError(f"{path} was trained on other classes than {config.data.dataset}")
-            out = forward_subset(model_from_checkpoint(state, path), loader, torch.device(device))
+            out = forward_subset(model_from_checkpoint(state, path), loader, proc.device)
         except UserError as e:
             result.failed[str(path)] = str(e)
+            continue
+        if proc.world > 1:
+            out = _gather_shards(out, proc.world)
+        if not proc.main:
             continue
         save_npz(
             ratios_path(run_dir, epoch),

@@ -132,7 +132,10 @@ def evaluate(
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
-def _loaders(data: Datasets, config: Config, proc: Process) -> tuple[DataLoader, DataLoader]:
+def _loaders(
+    data: Datasets, config: Config, proc: Process
+) -> tuple[DataLoader, DataLoader, DataLoader]:
+    """Training batches, the per-epoch validation subset, and the whole held-out split."""
     t = config.train
     per_process = t.batch_size // proc.world
     if per_process < 2:
@@ -157,14 +160,14 @@ def _loaders(data: Datasets, config: Config, proc: Process) -> tuple[DataLoader,
         persistent_workers=config.data.num_workers > 0,
     )
     train = DataLoader(data.train, per_process, sampler=sampler, drop_last=True, **common)
-    val_idx = balanced_subset(data.heldout_labels, config.data.val_samples, 1)
-    val = DataLoader(
-        Subset(data.heldout, val_idx[proc.rank :: proc.world].tolist()),
-        max(per_process, 64),
-        shuffle=False,
-        **common,
-    )
-    return train, val
+
+    def held_out(n: int) -> DataLoader:
+        idx = balanced_subset(data.heldout_labels, n, 1)[proc.rank :: proc.world]
+        return DataLoader(
+            Subset(data.heldout, idx.tolist()), max(per_process, 64), shuffle=False, **common
+        )
+
+    return train, held_out(config.data.val_samples), held_out(0)
 
 
 def train_epoch(
@@ -274,7 +277,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if proc.world > 1:
             ids = [proc.device.index] if proc.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        train_loader, val_loader = _loaders(data, config, proc)
+        train_loader, val_loader, test_loader = _loaders(data, config, proc)
         meta = dict(
             config=config, classes=data.classes, synsets=data.synsets, in_channels=data.in_channels
         )
@@ -313,7 +316,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
             train_loss, train_acc = train_epoch(
                 net, train_loader, optimizer, t, epoch, proc, progress
             )
-            val_loss, val_acc = evaluate(net, val_loader, proc, t)
+            last_epoch = epoch == t.epochs  # the last epoch is scored on the whole split
+            val_loss, val_acc = evaluate(net, test_loader if last_epoch else val_loader, proc, t)
             seconds = time.perf_counter() - start
             finish_epoch(
                 epoch,
