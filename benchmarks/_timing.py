@@ -1,4 +1,4 @@
-"""Shared timing helper: interleaved repeats, best of each, so a noisy machine skews both sides alike."""
+"""Timing helper: interleaved repeats, best of each, so machine noise hits every case alike."""
 
 from __future__ import annotations
 

@@ -29,8 +29,10 @@ def timed(fn) -> float:
 def main() -> None:
     for n in (500, 10_000):
         x = ratio_like(n)
-        ours = timed(lambda: tsne(x, 30, seed=0, n_jobs=1))
-        theirs = timed(lambda: SkTSNE(perplexity=30, init="pca", random_state=0).fit_transform(x))
+        ours = timed(lambda x=x: tsne(x, 30, seed=0, n_jobs=1))
+        theirs = timed(
+            lambda x=x: SkTSNE(perplexity=30, init="pca", random_state=0).fit_transform(x)
+        )
         print(
             f"N = {n}: openTSNE {ours:.1f} s, sklearn {theirs:.1f} s, "
             f"sklearn/openTSNE = {theirs / ours:.2f}"

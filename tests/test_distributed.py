@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY
 from en_analysis.checkpoints import list_checkpoints, load_checkpoint
 from en_analysis.ratios import extract
 from en_analysis.runs import Run
+
+from conftest import TINY
 
 TORCHRUN = [
     sys.executable,
