@@ -131,3 +131,19 @@ def summary(
     """One metric over epochs: epoch, value, shuffled."""
     sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
     return sel[["epoch", "value", "shuffled"]].reset_index(drop=True)
+
+
+def ratio_movement(ratios: np.ndarray) -> dict[str, float]:
+    """How far the ratios moved: do they carry anything to visualise?
+
+    ``std_across_samples``: the std of each (layer, normalizer) ratio across samples, averaged
+    over layers and normalizers; ``mean_shift`` / ``max_shift``: per layer, the largest distance
+    of a normalizer's mean ratio from 1/K, averaged over layers / at its largest.
+    """
+    k = ratios.shape[2]
+    shift = np.abs(ratios.mean(0) - 1 / k).max(1)  # (L,)
+    return {
+        "std_across_samples": float(ratios.std(0).mean()),
+        "mean_shift": float(shift.mean()),
+        "max_shift": float(shift.max()),
+    }

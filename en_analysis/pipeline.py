@@ -16,7 +16,7 @@ from .config import Config
 from .embedding import embed
 from .errors import UserError
 from .export import export
-from .metrics import write_clustering
+from .metrics import ratio_movement, write_clustering
 from .ratios import extract
 from .runs import Run
 from .train import final_metrics, train
@@ -109,6 +109,11 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         f"silhouette 159-D, epoch {last}": float(sil[sil.epoch == last].value.iloc[0]),
         f"silhouette 159-D shuffled, epoch {last}": float(sil[sil.epoch == last].shuffled.iloc[0]),
     }
+    moved = ratio_movement(run.ratios(last).ratios)
+    summary.numbers[f"ratio std across samples (mean over layers), epoch {last}"] = moved[
+        "std_across_samples"
+    ]
+    summary.numbers[f"mean |ratio - 1/K| shift per layer, epoch {last}"] = moved["mean_shift"]
     for space in ("ratios", "pixels", "features"):
         sel = comparison.table[(comparison.table.space == space) & (comparison.table.epoch == last)]
         if not sel.empty:

@@ -145,3 +145,14 @@ def test_bad_arguments_are_clear():
         ExemplarNorm2d(4)(torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match="ratios"):
         ExemplarNorm2d(4).fix_ratios([0.5, 0.6, 0])
+
+
+def test_bf16_autocast_keeps_statistics_in_float32():
+    layer = _layer()
+    x = _x()
+    reference = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x.bfloat16().requires_grad_())
+        y.float().sum().backward()
+    assert y.dtype == torch.bfloat16 and layer.last_ratios.dtype == torch.float32
+    torch.testing.assert_close(y.float(), reference, atol=0.1, rtol=0.02)

@@ -57,3 +57,18 @@ def test_run_table_has_every_space_and_baseline(analysed_run):
     assert table.value.notna().all()
     trust = table[table.metric == "trustworthiness"]
     assert len(trust) == 3 and trust.shuffled.isna().all()
+
+
+def test_ratio_movement_known_values():
+    from en_analysis.metrics import ratio_movement
+
+    uniform = np.full((5, 2, 3), 1 / 3)
+    assert ratio_movement(uniform) == {
+        "std_across_samples": 0.0,
+        "mean_shift": 0.0,
+        "max_shift": 0.0,
+    }
+    moved = uniform.copy()
+    moved[:, 1] = [0.5, 0.25, 0.25]
+    m = ratio_movement(moved)
+    assert m["max_shift"] == np.float64(0.5 - 1 / 3) and m["mean_shift"] == m["max_shift"] / 2

@@ -185,7 +185,8 @@ class ExemplarNorm2d(nn.Module):
         if torch.is_grad_enabled() and (x.requires_grad or params):
             return _FusedExemplarNorm.apply(x, self, *params)
         m_in, ex2 = _moments(x)
-        scale, shift, lam = self.coefficients(m_in, ex2, x.shape[2] * x.shape[3])
+        with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
+            scale, shift, lam = self.coefficients(m_in, ex2, x.shape[2] * x.shape[3])
         self.last_ratios = lam.detach()
         return _scale_shift(x, scale, shift)
 
@@ -238,7 +239,7 @@ class _FusedExemplarNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, layer: ExemplarNorm2d, *params: Tensor) -> Tensor:
         m_in, ex2 = _moments(x)
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
             m_in.requires_grad_()
             ex2.requires_grad_()
             scale, shift, lam = layer.coefficients(m_in, ex2, x.shape[2] * x.shape[3])

@@ -1,0 +1,113 @@
+"""reproduce: every step in one call; a rerun skips training and extraction; an interrupted run
+finishes with the results of an uninterrupted one. On real Fashion-MNIST (the quick preset,
+shrunk further so the test takes seconds)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from en_analysis.config import load_config
+from en_analysis.pipeline import reproduce
+from en_analysis.runs import Run
+from en_analysis.wordnet import DEBIAN_WORDNET
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/usr/share/datasets/fashion-mnist") or not DEBIAN_WORDNET.exists(),
+    reason="needs Debian's dataset-fashion-mnist and wordnet-base",
+)
+SMALL = [
+    "data.train_samples=512",
+    "data.val_samples=200",
+    "model.width=4",
+    "train.epochs=2",
+    "train.lr_drops=[1]",
+    "analysis.per_category=10",
+    "analysis.perplexity=10.0",
+    "analysis.permutations=99",
+]
+ENV = dict(os.environ, OMP_NUM_THREADS="1")
+
+
+def cmd(out) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "en_analysis",
+        "reproduce",
+        "--preset",
+        "fashion-mnist-quick",
+        "--quiet",
+        "--out",
+        str(out),
+        *[x for o in SMALL for x in ("--set", o)],
+    ]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    path = tmp_path_factory.mktemp("quick") / "run"
+    out = subprocess.run(cmd(path), env=ENV, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return path, out.stdout
+
+
+def test_reproduce_leaves_every_figure_and_table(reproduced):
+    path, stdout = reproduced
+    for name in (
+        "tsne_grid.png",
+        "tsne_grid.pdf",
+        "tsne_animation.gif",
+        "clustering_dynamics.png",
+        "wordnet.png",
+        "ratio_heatmaps.png",
+        "ratios_over_epochs.png",
+    ):
+        assert (path / "figures" / name).stat().st_size > 1000, name
+    for name in ("clustering.csv", "wordnet.csv", "category_stats.csv"):
+        assert not pd.read_csv(path / "analysis" / name).empty
+    assert "silhouette 159-D" in stdout and "WordNet Mantel r" in stdout
+    assert "tsne_grid.png" in stdout
+
+
+def test_second_reproduce_does_no_training_or_extraction(reproduced):
+    path, _ = reproduced
+    before = {
+        p: p.stat().st_mtime
+        for p in [*(path / "checkpoints").iterdir(), *(path / "ratios").iterdir()]
+    }
+    start = time.perf_counter()
+    summary = reproduce(load_config("fashion-mnist-quick", None, SMALL), path, progress=False)
+    assert summary.steps["train"] == "up to date"
+    assert summary.steps["extract"] == "up to date"
+    assert summary.steps["embed"] == "up to date"
+    assert {p: p.stat().st_mtime for p in before} == before
+    assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("stage", ["training", "extraction"])
+def test_interrupted_reproduce_finishes_like_an_uninterrupted_one(stage, reproduced, tmp_path):
+    path, _ = reproduced
+    run = tmp_path / "run"
+    marker = {
+        "training": run / "checkpoints" / "epoch-001.pt",
+        "extraction": run / "ratios" / "epoch-001.npz",
+    }[stage]
+    proc = subprocess.Popen(cmd(run), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not marker.exists():
+        assert proc.poll() is None, "finished before it could be killed"
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    subprocess.run(cmd(run), env=ENV, check=True, capture_output=True)
+    ours, theirs = Run(run), Run(path)
+    assert ours.ratio_epochs == theirs.ratio_epochs == [0, 1, 2]
+    for e in theirs.ratio_epochs:
+        np.testing.assert_array_equal(ours.ratios(e).ratios, theirs.ratios(e).ratios)
+    pd.testing.assert_frame_equal(ours.clustering(), theirs.clustering())
+    shutil.rmtree(run)
