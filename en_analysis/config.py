@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -244,6 +245,10 @@ NON_NEGATIVE = [
 
 def validate(config: Config) -> None:
     """Range and choice checks, so a bad value fails here and not an hour into a run."""
+    for section in SECTIONS:
+        for key, value in dataclasses.asdict(getattr(config, section)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise UserError(f"{section}.{key} must be a finite number, got {value}")
     for (section, key), options in CHOICES.items():
         value = getattr(getattr(config, section), key)
         if value not in options:

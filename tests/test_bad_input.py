@@ -1,0 +1,179 @@
+"""The README's "What happens when..." table, through the CLI: one clear line, exit status 2,
+no traceback, and nothing that existed before is changed."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from en_analysis.cli import main
+
+from conftest import TINY
+
+
+def sets(*extra: str) -> list[str]:
+    return [x for o in (*TINY, *extra) for x in ("--set", o)]
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def image_folder(root, channels: int, classes=("n02111889", "n07873807", "n01930112")):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                pixels = rng.integers(0, 255, (16, 16, 3) if channels == 3 else (16, 16))
+                Image.fromarray(pixels.astype(np.uint8)).save(root / split / c / f"{i}.png")
+    return root
+
+
+def run_cli(argv, capsys) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    # one error line (extract lists each failed checkpoint above it)
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("en-analysis: error:")
+    return err
+
+
+def test_missing_data_folder(tmp_path, capsys):
+    err = run_cli(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            *sets("data.dataset=fashion-mnist", "data.root=/nonexistent"),
+        ],
+        capsys,
+    )
+    assert "Fashion-MNIST not found" in err and "apt-get install dataset-fashion-mnist" in err
+
+
+def test_image_folder_without_splits_or_images(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    err = run_cli(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r"),
+            *sets("data.dataset=imagefolder", f"data.root={tmp_path / 'empty'}"),
+        ],
+        capsys,
+    )
+    assert "train" in err and "does not exist" in err
+    bad = tmp_path / "notimages"
+    for split in ("train", "val"):
+        (bad / split / "a").mkdir(parents=True)
+        (bad / split / "a" / "x.txt").write_text("not an image")
+    err = run_cli(
+        [
+            "train",
+            "--out",
+            str(tmp_path / "r2"),
+            *sets("data.dataset=imagefolder", f"data.root={bad}"),
+        ],
+        capsys,
+    )
+    assert "notimages" in err
+
+
+def test_grayscale_checkpoint_on_rgb_images(tmp_path, trained_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    folder = image_folder(tmp_path / "rgb", channels=3)
+    before = snapshot(run)
+    err = run_cli(
+        [
+            "extract",
+            str(run),
+            "--quiet",
+            "--set",
+            "data.dataset=imagefolder",
+            "--set",
+            f"data.root={folder}",
+            "--set",
+            "data.image_size=16",
+            "--set",
+            "analysis.per_category=2",
+        ],
+        capsys,
+    )
+    assert "1-channel images but the data has 3" in err
+    assert all(snapshot(run)[p] == b for p, b in before.items())
+
+
+def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
+    # a run whose categories have no synsets: the WordNet step says how to give them
+    from en_analysis.runs import Run
+
+    run = Run(run_copy)
+    r = run.ratios(2)
+    path = run_copy / "ratios" / "epoch-002.npz"
+    data = dict(np.load(path, allow_pickle=False))
+    data["synsets"] = np.array(["", "", "", ""])
+    data["categories"] = np.array(["cats", "dogs", "cars", "trees"])
+    np.savez(path, **data)
+    err = run_cli(["wordnet", str(run_copy), "--epochs", "2"], capsys)
+    assert "no WordNet synset" in err and "categories_file" in err
+    assert r.epoch == 2
+
+
+def test_unknown_categories_and_too_many_samples(run_copy, capsys):
+    err = run_cli(
+        ["extract", str(run_copy), "--force", "--set", "analysis.categories=['dgo']"], capsys
+    )
+    assert "Did you mean dog" in err
+    err = run_cli(
+        ["extract", str(run_copy), "--force", "--set", "analysis.per_category=500"], capsys
+    )
+    assert "has only" in err and "per_category" in err
+
+
+def test_foreign_and_non_en_checkpoints(tmp_path, trained_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "checkpoints" / "epoch-001.pt").write_bytes(b"PK\x03\x04 garbage")
+    err = run_cli(["extract", str(run), "--quiet"], capsys)
+    assert "epoch-001.pt" in err or "could not be extracted" in err
+    assert (run / "ratios" / "epoch-002.npz").exists()  # the others were extracted
+    bn = tmp_path / "bn"
+    assert (
+        main(["train", "--quiet", "--out", str(bn), *sets("model.norm=bn", "train.epochs=1")]) == 0
+    )
+    err = run_cli(["extract", str(bn), "--quiet"], capsys)
+    assert "could not be extracted" in err
+
+
+def test_missing_epochs_and_unknown_mapping_synset(run_copy, tmp_path, capsys):
+    err = run_cli(["metrics", str(run_copy), "--epochs", "1,9"], capsys)
+    assert "no ratios for epoch 9" in err
+    mapping = tmp_path / "m.csv"
+    mapping.write_text("category,synset\ndog,dgo.n.01\n")
+    from en_analysis.data import build_datasets
+    from en_analysis.errors import UserError
+    from en_analysis.runs import Run
+
+    cfg = Run(run_copy).config.data
+    cfg.categories_file = str(mapping)
+    data = build_datasets(cfg)
+    from en_analysis.wordnet import category_synsets
+
+    with pytest.raises(UserError, match="unknown WordNet synset 'dgo.n.01'"):
+        category_synsets(data.classes, data.synsets)
+
+
+def test_output_folder_that_cannot_be_written(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("I am a file")
+    err = run_cli(["train", "--quiet", "--out", str(blocker / "run"), *sets()], capsys)
+    assert "cannot create" in err
+    assert blocker.read_text() == "I am a file"
+
+
+def test_unknown_preset_and_key(capsys):
+    assert "Did you mean" in run_cli(["train", "--preset", "imagenet2"], capsys)
+    assert "Did you mean batch_size" in run_cli(["train", "--set", "train.batchsize=3"], capsys)
