@@ -39,7 +39,7 @@ class DataConfig:
     train_samples: int = 0  # 0 = the whole training split, else a seeded class-balanced subset
     val_samples: int = 0  # per-epoch validation subset of the held-out split, 0 = all of it
     image_size: int = 0  # 0 = the dataset's own (28, 32, or 224 for image folders)
-    augment: bool = True
+    augment: str = "crop-flip"  # none | flip | crop-flip (random crop with padding + flip)
     download: bool = False  # torchvision download where no local copy exists (never in tests)
     num_workers: int = 0
     categories_file: str = ""  # CSV/TOML (category, synset) overriding the built-in mapping
@@ -207,6 +207,7 @@ CHOICES = {
     ("model", "norm"): ("en", "bn"),
     ("model", "stem"): ("small", "imagenet"),
     ("data", "dataset"): ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
+    ("data", "augment"): ("none", "flip", "crop-flip"),
     ("analysis", "scaling"): ("raw", "zscore", "clr"),
     ("analysis", "tsne_mode"): ("aligned", "independent"),
     ("analysis", "wordnet_distance"): ("wup", "path", "lch", "hops"),
