@@ -110,7 +110,8 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 def model_from_checkpoint(state: dict[str, Any], path: Path | str = "checkpoint") -> ResNet:
     """Rebuild the model a checkpoint describes and load its weights; a mismatch is a UserError."""
-    config = Config.from_dict(state["config"], f"{path} (config)")
+    # only the architecture matters here: other sections may come from another version
+    config = Config.from_dict({"model": state["config"].get("model", {})}, f"{path} (config)")
     model = build_model(config, len(state["classes"]), state["in_channels"])
     try:
         model.load_state_dict(state["model"])

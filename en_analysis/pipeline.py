@@ -78,9 +78,8 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     a = run.config.analysis  # the run's own settings (a resumed run keeps its config)
     done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
     if done.failed:
-        raise UserError(
-            "extraction failed for " + "; ".join(f"{p}: {m}" for p, m in done.failed.items())
-        )
+        path, message = next(iter(done.failed.items()))
+        raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
     if not done.written:
         summary.steps["extract"] = "up to date"
     written, _ = step("embed", lambda: embed(run, a, progress=progress))

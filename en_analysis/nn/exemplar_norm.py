@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 KNOWN_NORMALIZERS = ("in", "ln", "bn", "gn")
 DEFAULT_NORMALIZERS = ("in", "ln", "bn")
+MIN_HIDDEN = 8
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -68,7 +69,9 @@ class ExemplarNorm2d(nn.Module):
             self.register_buffer("running_mean", torch.zeros(num_features))
             self.register_buffer("running_var", torch.ones(num_features))
             self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
-        hidden = max(1, num_features // reduction)
+        # at least MIN_HIDDEN units: a 1-unit ReLU layer (C = 16) died in training and left
+        # that layer's ratios identical for every sample
+        hidden = max(MIN_HIDDEN, num_features // reduction)
         # Shared across normalizers: (mean offset, log-spread ratio) per channel -> one logit.
         self.ratio_fc1 = nn.Linear(2 * num_features, hidden)
         self.ratio_fc2 = nn.Linear(hidden, 1)

@@ -1,0 +1,270 @@
+"""Training and held-out datasets, built from the ``[data]`` settings.
+
+Fashion-MNIST (the embedded default) is read from Debian's ``dataset-fashion-mnist`` IDX files;
+CIFAR-10/100 and image folders come through torchvision. Class names and their WordNet synsets
+are data (``tables/*.csv``), not code branches.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+from torchvision.transforms import v2
+
+from ..config import DataConfig
+from ..errors import UserError
+from .subset import balanced_subset
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+CACHE = Path.home() / ".cache" / "en-analysis"
+WNID = re.compile(r"^n\d{8}$")
+STATS = {  # per-channel mean, std used to normalise inputs
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "synthetic": ((0.5,), (0.25,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+@dataclass
+class Datasets:
+    """What training and analysis need to know about one dataset."""
+
+    name: str
+    train: Dataset  # with augmentation
+    heldout: Dataset  # deterministic transforms
+    train_labels: np.ndarray
+    heldout_labels: np.ndarray
+    classes: list[str]
+    synsets: list[str]  # WordNet synset name per class ("" where none is known)
+    in_channels: int
+    image_size: int
+
+
+class TensorImages(Dataset):
+    """Images held in memory as uint8 (N, C, H, W), normalised (and augmented) per item."""
+
+    def __init__(self, images: torch.Tensor, labels: np.ndarray, transform: v2.Transform) -> None:
+        self.images = images
+        self.labels = torch.tensor(np.asarray(labels), dtype=torch.long)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.transform(self.images[i]), int(self.labels[i])
+
+
+def category_table(name: str) -> list[tuple[str, str]]:
+    """The built-in (category, synset) rows of a dataset, in class-index order."""
+    path = resources.files("en_analysis.data").joinpath("tables", f"{name}.csv")
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [(row["category"], row["synset"]) for row in csv.DictReader(f)]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST format), gzip-compressed or not, as a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        ndim = data[3]
+        shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+        return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+    except (OSError, EOFError, ValueError, IndexError) as e:
+        raise UserError(f"{path} is not a readable IDX file ({e})") from None
+
+
+def _find_idx(folders: list[Path], stem: str) -> Path | None:
+    for folder in folders:
+        for candidate in (folder / f"{stem}.gz", folder / stem, folder / "raw" / stem):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _fashion_mnist(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    folders = [Path(cfg.root)] if cfg.root else [Path(d) for d in FASHION_MNIST_DIRS]
+    folders.append(CACHE / "FashionMNIST" / "raw")
+    stems = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ]
+    paths = [_find_idx(folders, s) for s in stems]
+    if None in paths and cfg.download:
+        from torchvision.datasets import FashionMNIST
+
+        FashionMNIST(str(CACHE), download=True)
+        paths = [_find_idx(folders, s) for s in stems]
+    if None in paths:
+        raise UserError(
+            f"Fashion-MNIST not found in {', '.join(map(str, folders[:-1]))}. Install it with "
+            "`apt-get install dataset-fashion-mnist`, point data.root at a folder of its IDX "
+            "files, or allow a download with data.download=true"
+        )
+    return tuple(read_idx(p) for p in paths)
+
+
+def _cifar(cfg: DataConfig, classes_100: bool) -> tuple[np.ndarray, ...]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR100 if classes_100 else CIFAR10
+    root = cfg.root or str(CACHE / "cifar")
+    try:
+        train = cls(root, train=True, download=cfg.download)
+        test = cls(root, train=False, download=cfg.download)
+    except RuntimeError as e:
+        raise UserError(
+            f"{cls.__name__} not found in {root} ({e}). Point data.root at it or allow a "
+            "download with data.download=true"
+        ) from None
+    return (
+        train.data.transpose(0, 3, 1, 2),
+        np.asarray(train.targets),
+        test.data.transpose(0, 3, 1, 2),
+        np.asarray(test.targets),
+        train.classes,
+    )
+
+
+def _synthetic(cfg: DataConfig, classes: list[str]) -> tuple[np.ndarray, ...]:
+    """Class c = horizontal stripes of c + 1 cycles plus noise: learnable in a few steps, and
+    unchanged by the flips and small shifts of augmentation. Tiny; for tests only."""
+    size = cfg.image_size or 16
+    rows = np.arange(size)[:, None] / size
+    patterns = np.stack(
+        [
+            np.broadcast_to(128 + 90 * np.sin(2 * np.pi * (c + 1) * rows), (size, size))
+            for c in range(len(classes))
+        ]
+    )[:, None]
+
+    def make(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        r = np.random.default_rng(seed)
+        labels = np.arange(n) % len(classes)
+        noise = r.normal(0, 40, (n, 1, size, size))
+        return np.clip(patterns[labels] + noise, 0, 255).astype(np.uint8), labels
+
+    return (*make(cfg.train_samples or 256, 1), *make(max(cfg.val_samples, 128), 2))
+
+
+def _tensor_transforms(mean, std, size: int, augment: str) -> tuple[v2.Transform, v2.Transform]:
+    to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    crop = [v2.RandomCrop(size, padding=size // 8)] if augment == "crop-flip" else []
+    train = crop + ([v2.RandomHorizontalFlip()] if augment != "none" else [])
+    return v2.Compose(train + to_float), v2.Compose(to_float)
+
+
+def _image_folder(cfg: DataConfig) -> Datasets:
+    from torchvision.datasets import ImageFolder
+
+    if not cfg.root:
+        raise UserError(
+            "data.dataset = 'imagefolder' needs data.root (a folder with train/ and val/)"
+        )
+    root = Path(cfg.root)
+    size = cfg.image_size or 224
+    mean, std = STATS["imagefolder"]
+    tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
+    train_tf = v2.Compose(
+        (
+            [v2.RandomResizedCrop(size)]
+            if cfg.augment == "crop-flip"
+            else [v2.Resize(size * 8 // 7), v2.CenterCrop(size)]
+        )
+        + ([v2.RandomHorizontalFlip()] if cfg.augment != "none" else [])
+        + tail
+    )
+    val_tf = v2.Compose([v2.Resize(size * 8 // 7), v2.CenterCrop(size)] + tail)
+    splits = {}
+    for split, tf in (("train", train_tf), ("val", val_tf)):
+        folder = root / split
+        if not folder.is_dir():
+            raise UserError(f"{folder} does not exist: an image folder needs train/ and val/")
+        try:
+            splits[split] = ImageFolder(str(folder), transform=tf)
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"{folder}: {e}") from None
+    train, val = splits["train"], splits["val"]
+    if train.classes != val.classes:
+        raise UserError(f"{root}: train/ and val/ have different class folders")
+    table = dict(_user_table(cfg))
+    synsets = [table.get(c, "") for c in train.classes]
+    return Datasets(
+        "imagefolder",
+        _subset(train, np.asarray(train.targets), cfg.train_samples, 0),
+        val,
+        _labels_of(train.targets, cfg.train_samples),
+        np.asarray(val.targets),
+        list(train.classes),
+        synsets,
+        3,
+        size,
+    )
+
+
+def _labels_of(targets, n: int) -> np.ndarray:
+    labels = np.asarray(targets)
+    return labels[balanced_subset(labels, n, 0)]
+
+
+def _subset(ds: Dataset, labels: np.ndarray, n: int, seed: int) -> Dataset:
+    from torch.utils.data import Subset
+
+    idx = balanced_subset(labels, n, seed)
+    return ds if len(idx) == len(labels) else Subset(ds, idx.tolist())
+
+
+def _user_table(cfg: DataConfig) -> list[tuple[str, str]]:
+    if not cfg.categories_file:
+        return []
+    from ..wordnet import read_mapping_file
+
+    return list(read_mapping_file(Path(cfg.categories_file)).items())
+
+
+def build_datasets(cfg: DataConfig) -> Datasets:
+    """The datasets a ``[data]`` section names; ``train_samples`` subsets the training split."""
+    if cfg.dataset == "imagefolder":
+        return _image_folder(cfg)
+    table = category_table(cfg.dataset)
+    if cfg.dataset == "fashion-mnist":
+        xtr, ytr, xte, yte = _fashion_mnist(cfg)
+        xtr, xte = xtr[:, None], xte[:, None]
+        classes = [c for c, _ in table]
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        xtr, ytr, xte, yte, classes = _cifar(cfg, cfg.dataset == "cifar100")
+    else:
+        classes = [c for c, _ in table]
+        xtr, ytr, xte, yte = _synthetic(cfg, classes)
+    mapping = dict(table) | dict(_user_table(cfg))
+    synsets = [mapping.get(c, "") for c in classes]
+    keep = balanced_subset(ytr, cfg.train_samples, 0)
+    size = xtr.shape[-1]
+    mean, std = STATS[cfg.dataset]
+    train_tf, test_tf = _tensor_transforms(mean, std, size, cfg.augment)
+    return Datasets(
+        cfg.dataset,
+        TensorImages(torch.from_numpy(np.array(xtr[keep])), ytr[keep], train_tf),
+        TensorImages(torch.from_numpy(np.array(xte)), yte, test_tf),
+        np.asarray(ytr[keep]),
+        np.asarray(yte),
+        list(classes),
+        synsets,
+        xtr.shape[1],
+        size,
+    )
