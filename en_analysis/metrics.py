@@ -94,7 +94,7 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
             y, degenerate = embedding
             values = label_metrics(y, r.labels, a.knn, rng)
             rows += _rows(e, "ratios", "2d", values, note)
-            trust = 0.0 if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
+            trust = np.nan if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
             rows.append(
                 dict(
                     epoch=e,

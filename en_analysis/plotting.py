@@ -132,7 +132,7 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
         scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
         after = e in drops
         ax.set_title(
-            f"Epoch {e}" + (" (LR drop)" if after else ""),
+            f"Epoch {e}" + (" (after LR drop)" if after else ""),
             fontsize=10,
             color=DROP_COLOUR if after else "black",
         )

@@ -50,10 +50,12 @@ def test_missing_wordnet_names_both_fixes(monkeypatch, tmp_path):
         W.wordnet.cache_clear()
 
 
-@pytest.mark.parametrize("table", ["fashion-mnist", "cifar10", "paper-categories", "synthetic"])
+@pytest.mark.parametrize(
+    "table", ["fashion-mnist", "cifar10", "cifar100", "paper-categories", "synthetic"]
+)
 def test_every_built_in_category_resolves(table):
     rows = category_table(table)
-    assert len(rows) >= 4
+    assert len(rows) == {"cifar100": 100, "synthetic": 4, "paper-categories": 9}.get(table, 10)
     for category, synset in rows:
         s = W.resolve_synset(synset)
         assert s.pos() == "n"
