@@ -14,31 +14,28 @@ from .config import load_config, preset_names
 from .errors import UserError
 
 
+def _set_arg(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=help,
+    )
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"a named preset: {', '.join(preset_names())}")
     p.add_argument(
         "--config", metavar="FILE.toml", help="a TOML file of settings (over the preset)"
     )
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override one setting, e.g. --set train.epochs=3 (repeatable)",
-    )
+    _set_arg(p, "override one setting, e.g. --set train.epochs=3 (repeatable)")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="the run folder (e.g. runs/fashion-mnist)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override an analysis setting for this step, e.g. --set analysis.scaling=raw",
-    )
+    _set_arg(p, "override a setting for this step, e.g. --set analysis.scaling=raw")
     p.add_argument("--epochs", help="comma-separated epochs (default: every checkpoint)")
     p.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
 

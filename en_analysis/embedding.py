@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .config import AnalysisConfig
 from .errors import UserError
-from .io import load_npz, save_npz
+from .io import load_npz, npz_up_to_date, save_npz
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios
 
@@ -65,15 +65,6 @@ def embedding_path(run: Run, epoch: int) -> Path:
     return run.path / "embeddings" / f"epoch-{epoch:03d}.npz"
 
 
-def _current(path: Path, source: Path, settings: str) -> bool:
-    if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
-        return False
-    try:
-        return str(load_npz(path)["settings"]) == settings
-    except (UserError, KeyError):
-        return False
-
-
 def embed(
     run: Run,
     a: AnalysisConfig,
@@ -90,30 +81,20 @@ def embed(
     if not epochs:
         raise UserError(f"{run.path} has no extracted ratios (run `en-analysis extract` first)")
     settings = json.dumps(tsne_settings(a), sort_keys=True)
-    stale_from = None
-    for i, e in enumerate(epochs):
-        if force or not _current(
-            embedding_path(run, e), run.path / "ratios" / f"epoch-{e:03d}.npz", settings
-        ):
-            stale_from = i
-            break
-    if stale_from is None:
+    stale = [
+        force or not npz_up_to_date(embedding_path(run, e), run.ratios_path(e), settings)
+        for e in epochs
+    ]
+    if not any(stale):
         return [], list(epochs)
+    first = stale.index(True)
+    previous = None
     if a.tsne_mode == "independent":
-        todo = [
-            e
-            for e in epochs[stale_from:]
-            if force
-            or not _current(
-                embedding_path(run, e), run.path / "ratios" / f"epoch-{e:03d}.npz", settings
-            )
-        ]
-        previous = None
-    else:
-        todo = epochs[stale_from:]
-        previous = None
-        if stale_from > 0:
-            prev = load_npz(embedding_path(run, epochs[stale_from - 1]))
+        todo = [e for e, s in zip(epochs, stale) if s]
+    else:  # every epoch from the first stale one: each starts from the one before
+        todo = epochs[first:]
+        if first > 0:
+            prev = load_npz(embedding_path(run, epochs[first - 1]))
             previous = None if bool(prev["degenerate"]) else prev["embedding"]
     for e in tqdm(todo, desc="embed", unit="epoch", disable=not progress):
         r = run.ratios(e)

@@ -74,6 +74,16 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         raise UserError(f"{path} is corrupt or truncated ({e}); delete it to recompute") from None
 
 
+def npz_up_to_date(path: Path, source: Path, settings: str) -> bool:
+    """An npz output is current: newer than its source and made with the same ``settings``."""
+    if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
+        return False
+    try:
+        return str(load_npz(path)["settings"]) == settings
+    except (UserError, KeyError):
+        return False
+
+
 def write_csv(path: Path, frame) -> Path:
     """Atomically write a pandas DataFrame as CSV."""
     buffer = io.StringIO()

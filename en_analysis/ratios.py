@@ -22,7 +22,7 @@ from .checkpoints import list_checkpoints, load_checkpoint, model_from_checkpoin
 from .config import Config, read_config
 from .data import Datasets, build_datasets, evaluation_subset
 from .errors import UserError
-from .io import load_npz, save_npz
+from .io import npz_up_to_date, save_npz
 from .nn import en_layers
 
 PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
@@ -113,15 +113,6 @@ def _subset_settings(config: Config) -> dict:
         dataset=config.data.dataset,
         root=config.data.root,
     )
-
-
-def _up_to_date(path: Path, source: Path, settings: str) -> bool:
-    if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
-        return False
-    try:
-        return str(load_npz(path)["settings"]) == settings
-    except (UserError, KeyError):
-        return False
 
 
 def select_epochs(available: list[int], wanted: list[int] | None, what: str) -> list[int]:
@@ -222,7 +213,7 @@ def extract(
     result = Extraction()
     todo = []
     for epoch in chosen:
-        if not force and _up_to_date(ratios_path(run_dir, epoch), checkpoints[epoch], settings):
+        if not force and npz_up_to_date(ratios_path(run_dir, epoch), checkpoints[epoch], settings):
             result.skipped.append(epoch)
         else:
             todo.append(epoch)
@@ -233,7 +224,7 @@ def extract(
     proc = setup_process(device)
     data, idx = evaluation_images(config)
     pixels = Path(run_dir) / "ratios" / "pixels.npz"
-    if proc.main and (force or not _up_to_date(pixels, run_dir / "config.toml", settings)):
+    if proc.main and (force or not npz_up_to_date(pixels, run_dir / "config.toml", settings)):
         save_pixels(run_dir, data, idx, settings)
     # under torchrun each process takes every world-th sample: no padding, no duplicates
     loader = DataLoader(

@@ -123,8 +123,13 @@ class Run:
     def embedding_epochs(self) -> list[int]:
         return list(self._files("embeddings"))
 
+    def ratios_path(self, epoch: int) -> Path:
+        from .ratios import ratios_path
+
+        return ratios_path(self.path, epoch)
+
     def ratios(self, epoch: int) -> Ratios:
-        path = self.path / "ratios" / NPZ_EPOCH.format(epoch)
+        path = self.ratios_path(epoch)
         if not path.exists():
             raise UserError(
                 f"no ratios for epoch {epoch} in {self.path} (run `en-analysis extract "
