@@ -172,6 +172,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
     if not args.no_animation:
         paths.append(plotting.tsne_animation(run))
     paths += plotting.ratio_heatmaps(run)
+    paths += plotting.ratio_heatmaps(run, centred=True)
     paths += plotting.ratios_over_epochs(
         run, args.categories.split(",") if args.categories else None
     )

@@ -131,7 +131,14 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
 
 def plot_paths(run: Run) -> list[Path]:
     """The figures ``plot_all`` writes."""
-    names = ["tsne_grid", "clustering_dynamics", "wordnet", "ratio_heatmaps", "ratios_over_epochs"]
+    names = [
+        "tsne_grid",
+        "clustering_dynamics",
+        "wordnet",
+        "ratio_heatmaps",
+        "ratio_heatmaps_centred",
+        "ratios_over_epochs",
+    ]
     folder = run.path / "figures"
     return [folder / f"{n}{s}" for n in names for s in (".png", ".pdf")] + [
         folder / "tsne_animation.gif"
@@ -144,5 +151,6 @@ def plot_all(run: Run, table, comparison) -> list[Path]:
     paths += plotting.clustering_figure(run, table)
     paths += plotting.wordnet_figure(run, comparison)
     paths += plotting.ratio_heatmaps(run)
+    paths += plotting.ratio_heatmaps(run, centred=True)
     paths += plotting.ratios_over_epochs(run)
     return paths

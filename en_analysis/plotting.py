@@ -3,6 +3,7 @@ dynamic, the WordNet comparison, ratio heatmaps and ratios over epochs (main pap
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -32,6 +33,21 @@ COLOURS = [
 ]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 DROP_COLOUR = "#CC3311"
+
+
+def display_names(categories: list[str], classes: list[int]) -> list[str]:
+    """Readable names: an ImageNet wnid becomes its WordNet lemma (n02111889 -> Samoyed)."""
+    from .errors import UserError
+    from .wordnet import WNID, resolve_synset
+
+    names = []
+    for c in classes:
+        name = categories[c]
+        if WNID.match(name):
+            with contextlib.suppress(UserError):  # no WordNet: keep the wnid
+                name = resolve_synset(name).lemmas()[0].name().replace("_", " ")
+        names.append(name)
+    return names
 
 
 def style(i: int) -> dict:
@@ -142,7 +158,7 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
                 spine.set_linewidth(1.5)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    _legend(fig, [r0.categories[c] for c in classes], ncol=min(5, len(classes)))
+    _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
     settings = json.loads(str(run.embedding(panels[-1])["settings"]))
     fig.suptitle(
         f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
@@ -178,7 +194,7 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
         e = epochs[k]
         ax.set_title(f"Epoch {e}" + (" (first after an LR drop)" if e in drops else ""))
 
-    _legend(fig, [r0.categories[c] for c in classes], ncol=min(5, len(classes)))
+    _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     path = Path(out or run.path / "figures" / "tsne_animation.gif")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,6 +252,7 @@ def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) ->
 def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> list[Path]:
     """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices."""
     table = result.table
+    labels = display_names(result.categories, list(range(len(result.categories))))
     fig = plt.figure(figsize=(14, 4.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
     ax = fig.add_subplot(grid[0])
@@ -269,10 +286,8 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
     ):
         ax = fig.add_subplot(grid[k + 1])
         im = ax.imshow(matrix, cmap="viridis")
-        ax.set_xticks(
-            range(len(result.categories)), result.categories, rotation=60, ha="right", fontsize=7
-        )
-        ax.set_yticks(range(len(result.categories)), result.categories, fontsize=7)
+        ax.set_xticks(range(len(result.categories)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(result.categories)), labels, fontsize=7)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -280,9 +295,13 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
 
 
 def ratio_heatmaps(
-    run: Run, epochs: list[int] | None = None, out: Path | None = None
+    run: Run, epochs: list[int] | None = None, out: Path | None = None, centred: bool = False
 ) -> list[Path]:
-    """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch."""
+    """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch.
+
+    ``centred`` subtracts each layer's mean over categories and uses a diverging scale: the
+    layers where categories differ stand out (the plain map is dominated by layer differences).
+    """
     available = run.ratio_epochs
     epochs = epochs or sorted({available[0], available[len(available) // 2], available[-1]})
     loaded = [run.ratios(e) for e in epochs]
@@ -293,14 +312,23 @@ def ratio_heatmaps(
     for row, r in zip(axes, loaded):
         classes = r.present
         means = np.stack([r.ratios[r.labels == c].mean(0) for c in classes])  # (C, L, K)
+        if centred:
+            means = means - means.mean(0, keepdims=True)
         for j, ax in enumerate(row):
-            im = ax.imshow(means[:, :, j], aspect="auto", cmap="magma")
-            ax.set_yticks(range(len(classes)), [r.categories[c] for c in classes], fontsize=6)
-            ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()} ratio", fontsize=9)
+            values = means[:, :, j]
+            if centred:
+                limit = max(float(np.abs(values).max()), 1e-3)  # float noise stays white
+                im = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
+            else:
+                im = ax.imshow(values, aspect="auto", cmap="magma")
+            ax.set_yticks(range(len(classes)), display_names(r.categories, classes), fontsize=6)
+            what = "ratio - mean over categories" if centred else "ratio"
+            ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()} {what}", fontsize=9)
             ax.set_xlabel("EN layer (input → output)", fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    return _save(fig, out or run.path / "figures" / "ratio_heatmaps")
+    name = "ratio_heatmaps_centred" if centred else "ratio_heatmaps"
+    return _save(fig, out or run.path / "figures" / name)
 
 
 def ratios_over_epochs(
@@ -327,7 +355,7 @@ def ratios_over_epochs(
             for i, c in enumerate(chosen):
                 vals = np.array([r.ratios[r.labels == c, layer, j] for r in loaded])
                 mean, std = vals.mean(1), vals.std(1)
-                ax.plot(epochs, mean, color=COLOURS[i], label=r0.categories[c])
+                ax.plot(epochs, mean, color=COLOURS[i], label=display_names(r0.categories, [c])[0])
                 ax.fill_between(epochs, mean - std, mean + std, color=COLOURS[i], alpha=0.2)
             _drops(ax, run)
             ax.set_title(f"{r0.layer_names[layer]}: {r0.normalizers[j].upper()}", fontsize=9)

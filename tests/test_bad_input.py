@@ -177,3 +177,37 @@ def test_output_folder_that_cannot_be_written(tmp_path, capsys):
 def test_unknown_preset_and_key(capsys):
     assert "Did you mean" in run_cli(["train", "--preset", "imagenet2"], capsys)
     assert "Did you mean batch_size" in run_cli(["train", "--set", "train.batchsize=3"], capsys)
+
+
+def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
+    """The positive case: RGB PNGs in wnid folders train, extract and map to WordNet."""
+    from en_analysis.ratios import extract
+    from en_analysis.runs import Run
+    from en_analysis.wordnet import category_synsets
+
+    folder = image_folder(tmp_path / "imgs", channels=3)
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--quiet",
+                "--out",
+                str(run),
+                *sets(
+                    "data.dataset=imagefolder",
+                    f"data.root={folder}",
+                    "data.image_size=16",
+                    "train.batch_size=4",
+                    "train.epochs=1",
+                    "analysis.per_category=2",
+                ),
+            ]
+        )
+        == 0
+    )
+    assert extract(run, progress=False).written == [0, 1]
+    r = Run(run).ratios(1)
+    assert r.categories == ["n01930112", "n02111889", "n07873807"]  # sorted folder names
+    names = [s.name() for s in category_synsets(r.categories, r.synsets)]
+    assert names == ["nematode.n.01", "samoyed.n.03", "pizza.n.01"]

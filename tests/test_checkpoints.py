@@ -3,6 +3,7 @@
 import os
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -60,3 +61,18 @@ def test_round_trip_restores_the_model(trained_run):
     model = model_from_checkpoint(state)
     for k, v in model.state_dict().items():
         assert torch.equal(v, state["model"][k])
+
+
+def test_npz_with_pickled_objects_is_refused(tmp_path):
+    from en_analysis.io import load_npz
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "epoch-001.npz"
+    np.savez(path, ratios=np.array([Payload(marker)], dtype=object))
+    with pytest.raises(UserError, match="pickled objects"):
+        load_npz(path)
+    assert not marker.exists()
+    broken = tmp_path / "cut.npz"
+    broken.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(UserError, match="corrupt or truncated|not a readable"):
+        load_npz(broken)

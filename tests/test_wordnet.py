@@ -129,3 +129,13 @@ def test_run_comparison(analysed_run):
     assert result.categories == ["dog", "cat", "car", "tree"]
     close, far = extreme_pairs(result.wordnet, result.categories, 1)
     assert {close[0][0], close[0][1]} == {"dog", "cat"}  # the two mammals
+
+
+def test_wnid_categories_are_shown_by_name():
+    from en_analysis.plotting import display_names
+
+    assert display_names(["n02111889", "n07873807", "Bag"], [0, 1, 2]) == [
+        "Samoyed",
+        "pizza",
+        "Bag",
+    ]

@@ -8,6 +8,7 @@ does. The output ``gamma * sum_k lam_k (x - m_k) / s_k + beta`` is applied as on
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -91,16 +92,20 @@ class ExemplarNorm2d(nn.Module):
             raise ValueError(f"need {len(self.normalizers)} non-negative ratios summing to 1")
         self.fixed_ratios = r
 
-    def _batch_stats(self, m_in: Tensor, ex2: Tensor) -> tuple[Tensor, Tensor]:
-        """BN mean and E[x^2] (1, C) over the batch, across processes if ``sync_bn_stats`` is on."""
+    def _batch_stats(self, m_in: Tensor, ex2: Tensor) -> tuple[Tensor, Tensor, int]:
+        """BN mean and E[x^2] (1, C) over the batch and its size, across processes if
+        ``sync_bn_stats`` is on (two (C,) sums and a count: one small all-reduce)."""
         if self.sync_bn_stats and dist.is_available() and dist.is_initialized():
-            from torch.distributed.nn.functional import all_reduce
+            with warnings.catch_warnings():  # its successor is not differentiable yet
+                warnings.simplefilter("ignore", FutureWarning)
+                from torch.distributed.nn.functional import all_reduce
 
-            n = torch.full((1,), m_in.shape[0], dtype=m_in.dtype, device=m_in.device)
-            total = all_reduce(torch.cat([m_in.sum(0), ex2.sum(0), n]))
+                n = torch.full((1,), m_in.shape[0], dtype=m_in.dtype, device=m_in.device)
+                total = all_reduce(torch.cat([m_in.sum(0), ex2.sum(0), n]))
             c = self.num_features
-            return (total[:c] / total[-1])[None], (total[c : 2 * c] / total[-1])[None]
-        return m_in.mean(0, keepdim=True), ex2.mean(0, keepdim=True)
+            count = int(total[-1].item())
+            return (total[:c] / total[-1])[None], (total[c : 2 * c] / total[-1])[None], count
+        return m_in.mean(0, keepdim=True), ex2.mean(0, keepdim=True), m_in.shape[0]
 
     def statistics(self, m_in: Tensor, ex2: Tensor, hw: int) -> list[tuple[Tensor, Tensor]]:
         """Each normalizer's (mean, variance), from the IN moments (N, C), at its natural shape.
@@ -121,8 +126,8 @@ class ExemplarNorm2d(nn.Module):
                 m = m_in.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
                 e2 = ex2.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
             elif self.training:  # bn: batch statistics
-                m, e2 = self._batch_stats(m_in, ex2)
-                self._update_running_stats(m, (e2 - m.square()).clamp_min(0), n * hw)
+                m, e2, batch = self._batch_stats(m_in, ex2)
+                self._update_running_stats(m, (e2 - m.square()).clamp_min(0), batch * hw)
             else:  # bn: running statistics
                 stats.append((self.running_mean[None].to(m_in), self.running_var[None].to(m_in)))
                 continue
