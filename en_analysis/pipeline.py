@@ -57,7 +57,6 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     """Run every step of the analysis for ``config`` in ``run_dir``; return a summary."""
     run_dir = Path(run_dir)
     summary = Summary(run_dir)
-    a = config.analysis
 
     def step(name: str, fn, skip: bool = False):
         if progress:
@@ -78,7 +77,7 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     a = run.config.analysis  # the run's own settings (a resumed run keeps its config)
     done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
     if done.failed:
-        path, message = next(iter(done.failed.items()))
+        message = next(iter(done.failed.values()))
         raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
     if not done.written:
         summary.steps["extract"] = "up to date"
@@ -99,34 +98,40 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         figures = step("plot", lambda: plot_all(run, table, comparison))
     else:
         summary.steps["plot"] = "up to date"
-    metrics = final_metrics(run_dir)
-    first, last = run.ratio_epochs[0], run.ratio_epochs[-1]
-    sil = table[(table.space == "ratios") & (table.dims == "high") & (table.metric == "silhouette")]
-    summary.numbers = {
-        "test accuracy (last epoch)": metrics.get("val_acc", float("nan")),
-        f"silhouette 159-D, epoch {first}": float(sil[sil.epoch == first].value.iloc[0]),
-        f"silhouette 159-D, epoch {last}": float(sil[sil.epoch == last].value.iloc[0]),
-        f"silhouette 159-D shuffled, epoch {last}": float(sil[sil.epoch == last].shuffled.iloc[0]),
-    }
-    moved = ratio_movement(run.ratios(last).ratios)
-    summary.numbers[f"ratio std across samples (mean over layers), epoch {last}"] = moved[
-        "std_across_samples"
-    ]
-    summary.numbers[f"mean |ratio - 1/K| shift per layer, epoch {last}"] = moved["mean_shift"]
-    for space in ("ratios", "pixels", "features"):
-        sel = comparison.table[(comparison.table.space == space) & (comparison.table.epoch == last)]
-        if not sel.empty:
-            summary.numbers[f"WordNet Mantel r, {space}, epoch {last}"] = float(
-                sel.spearman.iloc[0]
-            )
-            summary.numbers[f"WordNet Mantel p, {space}, epoch {last}"] = float(sel.p_value.iloc[0])
-    close, far = extreme_pairs(comparison.clusters, comparison.categories, 2)
-    summary.notes.append("closest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in close))
-    summary.notes.append("farthest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in far))
+    summary.numbers, summary.notes = _findings(run, table, comparison)
     summary.outputs = [p for p in figures if p.suffix == ".png" or p.suffix == ".gif"] + [
         run_dir / "analysis" / n for n in ("clustering.csv", "wordnet.csv", "category_stats.csv")
     ]
     return summary
+
+
+def _findings(run: Run, table, comparison) -> tuple[dict[str, float], list[str]]:
+    """The headline numbers of a finished run: accuracy, clustering, ratio movement, WordNet."""
+    first, last = run.ratio_epochs[0], run.ratio_epochs[-1]
+    ratios = run.ratios(last).ratios
+    dims = f"{ratios.shape[1] * ratios.shape[2]}-D"
+    sil = table[(table.space == "ratios") & (table.dims == "high") & (table.metric == "silhouette")]
+    moved = ratio_movement(ratios)
+    numbers = {
+        "test accuracy (last epoch)": final_metrics(run.path).get("val_acc", float("nan")),
+        f"silhouette {dims}, epoch {first}": float(sil[sil.epoch == first].value.iloc[0]),
+        f"silhouette {dims}, epoch {last}": float(sil[sil.epoch == last].value.iloc[0]),
+        f"silhouette {dims} shuffled, epoch {last}": float(sil[sil.epoch == last].shuffled.iloc[0]),
+        f"ratio std across samples (mean over layers), epoch {last}": moved["std_across_samples"],
+        f"mean |ratio - 1/K| shift per layer, epoch {last}": moved["mean_shift"],
+    }
+    t = comparison.table
+    for space in ("ratios", "pixels", "features"):
+        sel = t[(t.space == space) & (t.epoch == last)]
+        if not sel.empty:
+            numbers[f"WordNet Mantel r, {space}, epoch {last}"] = float(sel.spearman.iloc[0])
+            numbers[f"WordNet Mantel p, {space}, epoch {last}"] = float(sel.p_value.iloc[0])
+    close, far = extreme_pairs(comparison.clusters, comparison.categories, 2)
+    notes = [
+        "closest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in close),
+        "farthest clusters: " + ", ".join(f"{x}/{y}" for x, y, _ in far),
+    ]
+    return numbers, notes
 
 
 def plot_paths(run: Run) -> list[Path]:
