@@ -11,9 +11,11 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	@dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || { \
+	@missing="$$(dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || echo '$(APT_PACKAGES)')"; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES); }
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
