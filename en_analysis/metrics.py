@@ -64,6 +64,22 @@ def label_metrics(
     }
 
 
+def centroid_shift(previous: np.ndarray, current: np.ndarray, labels: np.ndarray) -> float:
+    """How far the category centroids moved since the previous epoch, relative to how far apart
+    they are now: mean_c |mu_c(t) - mu_c(t-1)| / mean_{c != c'} |mu_c(t) - mu_c'(t)|.
+
+    Computed on the raw vectors: the z-scoring is per epoch, so only the raw space is shared by
+    two epochs. NaN when the current centroids coincide (a degenerate epoch).
+    """
+    classes = np.unique(labels)
+    now = np.stack([current[labels == c].mean(0) for c in classes]).astype(np.float64)
+    before = np.stack([previous[labels == c].mean(0) for c in classes]).astype(np.float64)
+    spread = pdist(now).mean() if len(classes) > 1 else 0.0
+    if spread <= 0:
+        return float("nan")
+    return float(np.linalg.norm(now - before, axis=1).mean() / spread)
+
+
 def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> list[dict]:
     return [
         dict(epoch=epoch, space=space, dims=dims, metric=m, value=v, shuffled=s, note=note)
@@ -79,6 +95,7 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
     rows: list[dict] = []
     pixels = run.pixels()
     px = standardize(pixels["pixels"])
+    previous = None
     for e in epochs:
         rng = np.random.default_rng([a.tsne_seed, e])
         r = run.ratios(e)
@@ -90,6 +107,20 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
         x = scale_ratios(r.ratios, a.scaling)
         note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
         rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng), note)
+        if previous is not None:
+            shift = centroid_shift(previous, r.vectors, r.labels)
+            rows.append(
+                dict(
+                    epoch=e,
+                    space="ratios",
+                    dims="high",
+                    metric="centroid_shift",
+                    value=shift,
+                    shuffled=np.nan,
+                    note=note,
+                )
+            )
+        previous = r.vectors
         if embedding := _embedding(run, e):
             y, degenerate = embedding
             values = label_metrics(y, r.labels, a.knn, rng)

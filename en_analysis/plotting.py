@@ -220,11 +220,12 @@ SERIES = [  # (space, dims, label, colour)
 
 def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) -> list[Path]:
     """Clustering over epochs: silhouette, k-NN, trustworthiness; shuffled baselines dashed."""
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     titles = {
         "silhouette": "Silhouette of categories",
         "knn": "Leave-one-out 5-NN accuracy",
         "trustworthiness": "Trustworthiness of the 2-D map",
+        "centroid_shift": "Centroid shift since last epoch\n(/ mean centroid distance)",
     }
     for ax, metric in zip(axes, titles):
         for space, dims, label, colour in SERIES:

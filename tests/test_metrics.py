@@ -52,13 +52,15 @@ def test_run_table_has_every_space_and_baseline(analysed_run):
     table = clustering_table(run, run.config.analysis)
     assert set(table.space) == {"ratios", "features", "pixels"}
     ratios = table[(table.space == "ratios") & (table.dims == "high")]
-    assert set(ratios.metric) == {"silhouette", "knn"}
+    assert set(ratios.metric) == {"silhouette", "knn", "centroid_shift"}
     assert "degenerate" in ratios[ratios.epoch == 0].note.iloc[0]
     trust = table[table.metric == "trustworthiness"]
     assert len(trust) == 3 and trust.shuffled.isna().all()
+    shift = table[table.metric == "centroid_shift"]
+    assert shift.epoch.tolist() == [1, 2] and (shift.value > 0).all()
     # a map of identical points has no trustworthiness; everything else is a number
     assert trust.value.isna().tolist() == [True, False, False]
-    assert table[table.metric != "trustworthiness"].value.notna().all()
+    assert table[~table.metric.isin(["trustworthiness"])].value.notna().all()
 
 
 def test_ratio_movement_known_values():
@@ -74,3 +76,15 @@ def test_ratio_movement_known_values():
     moved[:, 1] = [0.5, 0.25, 0.25]
     m = ratio_movement(moved)
     assert m["max_shift"] == np.float64(0.5 - 1 / 3) and m["mean_shift"] == m["max_shift"] / 2
+
+
+def test_centroid_shift_is_zero_for_still_clusters_and_grows_with_movement():
+    from en_analysis.metrics import centroid_shift
+
+    x, labels = planted(separation=3.0, seed=1)
+    assert centroid_shift(x, x, labels) == 0.0
+    small = centroid_shift(x, x + 0.1, labels)
+    moved = x.copy()
+    moved[labels == 0] += 5.0
+    assert 0 < small < centroid_shift(x, moved, labels)
+    assert np.isnan(centroid_shift(x, np.ones_like(x), labels))  # degenerate: no spread
