@@ -11,7 +11,7 @@ import io
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -92,7 +92,7 @@ def write_csv(path: Path, frame) -> Path:
 
 
 @contextmanager
-def run_lock(folder: Path):
+def run_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder/.lock`` so two processes never write one run; a stale lock is taken over."""
     folder = Path(folder)
     lock = folder / ".lock"

@@ -7,6 +7,8 @@ features, so the ratios' category information can be read against the input's an
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
@@ -151,7 +153,9 @@ def _embedding(run: Run, epoch: int) -> tuple[np.ndarray, bool] | None:
     return d["embedding"], bool(d["degenerate"])
 
 
-def write_clustering(run: Run, a: AnalysisConfig, epochs: list[int] | None = None):
+def write_clustering(
+    run: Run, a: AnalysisConfig, epochs: list[int] | None = None
+) -> tuple[Path, pd.DataFrame]:
     table = clustering_table(run, a, epochs)
     return write_csv(run.path / "analysis" / "clustering.csv", table), table
 

@@ -7,10 +7,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 from tqdm import tqdm
 
 from . import plotting
-from .appearance import extreme_pairs, write_comparison
+from .appearance import Comparison, extreme_pairs, write_comparison
 from .checkpoints import list_checkpoints
 from .config import Config
 from .embedding import embed
@@ -105,7 +106,9 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     return summary
 
 
-def _findings(run: Run, table, comparison) -> tuple[dict[str, float], list[str]]:
+def _findings(
+    run: Run, table: pd.DataFrame, comparison: Comparison
+) -> tuple[dict[str, float], list[str]]:
     """The headline numbers of a finished run: accuracy, clustering, ratio movement, WordNet."""
     first, last = run.ratio_epochs[0], run.ratio_epochs[-1]
     ratios = run.ratios(last).ratios
@@ -150,7 +153,7 @@ def plot_paths(run: Run) -> list[Path]:
     ]
 
 
-def plot_all(run: Run, table, comparison) -> list[Path]:
+def plot_all(run: Run, table: pd.DataFrame, comparison: Comparison) -> list[Path]:
     paths = plotting.tsne_grid(run, run.config.analysis.panels or None)
     paths.append(plotting.tsne_animation(run))
     paths += plotting.clustering_figure(run, table)

@@ -16,12 +16,16 @@ import tomllib
 import warnings
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.spatial.distance import cdist
 from scipy.stats import spearmanr
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # nltk is imported lazily: WordNet is needed by the wordnet step only
+    from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
 
 DEBIAN_WORDNET = Path("/usr/share/wordnet")
 CACHE = Path.home() / ".cache" / "en-analysis" / "nltk_data"
@@ -104,7 +108,7 @@ def build_wordnet_folder(source: Path, target: Path) -> Path:
     return folder
 
 
-def reader_for(folder: Path):
+def reader_for(folder: Path) -> WordNetCorpusReader:
     """An nltk WordNet reader on a ``corpora/wordnet`` folder of WordNet 3.0 files."""
     import nltk
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
@@ -141,7 +145,7 @@ def _nltk_own():
 
 
 @cache
-def wordnet():
+def wordnet() -> WordNetCorpusReader:
     """The WordNet 3.0 corpus reader (nltk), from local files only."""
     own = _nltk_own()
     if own is not None:
@@ -155,7 +159,7 @@ def wordnet():
     return reader_for(build_wordnet_folder(source, CACHE))
 
 
-def resolve_synset(name: str):
+def resolve_synset(name: str) -> Synset:
     """A synset from a name (``dog.n.01``) or an ImageNet wnid (``n02111889``)."""
     wn = wordnet()
     from nltk.corpus.reader.wordnet import WordNetError

@@ -257,7 +257,7 @@ class _FusedExemplarNorm(torch.autograd.Function):
         return _scale_shift(x, scale.detach(), shift.detach())
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
         m_in, ex2, scale, shift, params = ctx.graph
         dtype = torch.promote_types(x.dtype, torch.float32)
