@@ -85,7 +85,11 @@ def test_one_hot_gn_equals_group_norm():
 def test_fused_output_equals_k_normalized_copies(train):
     x = _x()
     layer = _layer().train(train)
-    torch.testing.assert_close(layer(x), layer.reference_forward(x), **TOL)
+    reference = copy.deepcopy(layer)
+    torch.testing.assert_close(layer(x), reference.reference_forward(x), **TOL)
+    # both update the BN running statistics exactly once
+    torch.testing.assert_close(layer.running_mean, reference.running_mean)
+    assert layer.num_batches_tracked == reference.num_batches_tracked
 
 
 def test_fused_gradients_equal_autograd_of_the_formula():

@@ -153,10 +153,7 @@ class ExemplarNorm2d(nn.Module):
         stats = self.statistics(m_in, ex2, hw)
         log_vs = [torch.log(v + self.eps) for _, v in stats]
         inv_ss = [torch.exp(-0.5 * log_v) for log_v in log_vs]
-        if self.fixed_ratios is not None:
-            lam = self.fixed_ratios.to(m_in)[None].expand(m_in.shape[0], -1)
-        else:
-            lam = self._ratios(m_in, ex2, stats, log_vs, inv_ss)
+        lam = self._mixture(m_in, ex2, stats, log_vs, inv_ss)
         scale = shift = None
         for k, ((m, _), inv_s) in enumerate(zip(stats, inv_ss)):
             w = lam[:, k : k + 1] * inv_s
@@ -167,6 +164,12 @@ class ExemplarNorm2d(nn.Module):
             shift = torch.addcmul(self.bias, shift, self.weight)
             scale = scale * self.weight
         return scale, shift, lam
+
+    def _mixture(self, m_in, ex2, stats, log_vs, inv_ss) -> Tensor:
+        """The (N, K) ratios: the fixed ones if set, else the sub-network's."""
+        if self.fixed_ratios is not None:
+            return self.fixed_ratios.to(m_in)[None].expand(m_in.shape[0], -1)
+        return self._ratios(m_in, ex2, stats, log_vs, inv_ss)
 
     def _ratios(self, m_in, ex2, stats, log_vs, inv_ss) -> Tensor:
         c = self.num_features
@@ -201,9 +204,9 @@ class ExemplarNorm2d(nn.Module):
     def reference_forward(self, x: Tensor) -> Tensor:
         """The textbook formula with K normalized copies of x: slow, for tests and benchmarks."""
         m_in, ex2 = _moments(x)
-        hw = x.shape[2] * x.shape[3]
-        _, _, lam = self.coefficients(m_in, ex2, hw)
-        stats = self.statistics(m_in, ex2, hw)
+        stats = self.statistics(m_in, ex2, x.shape[2] * x.shape[3])  # BN running stats: once
+        log_vs = [torch.log(v + self.eps) for _, v in stats]
+        lam = self._mixture(m_in, ex2, stats, log_vs, [torch.exp(-0.5 * lv) for lv in log_vs])
         self.last_ratios = lam.detach()
         y = sum(
             lam[:, k, None, None, None]
