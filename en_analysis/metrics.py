@@ -111,34 +111,14 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
         rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng), note)
         if previous is not None:
             shift = centroid_shift(previous, r.vectors, r.labels)
-            rows.append(
-                dict(
-                    epoch=e,
-                    space="ratios",
-                    dims="high",
-                    metric="centroid_shift",
-                    value=shift,
-                    shuffled=np.nan,
-                    note=note,
-                )
-            )
+            rows += _rows(e, "ratios", "high", {"centroid_shift": (shift, np.nan)}, note)
         previous = r.vectors
         if embedding := _embedding(run, e):
             y, degenerate = embedding
             values = label_metrics(y, r.labels, a.knn, rng)
             rows += _rows(e, "ratios", "2d", values, note)
             trust = np.nan if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
-            rows.append(
-                dict(
-                    epoch=e,
-                    space="ratios",
-                    dims="2d",
-                    metric="trustworthiness",
-                    value=trust,
-                    shuffled=np.nan,
-                    note=note,
-                )
-            )
+            rows += _rows(e, "ratios", "2d", {"trustworthiness": (trust, np.nan)}, note)
         if r.features is not None and r.features.size:
             f = standardize(r.features)
             rows += _rows(e, "features", "high", label_metrics(f, r.labels, a.knn, rng))
