@@ -167,15 +167,8 @@ def cmd_plot(args: argparse.Namespace) -> None:
     from . import plotting
 
     run = _run(args)
-    panels = _epochs(args) or run.config.analysis.panels or None
-    paths = plotting.tsne_grid(run, panels)
-    if not args.no_animation:
-        paths.append(plotting.tsne_animation(run))
-    paths += plotting.ratio_heatmaps(run)
-    paths += plotting.ratio_heatmaps(run, centred=True)
-    paths += plotting.ratios_over_epochs(
-        run, args.categories.split(",") if args.categories else None
-    )
+    categories = args.categories.split(",") if args.categories else None
+    paths = plotting.ratio_figures(run, _epochs(args), not args.no_animation, categories)
     for p in paths:
         print(f"wrote {p}")
 

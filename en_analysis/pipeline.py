@@ -154,11 +154,8 @@ def plot_paths(run: Run) -> list[Path]:
 
 
 def plot_all(run: Run, table: pd.DataFrame, comparison: Comparison) -> list[Path]:
-    paths = plotting.tsne_grid(run, run.config.analysis.panels or None)
-    paths.append(plotting.tsne_animation(run))
-    paths += plotting.clustering_figure(run, table)
-    paths += plotting.wordnet_figure(run, comparison)
-    paths += plotting.ratio_heatmaps(run)
-    paths += plotting.ratio_heatmaps(run, centred=True)
-    paths += plotting.ratios_over_epochs(run)
-    return paths
+    return (
+        plotting.ratio_figures(run)
+        + plotting.clustering_figure(run, table)
+        + plotting.wordnet_figure(run, comparison)
+    )

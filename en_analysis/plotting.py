@@ -332,6 +332,23 @@ def ratio_heatmaps(
     return _save(fig, out or run.path / "figures" / name)
 
 
+def ratio_figures(
+    run: Run,
+    panels: list[int] | None = None,
+    animation: bool = True,
+    categories: list[str] | None = None,
+) -> list[Path]:
+    """The figures made from the ratios and embeddings alone: the t-SNE grid (and GIF), both
+    heatmaps and the ratio curves."""
+    paths = tsne_grid(run, panels or run.config.analysis.panels or None)
+    if animation:
+        paths.append(tsne_animation(run))
+    paths += ratio_heatmaps(run)
+    paths += ratio_heatmaps(run, centred=True)
+    paths += ratios_over_epochs(run, categories)
+    return paths
+
+
 def ratios_over_epochs(
     run: Run,
     categories: list[str] | None = None,
