@@ -2,6 +2,7 @@
 for a smoke run): images/s for a training step and for extraction, the EN/BN ratio, peak memory.
 
     python benchmarks/gpu.py                  # cuda, batch 64, bf16 autocast for training
+    python benchmarks/gpu.py --compile        # the same under torch.compile (CUDA graphs off)
     python benchmarks/gpu.py --device cpu --batch 4 --size 64 --steps 2   # smoke run
 """
 
@@ -31,10 +32,11 @@ def measure(norm: str, args: argparse.Namespace, device: torch.device) -> dict[s
     x = x.to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (args.batch,), device=device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=not args.no_amp)
+    forward = torch.compile(model) if args.compile else model
 
     def step() -> None:
         with amp:
-            loss = F.cross_entropy(model(x).float(), y)
+            loss = F.cross_entropy(forward(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -49,6 +51,10 @@ def measure(norm: str, args: argparse.Namespace, device: torch.device) -> dict[s
         sync(device)
         return args.batch * steps / (time.perf_counter() - start)
 
+    start = time.perf_counter()
+    step()  # the first step compiles under --compile
+    sync(device)
+    first = time.perf_counter() - start
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     train = timed(step, args.steps)
@@ -64,7 +70,7 @@ def measure(norm: str, args: argparse.Namespace, device: torch.device) -> dict[s
             extract = timed(infer, args.steps)
     else:
         extract = timed(infer, args.steps)
-    return dict(train=train, extract=extract, peak=peak)
+    return dict(train=train, extract=extract, peak=peak, first=first)
 
 
 def main() -> None:
@@ -74,18 +80,21 @@ def main() -> None:
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--no-amp", action="store_true", help="float32 training")
+    p.add_argument("--compile", action="store_true", help="train under torch.compile")
     args = p.parse_args()
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(
         f"{name}, torch {torch.__version__}, batch {args.batch}, {args.size}x{args.size}, "
         f"{'fp32' if args.no_amp else 'bf16 autocast'} training"
+        + (", torch.compile" if args.compile else ", eager")
     )
     results = {norm: measure(norm, args, device) for norm in ("bn", "en")}
     for norm, r in results.items():
         print(
             f"{norm.upper()}-ResNet50: train {r['train']:.0f} img/s, extract "
-            f"{r['extract']:.0f} img/s, peak memory {r['peak']:.2f} GiB"
+            f"{r['extract']:.0f} img/s, peak memory {r['peak']:.2f} GiB, first step "
+            f"{r['first']:.1f} s"
         )
     en, bn = results["en"], results["bn"]
     print(
