@@ -4,11 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := dataset-fashion-mnist wordnet-base
+# the explorer page is tested in a real browser (Debian's, driven by playwright)
+TEST_APT_PACKAGES := chromium
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup reproduce quick test lint format bench clean
+.PHONY: setup setup-test reproduce quick test lint format bench clean
 
 setup: $(VENV)/.installed
+
+setup-test: setup
+	@dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_APT_PACKAGES); }
 
 $(VENV)/.installed: pyproject.toml
 	@missing="$$(dpkg -s $(APT_PACKAGES) >/dev/null 2>&1 || echo '$(APT_PACKAGES)')"; \
@@ -28,7 +34,7 @@ reproduce: setup  ## the main job: train + every analysis step on the embedded d
 quick: setup  ## the same on the under-2-minute preset
 	$(BIN)/en-analysis reproduce --preset fashion-mnist-quick
 
-test: setup lint  ## the test suite (CI runs exactly this)
+test: setup-test lint  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -q
 
 lint: setup

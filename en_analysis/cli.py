@@ -112,6 +112,28 @@ def cmd_export(args: argparse.Namespace) -> None:
     run = _run(args)
     for path in export(run, _epochs(args), samples=args.samples, wide_table=args.wide):
         print(f"wrote {path}")
+    if args.projector:
+        from .projector import write_projector
+
+        folder = write_projector(run, _epochs(args))
+        print(f"wrote {folder} (open it with: tensorboard --logdir {folder})")
+
+
+def cmd_explore(args: argparse.Namespace) -> None:
+    import time
+
+    from . import plotting
+    from .explorer import explorer
+
+    start = time.perf_counter()
+    run = _run(args)
+    path = explorer(run, _epochs(args)).write_html(
+        args.out or run.path / "figures" / plotting.EXPLORER
+    )
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB in "
+        f"{time.perf_counter() - start:.1f} s; open it in a browser, no server needed)"
+    )
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -135,7 +157,7 @@ def cmd_metrics(args: argparse.Namespace) -> None:
     path, table = write_clustering(run, run.config.analysis, _epochs(args))
     print(summary(table).to_string(index=False))
     print(f"wrote {path}")
-    for p in plotting.clustering_figure(run, table):
+    for p in plotting.write(run, "clustering_dynamics", plotting.clustering_figure(run, table)):
         print(f"wrote {p}")
 
 
@@ -159,7 +181,7 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
             + ", ".join(f"{a}/{b}" for a, b, _ in far)
         )
     print(f"wrote {run.path / 'analysis' / 'wordnet.csv'}")
-    for p in plotting.wordnet_figure(run, result):
+    for p in plotting.write(run, "wordnet", plotting.wordnet_figure(run, result)):
         print(f"wrote {p}")
 
 
@@ -168,7 +190,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
     run = _run(args)
     categories = args.categories.split(",") if args.categories else None
-    paths = plotting.ratio_figures(run, _epochs(args), not args.no_animation, categories)
+    paths = plotting.write_ratio_figures(run, _epochs(args), not args.no_animation, categories)
     for p in paths:
         print(f"wrote {p}")
 
@@ -221,7 +243,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--samples", action="store_true", help="also one row per sample/layer/normalizer"
     )
     p.add_argument("--wide", action="store_true", help="also one column per layer/normalizer")
+    p.add_argument(
+        "--projector",
+        action="store_true",
+        help="also TensorBoard projector files in RUN/projector (ratios, metadata, sprite)",
+    )
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "explore", help="an offline HTML page to explore the t-SNE maps of every epoch"
+    )
+    _run_args(p)
+    p.add_argument("--out", type=Path, help="the page (default: RUN/figures/explorer.html)")
+    p.set_defaults(func=cmd_explore)
 
     p = sub.add_parser("embed", help="openTSNE of the ratio vectors, per epoch")
     _run_args(p)

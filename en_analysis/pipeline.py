@@ -16,6 +16,7 @@ from .checkpoints import list_checkpoints
 from .config import Config
 from .embedding import embed
 from .errors import UserError
+from .explorer import write_explorer
 from .export import export
 from .metrics import ratio_movement, write_clustering
 from .ratios import extract
@@ -94,13 +95,13 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     _, table = step("metrics", lambda: write_clustering(run, a))
     comparison = step("wordnet", lambda: write_comparison(run, a))
     step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
-    figures = plot_paths(run)
+    figures = plotting.figure_paths(run)
     if not _fresh(figures, inputs):
         figures = step("plot", lambda: plot_all(run, table, comparison))
     else:
         summary.steps["plot"] = "up to date"
     summary.numbers, summary.notes = _findings(run, table, comparison)
-    summary.outputs = [p for p in figures if p.suffix == ".png" or p.suffix == ".gif"] + [
+    summary.outputs = [p for p in figures if p.suffix in (".png", ".gif", ".html")] + [
         run_dir / "analysis" / n for n in ("clustering.csv", "wordnet.csv", "category_stats.csv")
     ]
     return summary
@@ -137,25 +138,11 @@ def _findings(
     return numbers, notes
 
 
-def plot_paths(run: Run) -> list[Path]:
-    """The figures ``plot_all`` writes."""
-    names = [
-        "tsne_grid",
-        "clustering_dynamics",
-        "wordnet",
-        "ratio_heatmaps",
-        "ratio_heatmaps_centred",
-        "ratios_over_epochs",
-    ]
-    folder = run.path / "figures"
-    return [folder / f"{n}{s}" for n in names for s in (".png", ".pdf")] + [
-        folder / "tsne_animation.gif"
-    ]
-
-
 def plot_all(run: Run, table: pd.DataFrame, comparison: Comparison) -> list[Path]:
+    """Write every figure of the run (``plotting.figure_paths``)."""
     return (
-        plotting.ratio_figures(run)
-        + plotting.clustering_figure(run, table)
-        + plotting.wordnet_figure(run, comparison)
+        plotting.write_ratio_figures(run)
+        + plotting.write(run, "clustering_dynamics", plotting.clustering_figure(run, table))
+        + plotting.write(run, "wordnet", plotting.wordnet_figure(run, comparison))
+        + [write_explorer(run)]
     )

@@ -1,22 +1,27 @@
 """Every figure: the t-SNE grid (Fig. 1 of the supplement) and its animation, the clustering
-dynamic, the WordNet comparison, ratio heatmaps and ratios over epochs (main paper Fig. 1a)."""
+dynamic, the WordNet comparison, ratio heatmaps and ratios over epochs (main paper Fig. 1a).
+
+Each drawing function returns a ``matplotlib.figure.Figure`` built without pyplot: the library
+never touches the importing process's backend or pyplot's figure list, a returned figure shows
+inline in Jupyter (whether or not the notebook imported pyplot), and ``save`` writes it.
+``write_ratio_figures`` and ``write`` put a run's figures (``FIGURES``) into its folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from .appearance import Comparison  # noqa: E402
-from .runs import Run  # noqa: E402
+from .appearance import Comparison
+from .runs import Run
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
 COLOURS = [
@@ -33,6 +38,16 @@ COLOURS = [
 ]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "*"]
 DROP_COLOUR = "#CC3311"
+
+
+class _Figure(Figure):
+    """A Figure that Jupyter shows as a PNG even where no pyplot backend registered a display
+    hook for figures (a notebook that never imported pyplot)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", bbox_inches="tight")
+        return buffer.getvalue()
 
 
 def display_names(categories: list[str], classes: list[int]) -> list[str]:
@@ -80,7 +95,10 @@ def choose_panels(epochs: list[int], drops: list[int], n: int = 10) -> list[int]
     return sorted(chosen)
 
 
-def _save(fig: plt.Figure, path: Path, pdf: bool = True) -> list[Path]:
+def save(fig: Figure, path: Path | str, pdf: bool = True) -> list[Path]:
+    """Write ``fig`` as ``path``.png (300 dpi) and, with ``pdf``, ``path``.pdf; each file is
+    written under a temporary name and renamed, so a file under its final name is complete."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for suffix in (".png", ".pdf") if pdf else (".png",):
@@ -89,11 +107,10 @@ def _save(fig: plt.Figure, path: Path, pdf: bool = True) -> list[Path]:
         fig.savefig(tmp, dpi=300 if suffix == ".png" else None, bbox_inches="tight")
         tmp.replace(target)
         out.append(target)
-    plt.close(fig)
     return out
 
 
-def _legend(fig: plt.Figure, names: list[str], ncol: int) -> None:
+def _legend(fig: Figure, names: list[str], ncol: int) -> None:
     handles = [
         Line2D([], [], linestyle="", markersize=7, label=name, **style(i))
         for i, name in enumerate(names)
@@ -109,7 +126,7 @@ def _legend(fig: plt.Figure, names: list[str], ncol: int) -> None:
 
 
 def scatter_panel(
-    ax: plt.Axes, y: np.ndarray, labels: np.ndarray, classes: list[int], degenerate: bool = False
+    ax: Axes, y: np.ndarray, labels: np.ndarray, classes: list[int], degenerate: bool = False
 ) -> None:
     """One t-SNE panel: a colour and marker per category; no ticks (t-SNE axes mean nothing)."""
     ax.set_xticks([])
@@ -131,8 +148,10 @@ def scatter_panel(
         ax.scatter(y[sel, 0], y[sel, 1], s=6, linewidths=0, alpha=0.85, **style(i))
 
 
-def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None) -> list[Path]:
-    """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked."""
+def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
+    """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked.
+
+    ``panels`` are epochs (default: chosen like the paper's, see ``choose_panels``)."""
     available = run.embedding_epochs
     drops = first_after_drops(run)
     panels = [
@@ -140,7 +159,8 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
     ]
     cols = min(5, len(panels))
     rows = int(np.ceil(len(panels) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.35 * rows + 0.6), squeeze=False)
+    fig = _Figure(figsize=(2.3 * cols, 2.35 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
     r0 = run.ratios(panels[0])
     classes = r0.present
     for ax, e in zip(axes.flat, panels):
@@ -167,7 +187,7 @@ def tsne_grid(run: Run, panels: list[int] | None = None, out: Path | None = None
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.07 if rows > 1 else 0.12, 1, 1))
-    return _save(fig, out or run.path / "figures" / "tsne_grid")
+    return fig
 
 
 def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
@@ -182,7 +202,8 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
     both = np.concatenate(live) if live else np.zeros((1, 2))
     lo, hi = both.min(0), both.max(0)
     pad = 0.05 * (hi - lo + 1e-9)
-    fig, ax = plt.subplots(figsize=(5, 5.4))
+    fig = _Figure(figsize=(5, 5.4))
+    ax = fig.subplots()
     drops = first_after_drops(run)
 
     def draw(k: int) -> None:
@@ -196,16 +217,15 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
 
     _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path = Path(out or run.path / "figures" / "tsne_animation.gif")
+    path = Path(out or run.path / "figures" / ANIMATION)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.gif")
     FuncAnimation(fig, draw, frames=len(epochs)).save(tmp, writer=PillowWriter(fps=fps), dpi=100)
     tmp.replace(path)
-    plt.close(fig)
     return path
 
 
-def _drops(ax: plt.Axes, run: Run) -> None:
+def _drops(ax: Axes, run: Run) -> None:
     for d in run.config.train.lr_drops:
         ax.axvline(d + 0.5, color=DROP_COLOUR, linestyle=":", linewidth=1)
 
@@ -218,9 +238,11 @@ SERIES = [  # (space, dims, label, colour)
 ]
 
 
-def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) -> list[Path]:
-    """Clustering over epochs: silhouette, k-NN, trustworthiness; shuffled baselines dashed."""
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
+    """Clustering over epochs (``table`` from ``metrics.clustering_table``): silhouette, k-NN,
+    trustworthiness, centroid shift; shuffled baselines dashed."""
+    fig = _Figure(figsize=(17, 3.8))
+    axes = fig.subplots(1, 4)
     titles = {
         "silhouette": "Silhouette of categories",
         "knn": "Leave-one-out 5-NN accuracy",
@@ -247,14 +269,15 @@ def clustering_figure(run: Run, table: pd.DataFrame, out: Path | None = None) ->
     labels += ["same, labels shuffled (chance)", "LR drop"]
     fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return _save(fig, out or run.path / "figures" / "clustering_dynamics")
+    return fig
 
 
-def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> list[Path]:
-    """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices."""
+def wordnet_figure(run: Run, result: Comparison) -> Figure:
+    """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices
+    (``result`` from ``appearance.compare``)."""
     table = result.table
     labels = display_names(result.categories, list(range(len(result.categories))))
-    fig = plt.figure(figsize=(14, 4.4))
+    fig = _Figure(figsize=(14, 4.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
     ax = fig.add_subplot(grid[0])
     for space, colour, label in (
@@ -292,12 +315,10 @@ def wordnet_figure(run: Run, result: Comparison, out: Path | None = None) -> lis
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    return _save(fig, out or run.path / "figures" / "wordnet")
+    return fig
 
 
-def ratio_heatmaps(
-    run: Run, epochs: list[int] | None = None, out: Path | None = None, centred: bool = False
-) -> list[Path]:
+def ratio_heatmaps(run: Run, epochs: list[int] | None = None, centred: bool = False) -> Figure:
     """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch.
 
     ``centred`` subtracts each layer's mean over categories and uses a diverging scale: the
@@ -307,9 +328,8 @@ def ratio_heatmaps(
     epochs = epochs or sorted({available[0], available[len(available) // 2], available[-1]})
     loaded = [run.ratios(e) for e in epochs]
     k = loaded[0].ratios.shape[2]
-    fig, axes = plt.subplots(
-        len(epochs), k, figsize=(4.2 * k, 2.0 * len(epochs) + 0.8), squeeze=False
-    )
+    fig = _Figure(figsize=(4.2 * k, 2.0 * len(epochs) + 0.8))
+    axes = fig.subplots(len(epochs), k, squeeze=False)
     for row, r in zip(axes, loaded):
         classes = r.present
         means = np.stack([r.ratios[r.labels == c].mean(0) for c in classes])  # (C, L, K)
@@ -328,33 +348,14 @@ def ratio_heatmaps(
             ax.set_xlabel("EN layer (input → output)", fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
-    name = "ratio_heatmaps_centred" if centred else "ratio_heatmaps"
-    return _save(fig, out or run.path / "figures" / name)
-
-
-def ratio_figures(
-    run: Run,
-    panels: list[int] | None = None,
-    animation: bool = True,
-    categories: list[str] | None = None,
-) -> list[Path]:
-    """The figures made from the ratios and embeddings alone: the t-SNE grid (and GIF), both
-    heatmaps and the ratio curves."""
-    paths = tsne_grid(run, panels or run.config.analysis.panels or None)
-    if animation:
-        paths.append(tsne_animation(run))
-    paths += ratio_heatmaps(run)
-    paths += ratio_heatmaps(run, centred=True)
-    paths += ratios_over_epochs(run, categories)
-    return paths
+    return fig
 
 
 def ratios_over_epochs(
     run: Run,
     categories: list[str] | None = None,
     layers: list[int] | None = None,
-    out: Path | None = None,
-) -> list[Path]:
+) -> Figure:
     """Main paper Fig. 1(a): mean ratio (± 1 std) of chosen categories over epochs at a bottom,
     a middle and a top layer; one row per normalizer."""
     epochs = run.ratio_epochs
@@ -364,9 +365,8 @@ def ratios_over_epochs(
     layers = layers or [0, n_layers // 2, n_layers - 1]
     names = categories or [r0.categories[c] for c in r0.present[:4]]
     chosen = [r0.categories.index(name) for name in names]
-    fig, axes = plt.subplots(
-        k, len(layers), figsize=(4 * len(layers), 2.3 * k + 0.5), squeeze=False, sharex=True
-    )
+    fig = _Figure(figsize=(4 * len(layers), 2.3 * k + 0.5))
+    axes = fig.subplots(k, len(layers), squeeze=False, sharex=True)
     for j in range(k):
         for col, layer in enumerate(layers):
             ax = axes[j, col]
@@ -384,4 +384,49 @@ def ratios_over_epochs(
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(chosen), frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
-    return _save(fig, out or run.path / "figures" / "ratios_over_epochs")
+    return fig
+
+
+# The figures the ``plot`` step writes to ``figures/`` (PNG + PDF), by file name. The t-SNE
+# animation is written beside them as ``tsne_animation.gif``; the clustering and WordNet figures
+# are written by the ``metrics`` and ``wordnet`` steps (they need those steps' tables).
+RATIO_FIGURES = ("tsne_grid", "ratio_heatmaps", "ratio_heatmaps_centred", "ratios_over_epochs")
+TABLE_FIGURES = ("clustering_dynamics", "wordnet")
+FIGURES = RATIO_FIGURES + TABLE_FIGURES
+ANIMATION = "tsne_animation.gif"
+EXPLORER = "explorer.html"  # written by ``explorer.write_explorer``
+
+
+def write_ratio_figures(
+    run: Run,
+    panels: list[int] | None = None,
+    animation: bool = True,
+    categories: list[str] | None = None,
+) -> list[Path]:
+    """Write the figures made from the ratios and embeddings alone (``RATIO_FIGURES``, and the
+    animation) to ``run.path / "figures"``; return the paths written."""
+    folder = run.path / "figures"
+    drawn = {
+        "tsne_grid": tsne_grid(run, panels or run.config.analysis.panels or None),
+        "ratio_heatmaps": ratio_heatmaps(run),
+        "ratio_heatmaps_centred": ratio_heatmaps(run, centred=True),
+        "ratios_over_epochs": ratios_over_epochs(run, categories),
+    }
+    paths = [p for name in RATIO_FIGURES for p in write(run, name, drawn[name])]
+    if animation:
+        paths.append(tsne_animation(run, folder / ANIMATION))
+    return paths
+
+
+def write(run: Run, name: str, fig: Figure) -> list[Path]:
+    """Save ``fig`` as the run's figure ``name`` (one of ``FIGURES``), PNG and PDF."""
+    if name not in FIGURES:
+        raise ValueError(f"unknown figure {name!r}; the run's figures are {FIGURES}")
+    return save(fig, run.path / "figures" / name)
+
+
+def figure_paths(run: Run) -> list[Path]:
+    """Every file the figure-writing steps put in ``run.path / "figures"``."""
+    folder = run.path / "figures"
+    files = [folder / f"{n}{s}" for n in FIGURES for s in (".png", ".pdf")]
+    return files + [folder / ANIMATION, folder / EXPLORER]

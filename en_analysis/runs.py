@@ -172,6 +172,13 @@ class Run:
         """Per (epoch, category, layer, normalizer) ratio statistics (``en-analysis export``)."""
         return self._table("analysis/category_stats.csv")
 
+    def explore(self, epochs: list[int] | None = None):
+        """The interactive explorer of the run's embedded epochs (``explorer.Explorer``): shows
+        inline in Jupyter; ``.write_html(path)`` writes the offline page."""
+        from .explorer import explorer
+
+        return explorer(self, epochs)
+
     def clustering(self) -> pd.DataFrame:
         return self._table("analysis/clustering.csv")
 

@@ -1,0 +1,407 @@
+"""The interactive explorer: every extracted epoch's t-SNE map in one offline HTML page.
+
+A plotly figure with one scatter trace per category (legend clicks hide and show categories),
+one animation frame per epoch (slider and play button; the first epoch after each LR drop is
+marked), hover labels with category, prediction and sample index, and a second panel that shows
+the clicked sample's ratios (stacked IN/LN/BN per layer) beside its category's mean. Thumbnails and
+ratios travel inside the page as data (PNG data URIs; ratios as base64 uint16, 1/65535
+resolution) and a short script shows a thumbnail on hover and fills the ratio panel on click. The
+page makes no network request: plotly.js is inlined.
+
+``explorer(run)`` returns an ``Explorer``; ``Run.explore()`` is the same, and in Jupyter the
+result shows inline as the full page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+from PIL import Image
+
+from .errors import UserError
+from .io import atomic_write_text
+from .plotting import COLOURS, EXPLORER, display_names, first_after_drops
+from .runs import Run
+
+THUMBNAIL_SIDE = 48  # pixels, at most: small PNGs keep the page light
+PLOTLY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x"]
+PLOTLY_SYMBOLS += ["triangle-left", "triangle-right", "star"]  # the static figure's markers
+RATIO_COLOURS = ["#4477AA", "#EE6677", "#228833", "#CCBB44"]  # IN, LN, BN, GN
+PAGE_TITLE = "en-analysis explorer"
+
+
+@dataclass
+class Explorer:
+    """The explorer of a run: ``figure`` is the plotly figure (frames, slider, traces),
+    ``payload`` the data the page's script reads (thumbnails, ratios, names)."""
+
+    figure: go.Figure
+    payload: dict
+
+    def to_html(self) -> str:
+        """One self-contained HTML page: plotly.js inlined, no network request of any kind."""
+        script = _SCRIPT.replace("__PAYLOAD__", json.dumps(self.payload, separators=(",", ":")))
+        return self.figure.to_html(
+            include_plotlyjs=True,
+            full_html=True,
+            div_id="explorer",
+            post_script=script,
+            config={"displaylogo": False, "responsive": True},
+            auto_play=False,
+        ).replace("<head>", f"<head><title>{html.escape(PAGE_TITLE)}</title>", 1)
+
+    def write_html(self, path: Path | str) -> Path:
+        """Write the page (atomically) and return its path."""
+        return atomic_write_text(Path(path), self.to_html())
+
+    def _repr_html_(self) -> str:
+        """In Jupyter: the whole page in an isolated frame (plotly's FigureWidget drops
+        animation frames, so the page itself is the widget)."""
+        height = int(self.figure.layout.height or 700) + 40
+        return (
+            f'<iframe srcdoc="{html.escape(self.to_html(), quote=True)}" '
+            f'style="width: 100%; height: {height}px; border: 0"></iframe>'
+        )
+
+
+def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
+    """The explorer of ``run`` over ``epochs`` (default: every embedded epoch)."""
+    available = [e for e in run.embedding_epochs if e in set(run.ratio_epochs)]
+    if not available:
+        raise UserError(
+            f"{run.path} has no embedded epochs to explore: run `en-analysis extract` and "
+            "`en-analysis embed` (or `reproduce`) first"
+        )
+    epochs = sorted(set(epochs)) if epochs else available
+    missing = [e for e in epochs if e not in available]
+    if missing:
+        raise UserError(f"epoch(s) {missing} have no embedding; embedded: {available}")
+    ratios = [run.ratios(e) for e in epochs]
+    maps = [run.embedding(e) for e in epochs]
+    first = ratios[0]
+    classes = first.present
+    names = display_names(first.categories, classes)
+    every_name = display_names(first.categories, list(range(len(first.categories))))
+    row_of = {c: np.flatnonzero(first.labels == c) for c in classes}
+    drops = set(first_after_drops(run))
+    clustering = _clustering_text(run)
+
+    coords = [np.round(np.asarray(m["embedding"], float), 2) for m in maps]
+    live = [c for c, m in zip(coords, maps) if not bool(m["degenerate"])] or coords
+    lo, hi = np.concatenate(live).min(0), np.concatenate(live).max(0)
+    pad = 0.05 * (hi - lo) + 1e-6
+
+    def points(k: int, c: int) -> dict:
+        rows = row_of[c]
+        r = ratios[k]
+        predicted = (
+            [every_name[int(p)] for p in r.predictions[rows]]
+            if r.predictions is not None
+            else ["n/a"] * len(rows)
+        )
+        return dict(
+            x=coords[k][rows, 0].tolist(),
+            y=coords[k][rows, 1].tolist(),
+            text=predicted,
+            customdata=[[int(i), k, int(r.sample_index[i])] for i in rows],
+        )
+
+    def title(k: int) -> str:
+        e = epochs[k]
+        text = f"Epoch {e}" + (" (first after an LR drop)" if e in drops else "")
+        if bool(maps[k]["degenerate"]):
+            text += ": every sample has the same ratios (uniform start)"
+        return text + (f"<br><sup>{clustering[e]}</sup>" if e in clustering else "")
+
+    fig = go.Figure()
+    for i, (c, name) in enumerate(zip(classes, names)):
+        fig.add_trace(
+            go.Scatter(
+                name=name,
+                mode="markers",
+                marker=dict(
+                    color=COLOURS[i % len(COLOURS)],
+                    symbol=PLOTLY_SYMBOLS[i % len(PLOTLY_SYMBOLS)],
+                    size=6,
+                    opacity=0.85,
+                ),
+                hovertemplate="<b>%{fullData.name}</b><br>predicted: %{text}<br>"
+                "sample %{customdata[2]}<extra></extra>",
+                **points(0, c),
+            )
+        )
+    layers, k_norm = first.ratios.shape[1:]
+    for j, norm in enumerate(first.normalizers):
+        fig.add_trace(
+            go.Bar(
+                name=norm.upper(),
+                x=[],
+                y=[],
+                xaxis="x2",
+                yaxis="y2",
+                marker_color=RATIO_COLOURS[j % len(RATIO_COLOURS)],
+                legend="legend2",
+                hovertemplate=f"{norm.upper()} %{{y:.4f}}<br>%{{customdata}}<extra></extra>",
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            name="category mean",
+            x=[],
+            y=[],
+            xaxis="x2",
+            yaxis="y2",
+            mode="markers",
+            marker=dict(symbol="line-ew-open", size=9, color="black", line_width=2),
+            legend="legend2",
+            hovertemplate="category mean: %{customdata}<extra></extra>",
+        )
+    )
+    fig.frames = [
+        go.Frame(
+            name=str(e),
+            data=[go.Scatter(**points(k, c)) for c in classes],
+            traces=list(range(len(classes))),
+            layout=dict(title_text=title(k)),
+        )
+        for k, e in enumerate(epochs)
+    ]
+    animate = dict(mode="immediate", frame=dict(duration=700, redraw=True), transition_duration=0)
+    fig.update_layout(
+        title=dict(text=title(0), x=0.01, font_size=15),
+        width=1250,
+        height=680,
+        template="plotly_white",
+        margin=dict(l=30, r=30, t=90, b=120),
+        xaxis=dict(domain=[0, 0.46], range=[lo[0] - pad[0], hi[0] + pad[0]], visible=False),
+        yaxis=dict(range=[lo[1] - pad[1], hi[1] + pad[1]], visible=False),
+        xaxis2=dict(domain=[0.68, 1], anchor="y2", title_text="EN layer (input → output)"),
+        yaxis2=dict(anchor="x2", range=[0, 1], title_text="ratio (stacked)"),
+        barmode="stack",
+        bargap=0.1,
+        legend=dict(x=0.47, y=1, title_text="category<br>(click: hide/show)", font_size=11),
+        legend2=dict(x=1.0, y=-0.12, xanchor="right", orientation="h", font_size=11),
+        annotations=[
+            dict(
+                text="Click a point to see its ratios",
+                xref="x2 domain",
+                yref="y2 domain",
+                x=0.5,
+                y=1.08,
+                showarrow=False,
+                font_size=13,
+                name="ratio-title",
+            )
+        ],
+        updatemenus=[
+            dict(
+                type="buttons",
+                direction="left",
+                x=0,
+                y=-0.06,
+                xanchor="left",
+                yanchor="top",
+                showactive=False,
+                buttons=[
+                    dict(
+                        label="▶ Play",
+                        method="animate",
+                        args=[None, dict(animate, fromcurrent=True)],
+                    ),
+                    dict(
+                        label="❚❚ Pause",
+                        method="animate",
+                        args=[[None], dict(mode="immediate", frame_duration=0)],
+                    ),
+                ],
+            )
+        ],
+        sliders=[
+            dict(
+                active=0,
+                x=0.16,
+                len=0.3,
+                y=-0.02,
+                yanchor="top",
+                currentvalue=dict(prefix="Epoch ", font_size=12),
+                steps=[
+                    dict(
+                        label=f"{e}↓" if e in drops else str(e),
+                        method="animate",
+                        args=[[str(e)], animate],
+                    )
+                    for e in epochs
+                ],
+            )
+        ],
+    )
+    payload = dict(
+        categories=len(classes),
+        normalizers=[n.upper() for n in first.normalizers],
+        layers=layers,
+        layer_names=first.layer_names,
+        labels=[classes.index(int(c)) for c in first.labels],
+        names=names,
+        epochs=epochs,
+        thumbnails=thumbnails(run, first.sample_index),
+        ratios=[_encode(r.ratios) for r in ratios],
+        shape=[len(first.labels), layers, k_norm],
+    )
+    return Explorer(fig, payload)
+
+
+def _encode(ratios: np.ndarray) -> str:
+    """(N, L, K) ratios in [0, 1] as base64 little-endian uint16 (resolution 1/65535)."""
+    q = np.round(np.clip(ratios, 0, 1) * 65535).astype("<u2")
+    return base64.b64encode(q.tobytes()).decode()
+
+
+def _clustering_text(run: Run) -> dict[int, str]:
+    """Per epoch, the ratio vectors' silhouette and k-NN accuracy (with their 95% interval where
+    the table has one), from ``analysis/clustering.csv`` if the metrics step ran."""
+    path = run.path / "analysis" / "clustering.csv"
+    if not path.exists():
+        return {}
+    table = run.clustering()
+    sel = table[(table.space == "ratios") & (table.dims == "high")]
+    out: dict[int, list[str]] = {}
+    for row in sel.itertuples():
+        if row.metric not in ("silhouette", "knn"):
+            continue
+        text = f"{'silhouette' if row.metric == 'silhouette' else 'k-NN accuracy'} {row.value:.3f}"
+        if {"ci_low", "ci_high"} <= set(sel.columns) and np.isfinite(row.ci_low):
+            text += f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        if np.isfinite(row.shuffled):
+            text += f" (shuffled {row.shuffled:.3f})"
+        out.setdefault(int(row.epoch), []).append(text)
+    return {e: "ratios: " + "; ".join(parts) for e, parts in out.items()}
+
+
+def thumbnail_images(run: Run, sample_index: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
+    """The evaluation images as uint8 (N, S, S) or (N, S, S, 3) arrays, S <= ``side``, contrast
+    stretched per image (the data are normalized tensors; this undoes any mean/std)."""
+    from .data import build_datasets
+
+    data = build_datasets(run.config.data)
+    out = []
+    for i in sample_index:
+        x = data.heldout[int(i)][0].float()
+        x = (x - x.min()) / (x.max() - x.min() + 1e-12)
+        a = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        image = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+        if max(image.size) > side:
+            image = image.resize((side, side), Image.Resampling.BILINEAR)
+        out.append(np.asarray(image))
+    return np.stack(out)
+
+
+def thumbnails(run: Run, sample_index: np.ndarray) -> list[str]:
+    """The evaluation images as small PNG data URIs, in the subset's order."""
+    uris = []
+    for a in thumbnail_images(run, sample_index):
+        buffer = io.BytesIO()
+        Image.fromarray(a).save(buffer, format="PNG", optimize=True)
+        uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
+    return uris
+
+
+def write_explorer(run: Run, epochs: list[int] | None = None) -> Path:
+    """``figures/explorer.html`` of the run."""
+    return explorer(run, epochs).write_html(run.path / "figures" / EXPLORER)
+
+
+# Runs in the page after plotly has drawn the figure: hover thumbnails and the ratio panel.
+_SCRIPT = """
+(function () {
+  const gd = document.getElementById('explorer');
+  const EN = __PAYLOAD__;
+  const [N, L, K] = EN.shape;
+  const decoded = {};
+  function ratiosOf(k) {  // epoch index -> Float32Array (N * L * K)
+    if (!(k in decoded)) {
+      const bin = atob(EN.ratios[k]);
+      const out = new Float32Array(bin.length / 2);
+      for (let i = 0; i < out.length; i++) {
+        out[i] = (bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) / 65535;
+      }
+      decoded[k] = out;
+    }
+    return decoded[k];
+  }
+  const box = document.createElement('div');
+  box.id = 'en-thumbnail';
+  box.style.cssText = 'position:fixed;display:none;pointer-events:none;z-index:1000;' +
+    'background:white;border:1px solid #999;padding:4px;font:12px sans-serif;text-align:center';
+  const img = document.createElement('img');
+  img.style.cssText = 'width:96px;height:96px;image-rendering:pixelated;display:block';
+  const caption = document.createElement('div');
+  box.appendChild(img);
+  box.appendChild(caption);
+  document.body.appendChild(box);
+
+  gd.on('plotly_hover', function (ev) {
+    const p = ev.points[0];
+    if (p.curveNumber >= EN.categories) return;
+    const row = p.customdata[0];
+    img.src = EN.thumbnails[row];
+    caption.textContent = EN.names[EN.labels[row]] + ', sample ' + p.customdata[2];
+    const e = ev.event || {};
+    box.style.left = Math.max(0, (e.clientX || 0) - 130) + 'px';  // left of plotly's label
+    box.style.top = ((e.clientY || 0) + 18) + 'px';
+    box.style.display = 'block';
+  });
+  gd.on('plotly_unhover', function () { box.style.display = 'none'; });
+
+  gd.on('plotly_click', function (ev) {
+    const p = ev.points[0];
+    if (p.curveNumber >= EN.categories) return;
+    showRatios(p.customdata[0], p.customdata[1]);
+  });
+
+  function showRatios(row, k) {
+    const r = ratiosOf(k);
+    const label = EN.labels[row];
+    const members = [];
+    for (let i = 0; i < N; i++) if (EN.labels[i] === label) members.push(i);
+    const x = [], layerNames = [];
+    for (let l = 0; l < L; l++) { x.push(l + 1); layerNames.push(EN.layer_names[l]); }
+    const ys = [], meanX = [], meanY = [], meanText = [];
+    for (let j = 0; j < K; j++) {
+      const y = [];
+      for (let l = 0; l < L; l++) y.push(r[(row * L + l) * K + j]);
+      ys.push(y);
+    }
+    for (let l = 0; l < L; l++) {
+      let cumulative = 0;
+      for (let j = 0; j < K - 1; j++) {
+        let m = 0;
+        for (const i of members) m += r[(i * L + l) * K + j];
+        cumulative += m / members.length;
+        meanX.push(l + 1); meanY.push(cumulative);
+        meanText.push(EN.normalizers.slice(0, j + 1).join('+') + ' ' + cumulative.toFixed(4));
+      }
+    }
+    const traces = [];
+    for (let j = 0; j <= K; j++) traces.push(EN.categories + j);
+    Plotly.restyle(gd, {
+      x: ys.map(() => x).concat([meanX]),
+      y: ys.concat([meanY]),
+      customdata: ys.map(() => layerNames).concat([meanText]),
+    }, traces);
+    const annotations = gd.layout.annotations.map(function (a) {
+      if (a.name !== 'ratio-title') return a;
+      return Object.assign({}, a, {text: 'Sample ' + row + ' (' + EN.names[label] +
+        '), epoch ' + EN.epochs[k] + ': ratios per layer; ticks: category mean'});
+    });
+    Plotly.relayout(gd, {annotations: annotations});
+    gd.dataset.selected = String(row);
+  }
+})();
+"""
