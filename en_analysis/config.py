@@ -62,6 +62,7 @@ class TrainConfig:
     amp: bool = False  # bf16 autocast (EN statistics stay float32)
     channels_last: bool = False
     threads: int = 0  # torch CPU threads, 0 = torch's default
+    compile: bool = False  # run the model under torch.compile (see the README's measurements)
 
 
 @dataclass

@@ -35,7 +35,7 @@ from .errors import UserError
 from .io import run_lock, write_csv
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
-RUNTIME_KEYS = ("device", "threads", "amp", "channels_last")  # may change on resume
+RUNTIME_KEYS = ("device", "threads", "amp", "channels_last", "compile")  # may change on resume
 
 
 @dataclass
@@ -260,6 +260,11 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if proc.main:
             save_config(config, run_dir / "config.toml")
         data = build_datasets(config.data)
+        if proc.main and progress:
+            tqdm.write(
+                f"data: {data.name}, {len(data.classes)} classes, {len(data.train):,} training "
+                f"images at {data.image_size} x {data.image_size}, {data.in_channels} channel(s)"
+            )
         torch.manual_seed(t.seed)
         model = build_model(config, len(data.classes), data.in_channels)
         optimizer = make_optimizer(model, t)
@@ -277,6 +282,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if proc.world > 1:
             ids = [proc.device.index] if proc.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if t.compile:
+            net = torch.compile(net)
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
         meta = dict(
             config=config, classes=data.classes, synsets=data.synsets, in_channels=data.in_channels

@@ -1,4 +1,5 @@
-"""Properties of the EN layer that DESIGN.md names: ratios, equivalences, invariances, fusion."""
+"""Properties of the EN layer: ratios, equivalences, invariances, and the hand-written backward
+against autograd of the independently written formula (every normalizer set, mode, option)."""
 
 import copy
 
@@ -17,9 +18,11 @@ def _layer(c=8, **kw):
     torch.manual_seed(0)
     layer = ExemplarNorm2d(c, **kw)
     with torch.no_grad():  # random affine and a ratio net that is not at its uniform start
-        layer.weight.uniform_(0.5, 1.5)
-        layer.bias.uniform_(-0.5, 0.5)
+        if layer.affine:
+            layer.weight.uniform_(0.5, 1.5)
+            layer.bias.uniform_(-0.5, 0.5)
         layer.ratio_fc2.weight.normal_(0, 5.0)
+        layer.ratio_fc2.bias.normal_(0, 0.5)
         layer.ratio_bias.normal_(0, 0.5)
     return layer
 
@@ -81,35 +84,135 @@ def test_one_hot_gn_equals_group_norm():
     torch.testing.assert_close(en(x), F.group_norm(x, 4, en.weight, en.bias, en.eps), **TOL)
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_fused_output_equals_k_normalized_copies(train):
-    x = _x()
-    layer = _layer().train(train)
+NORMALIZER_SETS = [
+    ("in", "ln", "bn"),  # K = 3, the default
+    ("ln", "bn"),  # K = 2 without IN: its statistics still feed the descriptors
+    ("in", "ln", "bn", "gn"),  # K = 4
+    ("bn", "gn"),  # K = 2, GN, no IN
+]
+
+
+def _grads(layer, forward, x, g):
+    x = x.clone().requires_grad_()
+    layer.zero_grad(set_to_none=True)
+    y = forward(x)
+    y.backward(g)
+    params = {n: p.grad for n, p in layer.named_parameters()}
+    return y.detach(), x.grad, params, layer.last_ratios
+
+
+@pytest.mark.parametrize("normalizers", NORMALIZER_SETS, ids="-".join)
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("variant", ["learned", "fixed", "no-affine"])
+def test_hand_written_backward_equals_autograd_of_the_formula(normalizers, train, variant):
+    """Output, ratios, input gradient and every parameter gradient (the ratio sub-network's
+    included) of the fast layer equal autograd through ``reference_forward``."""
+    x, g = _x(), torch.randn(6, 8, 5, 7, generator=torch.Generator().manual_seed(9))
+    layer = _layer(normalizers=normalizers, gn_groups=4, affine=variant != "no-affine")
+    if "bn" in normalizers:
+        layer(x * 1.3 + 0.2)  # non-trivial running statistics for eval mode
+    if variant == "fixed":
+        layer.fix_ratios(
+            torch.linspace(1, 2, len(normalizers)) / torch.linspace(1, 2, len(normalizers)).sum()
+        )
+    layer.train(train)
     reference = copy.deepcopy(layer)
-    torch.testing.assert_close(layer(x), reference.reference_forward(x), **TOL)
-    # both update the BN running statistics exactly once
-    torch.testing.assert_close(layer.running_mean, reference.running_mean)
-    assert layer.num_batches_tracked == reference.num_batches_tracked
+    y, gx, params, lam = _grads(layer, layer, x, g)
+    y_ref, gx_ref, params_ref, lam_ref = _grads(reference, reference.reference_forward, x, g)
+    torch.testing.assert_close(y, y_ref, **TOL)
+    torch.testing.assert_close(lam, lam_ref, **TOL)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-4, rtol=1e-3)
+    assert params.keys() == params_ref.keys()
+    for name, grad in params.items():
+        if params_ref[name] is None:
+            assert grad is None or not grad.abs().any(), name
+            continue
+        # the shared logit bias has a zero gradient (softmax ignores a shift): compare noise
+        atol = 1e-3 if name == "ratio_fc2.bias" else 1e-4
+        torch.testing.assert_close(grad, params_ref[name], atol=atol, rtol=1e-3, msg=name)
+    if "bn" in normalizers:
+        torch.testing.assert_close(layer.running_mean, reference.running_mean, **TOL)
+        torch.testing.assert_close(layer.running_var, reference.running_var, **TOL)
+        assert layer.num_batches_tracked == reference.num_batches_tracked
 
 
-def test_fused_gradients_equal_autograd_of_the_formula():
-    x = _x().requires_grad_()
-    layer = _layer()
-    g = torch.randn(6, 8, 5, 7)
-    layer(x).backward(g)
-    fused = [x.grad.clone()] + [p.grad.clone() for p in layer.parameters()]
-    x.grad = None
-    layer.zero_grad()
-    layer.reference_forward(x).backward(g)
-    reference = [x.grad] + [p.grad for p in layer.parameters()]
-    for a, b in zip(fused, reference):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+def _naive_ratios(layer: ExemplarNorm2d, x: torch.Tensor) -> torch.Tensor:
+    """The ratios written from the paper's definitions, sample by sample, in float64, without
+    any of the layer's code: each normalizer's mean and variance from the values it pools over,
+    descriptors (pooled normalized response, log spread ratio), the two FCs as matrix products,
+    softmax over the normalizers."""
+    x = x.double()
+    n, c = x.shape[:2]
+    w1, b1 = layer.ratio_fc1.weight.double(), layer.ratio_fc1.bias.double()
+    w2, b2 = layer.ratio_fc2.weight.double()[0], layer.ratio_fc2.bias.double()[0]
+    eps, groups = layer.eps, layer.gn_groups
+    out = torch.empty(n, len(layer.normalizers), dtype=torch.float64)
+
+    def mean_var(values):
+        mu = values.sum() / values.numel()
+        return mu, ((values - mu) ** 2).sum() / values.numel()
+
+    for i in range(n):
+        stats = {"in": [mean_var(x[i, ch]) for ch in range(c)]}
+        stats["ln"] = [mean_var(x[i])] * c
+        stats["bn"] = [mean_var(x[:, ch]) for ch in range(c)]
+        size = c // groups
+        stats["gn"] = [
+            mean_var(x[i, (ch // size) * size : (ch // size + 1) * size]) for ch in range(c)
+        ]
+        logits = []
+        for k, name in enumerate(layer.normalizers):
+            offset = [
+                (stats["in"][ch][0] - stats[name][ch][0]) / (stats[name][ch][1] + eps) ** 0.5
+                for ch in range(c)
+            ]
+            spread = [
+                0.5 * torch.log((stats["in"][ch][1] + eps) / (stats[name][ch][1] + eps))
+                for ch in range(c)
+            ]
+            d = torch.stack(offset + spread)
+            hidden = torch.clamp(w1 @ d + b1, min=0)
+            logits.append(w2 @ hidden + b2 + layer.ratio_bias.double()[k])
+        out[i] = torch.softmax(torch.stack(logits), 0)
+    return out
 
 
-def test_gradcheck_in_double_precision():
-    layer = _layer(c=4).double()
+@pytest.mark.parametrize("normalizers", NORMALIZER_SETS, ids="-".join)
+def test_ratios_equal_a_naive_implementation_of_the_descriptors(normalizers):
+    layer = _layer(normalizers=normalizers, gn_groups=4)
+    x = _x()
+    with torch.no_grad():
+        layer(x)
+    torch.testing.assert_close(
+        layer.last_ratios.double(), _naive_ratios(layer, x), atol=1e-5, rtol=1e-4
+    )
+
+
+@pytest.mark.parametrize(
+    "normalizers, affine", [(("in", "ln", "bn"), True), (("ln", "bn", "gn"), False)]
+)
+def test_gradcheck_in_double_precision(normalizers, affine):
+    layer = _layer(c=4, normalizers=normalizers, gn_groups=2, affine=affine).double()
     x = _x(n=3, c=4, h=3, w=2).double().requires_grad_()
-    assert torch.autograd.gradcheck(lambda t: layer(t), (x,), atol=1e-6)
+    params = [p for p in layer.parameters()]
+
+    def f(t, *_):  # the parameters are inputs too: their gradients are checked as well
+        return layer(t)
+
+    assert torch.autograd.gradcheck(f, (x, *params), atol=1e-6)
+
+
+def test_extra_repr_and_reset_running_stats():
+    layer = ExemplarNorm2d(8, normalizers=("in", "bn"))
+    assert layer.extra_repr() == (
+        "8, normalizers=('in', 'bn'), eps=1e-05, momentum=0.1, affine=True, hidden=8, "
+        "sync_bn_stats=False"
+    )
+    layer(_x())
+    assert layer.num_batches_tracked == 1 and not torch.equal(layer.running_mean, torch.zeros(8))
+    layer.reset_running_stats()
+    assert torch.equal(layer.running_mean, torch.zeros(8))
+    assert torch.equal(layer.running_var, torch.ones(8)) and layer.num_batches_tracked == 0
 
 
 def test_eval_ratios_and_output_do_not_depend_on_the_batch():
@@ -153,10 +256,16 @@ def test_bad_arguments_are_clear():
 
 def test_bf16_autocast_keeps_statistics_in_float32():
     layer = _layer()
-    x = _x()
-    reference = layer(x)
+    x, g = _x(), torch.randn(6, 8, 5, 7)
+    reference = copy.deepcopy(layer)
+    y_ref, gx_ref, params_ref, _ = _grads(reference, reference.reference_forward, x, g)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = layer(x.bfloat16().requires_grad_())
-        y.float().sum().backward()
-    assert y.dtype == torch.bfloat16 and layer.last_ratios.dtype == torch.float32
-    torch.testing.assert_close(y.float(), reference, atol=0.1, rtol=0.02)
+        xb = x.bfloat16().requires_grad_()
+        y = layer(xb)
+    y.backward(g.bfloat16())
+    assert y.dtype == torch.bfloat16 and xb.grad.dtype == torch.bfloat16
+    assert layer.last_ratios.dtype == torch.float32
+    assert all(p.grad.dtype == torch.float32 for p in layer.parameters())
+    torch.testing.assert_close(y.float(), y_ref, atol=0.1, rtol=0.02)
+    torch.testing.assert_close(xb.grad.float(), gx_ref, atol=0.1, rtol=0.05)
+    torch.testing.assert_close(layer.weight.grad, params_ref["weight"], atol=0.5, rtol=0.05)

@@ -4,12 +4,19 @@ Every statistic comes from one pass over the input (mean and mean of squares ove
 and GN statistics are derived from the per-(sample, channel) ones, as Switchable Normalization
 does. The output ``gamma * sum_k lam_k (x - m_k) / s_k + beta`` is applied as one fused
 ``x * A + B`` with per-(sample, channel) ``A`` and ``B``, so no normalized copies are built.
+
+Training goes through ``_ExemplarNormFunction``, whose backward is written out by hand for the
+whole layer: the small graph (statistics -> descriptors -> FC -> ReLU -> FC -> softmax -> scale
+and shift) works on the K normalizers stacked as (N, K, C) tensors, so each step is one tensor
+operation whatever K is, and no autograd graph is built or walked inside the layer.
+``reference_forward`` is the textbook formula written independently with autograd, for tests
+and benchmarks.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.distributed as dist
@@ -23,6 +30,27 @@ MIN_HIDDEN = 8
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
     return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+class _Small(NamedTuple):
+    """The layer's small (N, K, C) graph from the moments to the output's scale and shift,
+    with what its backward needs. Row ``k < K`` of the stacks is normalizer k; one more row
+    holds the IN statistics when IN is not one of the normalizers (the descriptors use them)."""
+
+    m: Tensor  # (N, C) per-(sample, channel) mean
+    means: Tensor  # (N, R, C) each row's mean, broadcast to (N, C)
+    var: Tensor  # (N, R, C) each row's variance, clamped at 0
+    var_mask: Tensor  # (N, R, C) bool: where the variance has a gradient (not clamped, not running)
+    inv_std: Tensor  # (N, R, C) 1 / sqrt(var + eps)
+    lam: Tensor  # (N, K) ratios
+    lam_inv_std: Tensor  # (N, K, C) lam_k / s_k
+    descriptors: Tensor | None  # (N, K, 2C) [(m - m_k) / s_k, log(s_in / s_k)]; None if fixed
+    hidden: Tensor | None  # (N, K, h) first FC before the ReLU
+    scale: Tensor  # (N, C) before the affine
+    shift: Tensor  # (N, C) before the affine
+    bn_count: int  # samples in BN's batch statistics (all processes)
+    synced: bool  # BN statistics all-reduced across processes
+    batch_stats: Tensor  # (2, C): BN's batch mean and unbiased variance (training), else empty
 
 
 class ExemplarNorm2d(nn.Module):
@@ -92,99 +120,115 @@ class ExemplarNorm2d(nn.Module):
             raise ValueError(f"need {len(self.normalizers)} non-negative ratios summing to 1")
         self.fixed_ratios = r
 
-    def _batch_stats(self, m_in: Tensor, ex2: Tensor) -> tuple[Tensor, Tensor, int]:
-        """BN mean and E[x^2] (1, C) over the batch and its size, across processes if
-        ``sync_bn_stats`` is on (two (C,) sums and a count: one small all-reduce)."""
+    def _params(self) -> tuple[Tensor | None, ...]:
+        """The parameters in ``_ExemplarNormFunction``'s order."""
+        fc1, fc2 = self.ratio_fc1, self.ratio_fc2
+        return (self.weight, self.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.ratio_bias)
+
+    def _stats_rows(self) -> tuple[str, ...]:
+        """The rows of the stacked statistics: the normalizers, then IN if it is not one."""
+        return self.normalizers if "in" in self.normalizers else (*self.normalizers, "in")
+
+    def _batch_moments(self, m: Tensor, q: Tensor) -> tuple[Tensor, Tensor, int, bool]:
+        """BN mean and E[x^2] (1, C) over the batch, its size and whether it was synced across
+        processes (``sync_bn_stats``: two (C,) sums and a count in one all-reduce)."""
         if self.sync_bn_stats and dist.is_available() and dist.is_initialized():
-            with warnings.catch_warnings():  # its successor is not differentiable yet
-                warnings.simplefilter("ignore", FutureWarning)
-                from torch.distributed.nn.functional import all_reduce
+            n = torch.full((1,), m.shape[0], dtype=m.dtype, device=m.device)
+            total = torch.cat([m.sum(0), q.sum(0), n])
+            dist.all_reduce(total)
+            c, count = self.num_features, total[-1]
+            return (total[:c] / count)[None], (total[c : 2 * c] / count)[None], int(count), True
+        return m.mean(0, keepdim=True), q.mean(0, keepdim=True), m.shape[0], False
 
-                n = torch.full((1,), m_in.shape[0], dtype=m_in.dtype, device=m_in.device)
-                total = all_reduce(torch.cat([m_in.sum(0), ex2.sum(0), n]))
-            c = self.num_features
-            count = int(total[-1].item())
-            return (total[:c] / total[-1])[None], (total[c : 2 * c] / total[-1])[None], count
-        return m_in.mean(0, keepdim=True), ex2.mean(0, keepdim=True), m_in.shape[0]
-
-    def statistics(self, m_in: Tensor, ex2: Tensor, hw: int) -> list[tuple[Tensor, Tensor]]:
-        """Each normalizer's (mean, variance), from the IN moments (N, C), at its natural shape.
-
-        IN and GN give (N, C), LN (N, 1), BN (1, C): they broadcast to (N, C), and keeping LN and
-        BN small keeps the ratio sub-network cheap. Training mode updates the BN running statistics
-        (``hw`` = H * W counts the BN samples).
-        """
-        n, c = m_in.shape
-        stats = []
-        for name in self.normalizers:
+    def _small_forward(self, m: Tensor, q: Tensor, hw: int) -> _Small:
+        """From the IN moments (N, C) to the ratios and the output's scale and shift, with what
+        the backward needs and BN's batch statistics for the running ones (a pure function:
+        ``_update_running_stats`` applies them)."""
+        n, c = m.shape
+        means, e2s, running = [], [], []
+        bn_count, synced, batch_stats = n, False, m.new_empty(0)
+        for name in self._stats_rows():
             if name == "in":
-                m, e2 = m_in, ex2
+                mk, ek = m, q
             elif name == "ln":
-                m, e2 = m_in.mean(1, keepdim=True), ex2.mean(1, keepdim=True)
+                mk, ek = m.mean(1, keepdim=True), q.mean(1, keepdim=True)
             elif name == "gn":
                 g = self.gn_groups
-                m = m_in.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
-                e2 = ex2.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
+                mk = m.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
+                ek = q.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
             elif self.training:  # bn: batch statistics
-                m, e2, batch = self._batch_stats(m_in, ex2)
-                self._update_running_stats(m, (e2 - m.square()).clamp_min(0), batch * hw)
-            else:  # bn: running statistics
-                stats.append((self.running_mean[None].to(m_in), self.running_var[None].to(m_in)))
-                continue
-            stats.append((m, (e2 - m.square()).clamp_min(0)))
-        return stats
+                mk, ek, bn_count, synced = self._batch_moments(m, q)
+                count = bn_count * hw
+                unbiased = (ek - mk.square()).clamp_min(0) * (count / max(count - 1, 1))
+                batch_stats = torch.cat([mk, unbiased])
+            else:  # bn: running statistics, no gradient
+                mk = self.running_mean[None].to(m)
+                ek = self.running_var[None].to(m) + mk.square()
+                running.append(len(means))
+            means.append(mk.expand(n, c))
+            e2s.append(ek.expand(n, c))
+        means_t, e2_t = torch.stack(means, 1), torch.stack(e2s, 1)  # (N, R, C)
+        raw_var = e2_t - means_t.square()
+        var = raw_var.clamp_min(0)
+        if running:  # the running variance itself, not E[x^2] - m^2 of it
+            var[:, running] = self.running_var.to(m)
+        inv_std = (var + self.eps).rsqrt()
+        k = len(self.normalizers)
+        descriptors = hidden = None
+        if self.fixed_ratios is not None:
+            lam = self.fixed_ratios.to(m)[None].expand(n, k)
+        else:
+            k_in = self._stats_rows().index("in")
+            log_var = torch.log(var + self.eps)
+            offset = (m[:, None] - means_t[:, :k]) * inv_std[:, :k]
+            spread = 0.5 * (log_var[:, k_in : k_in + 1] - log_var[:, :k])
+            descriptors = torch.cat([offset, spread], 2)  # (N, K, 2C)
+            hidden = F.linear(descriptors, self.ratio_fc1.weight.to(m), self.ratio_fc1.bias.to(m))
+            logits = F.linear(hidden.relu(), self.ratio_fc2.weight.to(m)).squeeze(2)
+            lam = (logits + (self.ratio_fc2.bias.to(m) + self.ratio_bias.to(m))).softmax(1)
+        lam_inv_std = lam[:, :, None] * inv_std[:, :k]
+        scale = lam_inv_std.sum(1)
+        shift = -(lam_inv_std * means_t[:, :k]).sum(1)
+        mask = raw_var >= 0
+        if running:
+            mask[:, running] = False
+        return _Small(
+            m,
+            means_t,
+            var,
+            mask,
+            inv_std,
+            lam,
+            lam_inv_std,
+            descriptors,
+            hidden,
+            scale,
+            shift,
+            bn_count,
+            synced,
+            batch_stats,
+        )
 
     @torch.no_grad()
-    def _update_running_stats(self, mean: Tensor, var: Tensor, count: int) -> None:
-        unbiased = var * (count / max(count - 1, 1))
-        self.running_mean.lerp_(mean[0].to(self.running_mean.dtype), self.momentum)
-        self.running_var.lerp_(unbiased[0].to(self.running_var.dtype), self.momentum)
-        self.num_batches_tracked += 1
+    def _update_running_stats(self, batch_stats: Tensor) -> None:
+        """Move the running mean and variance towards BN's batch ones (``momentum``)."""
+        if batch_stats.numel():
+            self.running_mean.lerp_(batch_stats[0].to(self.running_mean), self.momentum)
+            self.running_var.lerp_(batch_stats[1].to(self.running_var), self.momentum)
+            self.num_batches_tracked += 1
 
     def coefficients(self, m_in: Tensor, ex2: Tensor, hw: int) -> tuple[Tensor, Tensor, Tensor]:
-        """From the IN moments (N, C): the output's scale and shift (N, C) and the ratios (N, K).
+        """From the IN moments (N, C): the output's scale and shift (N, C) after the affine, and
+        the ratios (N, K). Training mode updates the BN running statistics."""
+        s = self._small_forward(m_in, ex2, hw)
+        self._update_running_stats(s.batch_stats)
+        return (*self._affine(s.scale, s.shift), s.lam)
 
-        Descriptor of normalizer k, per channel: the pooled normalized response (m_in - m_k) / s_k
-        and the log spread log(sqrt(v_in + eps) / s_k); a shared FC -> ReLU -> FC maps it to one
-        logit, a per-normalizer bias is added and a softmax over K gives the ratios. The first FC
-        is applied to the two halves separately so LN's and BN's small statistics are never
-        expanded to (N, C); IN's descriptor is identically zero.
-        """
-        stats = self.statistics(m_in, ex2, hw)
-        log_vs = [torch.log(v + self.eps) for _, v in stats]
-        inv_ss = [torch.exp(-0.5 * log_v) for log_v in log_vs]
-        lam = self._mixture(m_in, ex2, stats, log_vs, inv_ss)
-        scale = shift = None
-        for k, ((m, _), inv_s) in enumerate(zip(stats, inv_ss)):
-            w = lam[:, k : k + 1] * inv_s
-            scale = w if scale is None else scale + w
-            shift = w * m if shift is None else torch.addcmul(shift, w, m)
-        scale, shift = scale.expand_as(m_in), -shift.expand_as(m_in)
-        if self.affine:
-            shift = torch.addcmul(self.bias, shift, self.weight)
-            scale = scale * self.weight
-        return scale, shift, lam
-
-    def _mixture(self, m_in, ex2, stats, log_vs, inv_ss) -> Tensor:
-        """The (N, K) ratios: the fixed ones if set, else the sub-network's."""
-        if self.fixed_ratios is not None:
-            return self.fixed_ratios.to(m_in)[None].expand(m_in.shape[0], -1)
-        return self._ratios(m_in, ex2, stats, log_vs, inv_ss)
-
-    def _ratios(self, m_in, ex2, stats, log_vs, inv_ss) -> Tensor:
-        c = self.num_features
-        w_offset, w_spread = self.ratio_fc1.weight[:, :c], self.ratio_fc1.weight[:, c:]
-        log_v_in = torch.log((ex2 - m_in.square()).clamp_min(0) + self.eps)
-        spread_in = F.linear(log_v_in, 0.5 * w_spread, self.ratio_fc1.bias)  # (N, h)
-        hidden = []
-        for name, (m, _), log_v, inv_s in zip(self.normalizers, stats, log_vs, inv_ss):
-            if name == "in":  # both descriptor halves are exactly zero
-                hidden.append(self.ratio_fc1.bias.expand_as(spread_in))
-                continue
-            offset = _project((m_in - m) * inv_s, w_offset)
-            hidden.append(offset + spread_in - _project(0.5 * log_v, w_spread))
-        h = F.relu(torch.stack(hidden, 1))  # (N, K, hidden)
-        return (self.ratio_fc2(h).squeeze(2) + self.ratio_bias).softmax(1)
+    def _affine(self, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
+        if not self.affine:
+            return scale, shift
+        w, b = self.weight.to(scale), self.bias.to(scale)
+        return scale * w, torch.addcmul(b, shift, w)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
@@ -192,31 +236,84 @@ class ExemplarNorm2d(nn.Module):
                 f"ExemplarNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), "
                 f"got {tuple(x.shape)}"
             )
-        params = [p for p in self.parameters() if p.requires_grad]
-        if torch.is_grad_enabled() and (x.requires_grad or params):
-            return _FusedExemplarNorm.apply(x, self, *params)
-        m_in, ex2 = _moments(x)
+        if torch.is_grad_enabled() and (
+            x.requires_grad or any(p is not None and p.requires_grad for p in self._params())
+        ):
+            y, lam, batch_stats = _ExemplarNormFunction.apply(x, self, *self._params())
+            self._update_running_stats(batch_stats)
+            self.last_ratios = lam
+            return y
+        m, q = _moments(x)
         with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
-            scale, shift, lam = self.coefficients(m_in, ex2, x.shape[2] * x.shape[3])
+            scale, shift, lam = self.coefficients(m, q, x.shape[2] * x.shape[3])
         self.last_ratios = lam.detach()
         return _scale_shift(x, scale, shift)
 
     def reference_forward(self, x: Tensor) -> Tensor:
-        """The textbook formula with K normalized copies of x: slow, for tests and benchmarks."""
-        m_in, ex2 = _moments(x)
-        stats = self.statistics(m_in, ex2, x.shape[2] * x.shape[3])  # BN running stats: once
-        log_vs = [torch.log(v + self.eps) for _, v in stats]
-        lam = self._mixture(m_in, ex2, stats, log_vs, [torch.exp(-0.5 * lv) for lv in log_vs])
+        """The textbook formula, written apart from the fast path: each normalizer's statistics
+        from x by ``Tensor.mean``/``Tensor.var``, its descriptors, the ratio MLP through the
+        ``nn.Linear`` modules, K normalized copies of x, autograd for every gradient. Slow; for
+        tests and benchmarks. Updates the BN running statistics like ``forward``."""
+        n, c, h, w = x.shape
+        dims = {"in": (2, 3), "ln": (1, 2, 3), "bn": (0, 2, 3)}
+
+        def stats(name: str) -> tuple[Tensor, Tensor]:
+            if name == "gn":
+                g = x.reshape(n, self.gn_groups, -1)
+                mean, var = g.mean(2), g.var(2, unbiased=False)
+                rep = c // self.gn_groups
+                return (
+                    mean.repeat_interleave(rep, 1)[:, :, None, None],
+                    var.repeat_interleave(rep, 1)[:, :, None, None],
+                )
+            if name == "bn" and not self.training:
+                return self.running_mean[None, :, None, None], self.running_var[None, :, None, None]
+            mean = x.mean(dims[name], keepdim=True)
+            var = x.var(dims[name], unbiased=False, keepdim=True)
+            if name == "bn":
+                with torch.no_grad():
+                    count = n * h * w
+                    unbiased = var.flatten() * (count / max(count - 1, 1))
+                    self.running_mean.lerp_(mean.flatten(), self.momentum)
+                    self.running_var.lerp_(unbiased, self.momentum)
+                    self.num_batches_tracked += 1
+            return mean, var
+
+        moments = {name: stats(name) for name in self.normalizers}
+        mean_in, var_in = moments["in"] if "in" in moments else stats("in")
+        if self.fixed_ratios is not None:
+            lam = self.fixed_ratios.to(x)[None].expand(n, -1)
+        else:
+            logits = []
+            for k, (mean, var) in enumerate(moments.values()):
+                offset = ((mean_in - mean) / torch.sqrt(var + self.eps)).expand(n, c, 1, 1)
+                spread = torch.log(torch.sqrt(var_in + self.eps) / torch.sqrt(var + self.eps))
+                d = torch.cat([offset.flatten(1), spread.expand(n, c, 1, 1).flatten(1)], 1)
+                a = F.relu(self.ratio_fc1(d))
+                logits.append(self.ratio_fc2(a)[:, 0] + self.ratio_bias[k])
+            lam = torch.softmax(torch.stack(logits, 1), 1)
         self.last_ratios = lam.detach()
         y = sum(
-            lam[:, k, None, None, None]
-            * (x - m[:, :, None, None])
-            / torch.sqrt(v[:, :, None, None] + self.eps)
-            for k, (m, v) in enumerate(stats)
+            lam[:, k, None, None, None] * (x - mean) / torch.sqrt(var + self.eps)
+            for k, (mean, var) in enumerate(moments.values())
         )
         if self.affine:
             y = y * self.weight[:, None, None] + self.bias[:, None, None]
         return y
+
+    def reset_running_stats(self) -> None:
+        """Running mean 0, variance 1, batch count 0 (as ``BatchNorm2d``); no-op without BN."""
+        if "bn" in self.normalizers:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.num_features}, normalizers={self.normalizers}, eps={self.eps}, "
+            f"momentum={self.momentum}, affine={self.affine}, "
+            f"hidden={self.ratio_fc1.out_features}, sync_bn_stats={self.sync_bn_stats}"
+        )
 
 
 def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -228,58 +325,133 @@ def _moments(x: Tensor) -> tuple[Tensor, Tensor]:
     return xf.mean(2), torch.linalg.vecdot(xf, xf) / xf.shape[2]
 
 
-def _project(t: Tensor, weight: Tensor) -> Tensor:
-    """``t @ weight.T`` for t of shape (N, C), (1, C) or (N, 1) (a per-sample constant)."""
-    return t * weight.sum(1) if t.shape[1] == 1 else F.linear(t, weight)
-
-
 def _scale_shift(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
     return torch.addcmul(
         shift.to(x.dtype)[:, :, None, None], x, scale.to(x.dtype)[:, :, None, None]
     )
 
 
-class _FusedExemplarNorm(torch.autograd.Function):
-    """EN with hand-written gradients for the full-size passes.
+def _param_grad(grad: Tensor, like: Tensor | None) -> Tensor | None:
+    """The gradient of a parameter, in its dtype, or None if it takes none."""
+    return grad.to(like.dtype) if like is not None and like.requires_grad else None
 
-    Autograd only sees the small (N, C) graph from the moments to (scale, shift); the passes over
-    x (moments, x * A + B and their gradients) are done here in four fused reads instead of the
-    dozen autograd would make.
+
+class _ExemplarNormFunction(torch.autograd.Function):
+    """The whole EN layer with a hand-written backward.
+
+    Passes over the full-size tensors (each one a read of the whole activation): forward 3
+    (mean, mean of squares, ``x * A + B``), backward 3 (``sum(dy * x)``, ``sum(dy)``,
+    ``dx = dy * A + x * P + Q``). Everything else is on (N, K, C) tensors.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, layer: ExemplarNorm2d, *params: Tensor) -> Tensor:
-        m_in, ex2 = _moments(x)
-        with torch.enable_grad(), torch.autocast(x.device.type, enabled=False):
-            m_in.requires_grad_()
-            ex2.requires_grad_()
-            scale, shift, lam = layer.coefficients(m_in, ex2, x.shape[2] * x.shape[3])
-        layer.last_ratios = lam.detach()
+    def forward(
+        ctx, x: Tensor, layer: ExemplarNorm2d, *params: Tensor | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The output, the (N, K) ratios and BN's batch statistics (no gradient flows back
+        through the last two). Nothing is mutated here: the caller updates the running
+        statistics (``torch.compile`` traces the function only without side effects)."""
+        m, q = _moments(x)
+        with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
+            s = layer._small_forward(m, q, x.shape[2] * x.shape[3])
+            scale, shift = layer._affine(s.scale, s.shift)
         ctx.save_for_backward(x)
-        ctx.graph = (m_in, ex2, scale, shift, params)
-        return _scale_shift(x, scale.detach(), shift.detach())
+        ctx.small, ctx.layer, ctx.params, ctx.scale = s, layer, params, scale
+        lam, batch_stats = s.lam.clone(), s.batch_stats.clone()
+        ctx.mark_non_differentiable(lam, batch_stats)
+        return _scale_shift(x, scale, shift), lam, batch_stats
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+    def backward(ctx, grad: Tensor, *_: Tensor | None) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        m_in, ex2, scale, shift, params = ctx.graph
-        dtype = torch.promote_types(x.dtype, torch.float32)
+        s, layer, scale_out = ctx.small, ctx.layer, ctx.scale
+        weight, bias, fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias = ctx.params
+        dtype = s.m.dtype
         g = grad.to(dtype).flatten(2)
         xf = x.to(dtype).flatten(2)
-        grad_scale = torch.linalg.vecdot(g, xf)
-        grad_shift = g.sum(2)
-        grads = torch.autograd.grad(
-            (scale, shift),
-            (m_in, ex2, *params),
-            (grad_scale, grad_shift),
-            allow_unused=True,
-            retain_graph=True,  # freed with ctx; lets gradcheck call backward twice
-        )
-        grad_m, grad_ex2 = grads[0], grads[1]
-        hw = xf.shape[2]
-        zeros = torch.zeros_like(grad_scale)
-        grad_m = zeros if grad_m is None else grad_m
-        grad_ex2 = zeros if grad_ex2 is None else grad_ex2
-        grad_x = torch.addcmul((grad_m / hw)[:, :, None], xf, (2 * grad_ex2 / hw)[:, :, None])
-        grad_x.addcmul_(g, scale.detach()[:, :, None])
-        return (grad_x.view_as(x).to(x.dtype), None, *grads[2:])
+        n, c, hw = g.shape
+        k = s.lam.shape[1]
+        g_a = torch.linalg.vecdot(g, xf)  # d loss / d scale_out   (N, C)
+        g_b = g.sum(2)  # d loss / d shift_out   (N, C)
+        g_weight = g_bias = None
+        if layer.affine:
+            w = weight.to(dtype)
+            g_weight = _param_grad((g_a * s.scale + g_b * s.shift).sum(0), weight)
+            g_bias = _param_grad(g_b.sum(0), bias)
+            g_a, g_b = g_a * w, g_b * w
+        # scale = sum_k lam_k u_k, shift = -sum_k lam_k u_k m_k   (u_k = 1 / s_k)
+        means, inv_std = s.means[:, :k], s.inv_std[:, :k]
+        g_mix = g_a[:, None] - g_b[:, None] * means  # d loss / d (lam_k u_k)   (N, K, C)
+        g_means = -s.lam_inv_std * g_b[:, None]
+        g_inv_std = g_mix * s.lam[:, :, None]
+        g_m = torch.zeros_like(s.m)
+        g_log_var = None
+        ratio_grads = [None] * 5
+        if s.descriptors is not None:
+            g_lam = (g_mix * inv_std).sum(2)
+            lam = s.lam
+            g_logits = lam * (g_lam - (lam * g_lam).sum(1, keepdim=True))  # softmax backward
+            w2 = fc2_w.to(dtype)
+            g_hidden = g_logits[:, :, None] * w2 * (s.hidden > 0)  # (N, K, h)
+            flat_g_hidden = g_hidden.flatten(0, 1)
+            g_desc = (flat_g_hidden @ fc1_w.to(dtype)).view(n, k, 2 * c)
+            ratio_grads = [
+                _param_grad(flat_g_hidden.T @ s.descriptors.flatten(0, 1), fc1_w),
+                _param_grad(flat_g_hidden.sum(0), fc1_b),
+                _param_grad(g_logits.flatten()[None] @ s.hidden.relu().flatten(0, 1), fc2_w),
+                _param_grad(g_logits.sum().reshape(1), fc2_b),
+                _param_grad(g_logits.sum(0), ratio_bias),
+            ]
+            g_offset, g_spread = g_desc[:, :, :c], g_desc[:, :, c:]
+            # offset_k = (m - m_k) u_k, spread_k = (log v_in - log v_k) / 2
+            g_offset_u = g_offset * inv_std
+            g_m += g_offset_u.sum(1)
+            g_means -= g_offset_u
+            g_inv_std += g_offset * (s.m[:, None] - means)
+            g_log_var = -0.5 * g_spread
+        rows = s.means.shape[1]
+        if rows > k:  # the extra IN row: used by the descriptors only
+            pad = (0, 0, 0, rows - k)
+            g_means, g_inv_std = F.pad(g_means, pad), F.pad(g_inv_std, pad)
+            g_log_var = None if g_log_var is None else F.pad(g_log_var, pad)
+        # u = exp(-log(v + eps) / 2)
+        g_var = -0.5 * g_inv_std * s.inv_std
+        if g_log_var is not None:
+            k_in = layer._stats_rows().index("in")
+            g_log_var[:, k_in] += 0.5 * g_spread.sum(1)
+            g_var += g_log_var
+        # then v = max(E[x^2] - m^2, 0): the gradient w.r.t. E[x^2], and m_k's share
+        g_var = torch.where(s.var_mask, g_var / (s.var + layer.eps), 0)
+        g_means -= 2 * s.means * g_var
+        g_m, g_q = _reduce_to_moments(layer, s, g_means, g_var, g_m)
+        grad_x = torch.addcmul((g_m / hw)[:, :, None], xf, (2 * g_q / hw)[:, :, None])
+        grad_x.addcmul_(g, scale_out[:, :, None])
+        return (grad_x.view_as(x).to(x.dtype), None, g_weight, g_bias, *ratio_grads)
+
+
+def _reduce_to_moments(
+    layer: ExemplarNorm2d, s: _Small, g_means: Tensor, g_e2: Tensor, g_m: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Each row's gradients w.r.t. its (mean, E[x^2]) (N, R, C), summed back onto the IN
+    moments (N, C) they were derived from."""
+    n, c = g_m.shape
+    g_q = torch.zeros_like(g_m)
+    for row, name in enumerate(layer._stats_rows()):
+        gm, ge = g_means[:, row], g_e2[:, row]
+        if name == "in":
+            g_m += gm
+            g_q += ge
+        elif name == "ln":
+            g_m += gm.sum(1, keepdim=True) / c
+            g_q += ge.sum(1, keepdim=True) / c
+        elif name == "gn":
+            size = c // layer.gn_groups
+            g_m += (gm.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
+            g_q += (ge.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
+        elif layer.training:  # bn: batch statistics (running ones take no gradient)
+            both = torch.cat([gm.sum(0), ge.sum(0)])
+            if s.synced:
+                dist.all_reduce(both)
+            g_m += both[:c] / s.bn_count
+            g_q += both[c:] / s.bn_count
+    return g_m, g_q

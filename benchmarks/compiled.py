@@ -1,0 +1,38 @@
+"""``train.compile``: compile time and steady-state train step of EN-ResNet50 under
+``torch.compile`` against eager, at the default's shapes (width 16, batch 64, 28 x 28), on CPU.
+
+    python benchmarks/compiled.py          # minutes: the first compiled step compiles the model
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from _timing import best_times
+from en_layer import train_step
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    cases = {}
+    for norm in ("en", "bn"):
+        for compiled in (False, True):
+            step = train_step(norm, compiled)
+            start = time.perf_counter()
+            step()
+            first = time.perf_counter() - start
+            name = f"{norm}{' compiled' if compiled else ''}"
+            print(f"{name}: first step {first:.1f} s")
+            cases[name] = step
+    t = best_times(cases, repeats=5, inner=3)
+    for name, seconds in t.items():
+        print(f"{name}: {seconds * 1e3:.0f} ms per step")
+    print(
+        f"EN compiled / EN eager = {t['en compiled'] / t['en']:.2f}; EN/BN eager = "
+        f"{t['en'] / t['bn']:.2f}, compiled = {t['en compiled'] / t['bn compiled']:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
