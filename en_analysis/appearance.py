@@ -44,9 +44,7 @@ class Comparison:
 
 
 def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Comparison:
-    epochs = epochs or run.ratio_epochs
-    if not epochs:
-        raise UserError(f"{run.path} has no extracted ratios (run `en-analysis extract` first)")
+    epochs = epochs or run.extracted_epochs()
     first = run.ratios(epochs[0])
     classes = first.present
     if len(classes) < 3:

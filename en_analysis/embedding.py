@@ -16,7 +16,6 @@ from openTSNE import TSNE, initialization
 from tqdm import tqdm
 
 from .config import AnalysisConfig
-from .errors import UserError
 from .io import load_npz, npz_up_to_date, save_npz
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios
@@ -77,9 +76,7 @@ def embed(
     In aligned mode an epoch depends on the one before it, so once an epoch is recomputed every
     later one is too.
     """
-    epochs = epochs or run.ratio_epochs
-    if not epochs:
-        raise UserError(f"{run.path} has no extracted ratios (run `en-analysis extract` first)")
+    epochs = epochs or run.extracted_epochs()
     settings = json.dumps(tsne_settings(a), sort_keys=True)
     stale = [
         force or not npz_up_to_date(embedding_path(run, e), run.ratios_path(e), settings)

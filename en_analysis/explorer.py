@@ -73,12 +73,7 @@ class Explorer:
 
 def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
     """The explorer of ``run`` over ``epochs`` (default: every embedded epoch)."""
-    available = [e for e in run.embedding_epochs if e in set(run.ratio_epochs)]
-    if not available:
-        raise UserError(
-            f"{run.path} has no embedded epochs to explore: run `en-analysis extract` and "
-            "`en-analysis embed` (or `reproduce`) first"
-        )
+    available = run.embedded_epochs()
     epochs = sorted(set(epochs)) if epochs else available
     missing = [e for e in epochs if e not in available]
     if missing:
@@ -175,7 +170,7 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
     ]
     animate = dict(mode="immediate", frame=dict(duration=700, redraw=True), transition_duration=0)
     fig.update_layout(
-        title=dict(text=title(0), x=0.01, font_size=15),
+        title=dict(text=title(0), x=0.01, font_size=15, subtitle_text=run.label),
         width=1250,
         height=680,
         template="plotly_white",

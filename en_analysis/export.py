@@ -67,7 +67,7 @@ def export(
     run: Run, epochs: list[int] | None = None, samples: bool = False, wide_table: bool = False
 ) -> list[Path]:
     """Write analysis/category_stats.csv (and samples / wide variants); return the paths."""
-    epochs = epochs or run.ratio_epochs
+    epochs = epochs or run.extracted_epochs()
     loaded = [run.ratios(e) for e in epochs]
     out = run.path / "analysis"
     stats = pd.concat([category_stats(r) for r in loaded], ignore_index=True)

@@ -91,9 +91,7 @@ def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> li
 
 def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> pd.DataFrame:
     """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline."""
-    epochs = epochs or run.ratio_epochs
-    if not epochs:
-        raise UserError(f"{run.path} has no extracted ratios (run `en-analysis extract` first)")
+    epochs = epochs or run.extracted_epochs()
     rows: list[dict] = []
     pixels = run.pixels()
     px = standardize(pixels["pixels"])

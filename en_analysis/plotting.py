@@ -182,7 +182,7 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     settings = json.loads(str(run.embedding(panels[-1])["settings"]))
     fig.suptitle(
         f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
-        f"ratios ({run.config.name}; {settings['scaling']} scaling, "
+        f"ratios ({run.label}; {settings['scaling']} scaling, "
         f"{settings['mode']} t-SNE)",
         fontsize=11,
     )
@@ -213,7 +213,10 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         e = epochs[k]
-        ax.set_title(f"Epoch {e}" + (" (first after an LR drop)" if e in drops else ""))
+        ax.set_title(
+            f"{run.label}\nEpoch {e}" + (" (first after an LR drop)" if e in drops else ""),
+            fontsize=10,
+        )
 
     _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
@@ -268,6 +271,7 @@ def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
     ]
     labels += ["same, labels shuffled (chance)", "LR drop"]
     fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
+    fig.suptitle(f"Clustering of the categories over epochs ({run.label})", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
 
@@ -314,6 +318,7 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
         ax.set_yticks(range(len(result.categories)), labels, fontsize=7)
         ax.set_title(title, fontsize=10)
         fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.suptitle(f"WordNet distances against cluster distances ({run.label})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -347,6 +352,7 @@ def ratio_heatmaps(run: Run, epochs: list[int] | None = None, centred: bool = Fa
             ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()} {what}", fontsize=9)
             ax.set_xlabel("EN layer (input → output)", fontsize=7)
             fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.suptitle(f"Mean ratio per category and EN layer ({run.label})", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -383,6 +389,7 @@ def ratios_over_epochs(
                 ax.set_xlabel("epoch")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(chosen), frameon=False)
+    fig.suptitle(f"Ratios over epochs, mean ± 1 std per category ({run.label})", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     return fig
 
@@ -406,6 +413,7 @@ def write_ratio_figures(
     """Write the figures made from the ratios and embeddings alone (``RATIO_FIGURES``, and the
     animation) to ``run.path / "figures"``; return the paths written."""
     folder = run.path / "figures"
+    run.embedded_epochs()  # one clear error before drawing anything
     drawn = {
         "tsne_grid": tsne_grid(run, panels or run.config.analysis.panels or None),
         "ratio_heatmaps": ratio_heatmaps(run),

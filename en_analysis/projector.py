@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
 from .explorer import thumbnail_images
 from .io import atomic_write_bytes, atomic_write_text
 from .runs import Ratios, Run
@@ -83,9 +82,7 @@ def config_pbtxt(epochs: list[int], side: int) -> str:
 
 def write_projector(run: Run, epochs: list[int] | None = None) -> Path:
     """Write ``RUN/projector/`` for ``epochs`` (default: every extracted epoch); return it."""
-    epochs = epochs or run.ratio_epochs
-    if not epochs:
-        raise UserError(f"{run.path} has no extracted ratios: run `en-analysis extract` first")
+    epochs = epochs or run.extracted_epochs()
     loaded = [run.ratios(e) for e in epochs]
     out = run.path / "projector"
     for r in loaded:

@@ -33,7 +33,8 @@ class RatioRecorder:
 
     The hook reads the layer's ``last_ratios`` (set during its forward), so nothing is recomputed.
     With ``features=True`` it also keeps the input of the model's ``fc`` (the penultimate
-    features). Hooks are removed on exit, also on error.
+    features). Each ``with`` block starts a new recording; hooks are removed on exit, also on
+    error (and if entering fails half-way).
     """
 
     def __init__(self, model: nn.Module, features: bool = False) -> None:
@@ -55,13 +56,21 @@ class RatioRecorder:
         self._features: list[torch.Tensor] = []
 
     def __enter__(self) -> RatioRecorder:
-        for i, (_, layer) in enumerate(self.layers):
-            self._handles.append(layer.register_forward_hook(self._hook(i)))
-        if self.features:
-            fc = getattr(self.model, "fc", None)
-            if not isinstance(fc, nn.Module):
-                raise UserError("features=True needs a model with an `fc` classifier")
-            self._handles.append(fc.register_forward_pre_hook(self._feature_hook))
+        """Start a new recording: what an earlier ``with`` block recorded is cleared."""
+        if self._handles:
+            raise RuntimeError("this RatioRecorder is already recording (nested `with`)")
+        fc = getattr(self.model, "fc", None)
+        if self.features and not isinstance(fc, nn.Module):
+            raise UserError("features=True needs a model with an `fc` classifier")
+        self.clear()
+        try:
+            for i, (_, layer) in enumerate(self.layers):
+                self._handles.append(layer.register_forward_hook(self._hook(i)))
+            if self.features:
+                self._handles.append(fc.register_forward_pre_hook(self._feature_hook))
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:

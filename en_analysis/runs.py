@@ -121,7 +121,34 @@ class Run:
 
     @property
     def embedding_epochs(self) -> list[int]:
+        """Epochs whose t-SNE embedding has been computed."""
         return list(self._files("embeddings"))
+
+    @property
+    def label(self) -> str:
+        """What the run's figures say it is: the data it used and the run folder's name."""
+        from .data import describe_data
+
+        return f"{describe_data(self.config.data)}, run {self.path.name}"
+
+    def extracted_epochs(self) -> list[int]:
+        """``ratio_epochs``, or one clear error naming the step to run when there are none."""
+        if not self.ratio_epochs:
+            raise UserError(
+                f"{self.path} has no extracted ratios (run `en-analysis extract {self.path}` first)"
+            )
+        return self.ratio_epochs
+
+    def embedded_epochs(self) -> list[int]:
+        """``embedding_epochs`` that also have ratios, or one clear error naming the steps to
+        run when there are none."""
+        epochs = [e for e in self.embedding_epochs if e in set(self.ratio_epochs)]
+        if not epochs:
+            raise UserError(
+                f"{self.path} has no embedded epochs (run `en-analysis extract {self.path}` and "
+                f"`en-analysis embed {self.path}` first)"
+            )
+        return epochs
 
     def ratios_path(self, epoch: int) -> Path:
         from .ratios import ratios_path

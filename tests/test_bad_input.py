@@ -64,7 +64,7 @@ def test_image_folder_without_splits_or_images(tmp_path, capsys):
         ],
         capsys,
     )
-    assert "train" in err and "does not exist" in err
+    assert "train/" in err and "val/ or test/" in err
     bad = tmp_path / "notimages"
     for split in ("train", "val"):
         (bad / split / "a").mkdir(parents=True)
@@ -211,3 +211,29 @@ def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
     assert r.categories == ["n01930112", "n02111889", "n07873807"]  # sorted folder names
     names = [s.name() for s in category_synsets(r.categories, r.synsets)]
     assert names == ["nematode.n.01", "samoyed.n.03", "pizza.n.01"]
+
+
+@pytest.mark.parametrize(
+    "argv, needs",
+    [
+        (["export"], "extract"),
+        (["export", "--projector"], "extract"),
+        (["plot"], "embed"),
+        (["explore"], "embed"),
+        (["metrics"], "extract"),
+        (["wordnet"], "extract"),
+        (["embed"], "extract"),
+    ],
+    ids=lambda v: "-".join(v) if isinstance(v, list) else v,
+)
+def test_analysis_steps_before_extract_name_the_step_to_run(
+    tmp_path, trained_run, argv, needs, capsys
+):
+    """A trained run without ratios: each analysis step says which step to run first and
+    writes nothing (export and plot ended in a traceback before)."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = snapshot(run)
+    err = run_cli([argv[0], str(run), *argv[1:]], capsys)
+    assert f"en-analysis {needs} {run}" in err
+    assert snapshot(run) == before

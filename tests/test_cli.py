@@ -17,6 +17,7 @@ STEPS = [
     "wordnet",
     "reproduce",
     "presets",
+    "explore",
 ]
 
 

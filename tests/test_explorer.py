@@ -45,6 +45,11 @@ def test_page_holds_every_epoch_and_its_data(analysed_run):
         assert sorted(rows) == list(range(n))
 
 
+def test_the_page_is_titled_with_the_data_and_the_run(analysed_run):
+    ex = Run(analysed_run).explore()
+    assert ex.figure.layout.title.subtitle.text == "synthetic stripes, run tiny"
+
+
 def test_drop_epochs_are_marked_on_the_slider(analysed_run):
     run = Run(analysed_run)  # the tiny run drops the LR after epoch 1
     labels = [s.label for s in run.explore().figure.layout.sliders[0].steps]

@@ -89,6 +89,33 @@ def test_hooks_are_removed_even_on_error():
     assert all(not layer._forward_hooks for _, layer in en_layers(model))
 
 
+def test_each_with_block_is_a_new_recording():
+    model = _model()
+    x = torch.randn(6, 1, 12, 12)
+    recorder = RatioRecorder(model)
+    with recorder, torch.no_grad():
+        model(x[:4])
+    with recorder, torch.no_grad():
+        model(x[4:])
+    assert recorder.ratios().shape[0] == 2  # not 6: the first block's data is gone
+    with recorder, pytest.raises(RuntimeError, match="already recording"), recorder:
+        pass
+
+
+def test_a_failed_enter_leaves_no_hook():
+    model = _model()
+    layers = en_layers(model)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no more hooks")
+
+    last = layers[-1][1]  # registering fails at the last layer, after 52 hooks went in
+    last.register_forward_hook = refuse
+    with pytest.raises(RuntimeError, match="no more hooks"), RatioRecorder(model):
+        pass
+    assert all(not layer._forward_hooks for _, layer in layers)
+
+
 def test_a_bn_model_has_no_ratios():
     with pytest.raises(UserError, match="no ExemplarNorm2d"):
         RatioRecorder(en_resnet50(3, 1, 4, "small", norm="bn"))

@@ -1,6 +1,6 @@
 """Datasets (real Fashion-MNIST by default), category tables and the evaluation subset."""
 
-from .datasets import Datasets, build_datasets
+from .datasets import Datasets, build_datasets, describe_data
 from .subset import balanced_subset, evaluation_subset
 
-__all__ = ["Datasets", "balanced_subset", "build_datasets", "evaluation_subset"]
+__all__ = ["Datasets", "balanced_subset", "build_datasets", "describe_data", "evaluation_subset"]

@@ -169,39 +169,71 @@ def _tensor_transforms(mean, std, size: int, augment: str) -> tuple[v2.Transform
     return v2.Compose(train + to_float), v2.Compose(to_float)
 
 
+HELD_OUT_SPLITS = ("val", "test")  # the first that exists is the held-out split
+DEFAULT_FOLDER_SIZE = 224  # image folders whose images differ in size (ImageNet)
+
+
+class _FitTo:
+    """Resize to 8/7 of ``size`` and centre-crop to ``size``, leaving images that already are
+    ``size`` x ``size`` untouched (no upsampling, no cropped border)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.resize = v2.Compose([v2.Resize(size * 8 // 7), v2.CenterCrop(size)])
+
+    def __call__(self, image):
+        return image if image.size == (self.size, self.size) else self.resize(image)
+
+
+def _own_size(samples: list[tuple[str, int]], probe: int = 200) -> int | None:
+    """The side of the folder's images if the probed ones (spread over the folder) are all
+    squares of one size, else None. Reads image headers only."""
+    from PIL import Image
+
+    step = max(1, len(samples) // probe)
+    sizes = set()
+    for path, _ in samples[::step]:
+        try:
+            with Image.open(path) as image:
+                sizes.add(image.size)
+        except OSError as e:
+            raise UserError(f"{path} is not a readable image: {e}") from None
+        if len(sizes) > 1:
+            return None
+    (w, h) = sizes.pop()
+    return w if w == h else None
+
+
 def _image_folder(cfg: DataConfig) -> Datasets:
     from torchvision.datasets import ImageFolder
 
     if not cfg.root:
         raise UserError(
-            "data.dataset = 'imagefolder' needs data.root (a folder with train/ and val/)"
+            "data.dataset = 'imagefolder' needs data.root (a folder with train/ and val/ or test/)"
         )
     root = Path(cfg.root)
-    size = cfg.image_size or 224
+    held_out = next((s for s in HELD_OUT_SPLITS if (root / s).is_dir()), None)
+    if not (root / "train").is_dir() or held_out is None:
+        raise UserError(
+            f"{root} needs a train/ folder and a held-out folder named val/ or test/, each with "
+            "one folder of images per class"
+        )
+    splits = {}
+    for split in ("train", held_out):
+        try:
+            splits[split] = ImageFolder(str(root / split))
+        except (FileNotFoundError, RuntimeError) as e:
+            raise UserError(f"{root / split}: {e}") from None
+    train, val = splits["train"], splits[held_out]
+    if train.classes != val.classes:
+        raise UserError(f"{root}: train/ and {held_out}/ have different class folders")
+    size = cfg.image_size or _own_size(train.samples) or DEFAULT_FOLDER_SIZE
     mean, std = STATS["imagefolder"]
     tail = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
-    train_tf = v2.Compose(
-        (
-            [v2.RandomResizedCrop(size)]
-            if cfg.augment == "crop-flip"
-            else [v2.Resize(size * 8 // 7), v2.CenterCrop(size)]
-        )
-        + ([v2.RandomHorizontalFlip()] if cfg.augment != "none" else [])
-        + tail
-    )
-    val_tf = v2.Compose([v2.Resize(size * 8 // 7), v2.CenterCrop(size)] + tail)
-    splits = {}
-    for split, tf in (("train", train_tf), ("val", val_tf)):
-        folder = root / split
-        if not folder.is_dir():
-            raise UserError(f"{folder} does not exist: an image folder needs train/ and val/")
-        try:
-            splits[split] = ImageFolder(str(folder), transform=tf)
-        except (FileNotFoundError, RuntimeError) as e:
-            raise UserError(f"{folder}: {e}") from None
-    train, val = splits["train"], splits["val"]
-    if train.classes != val.classes:
-        raise UserError(f"{root}: train/ and val/ have different class folders")
+    flip = [v2.RandomHorizontalFlip()] if cfg.augment != "none" else []
+    crop = [v2.RandomResizedCrop(size)] if cfg.augment == "crop-flip" else [_FitTo(size)]
+    train.transform = v2.Compose(crop + flip + tail)
+    val.transform = v2.Compose([_FitTo(size), *tail])
     table = dict(_user_table(cfg))
     synsets = [table.get(c, "") for c in train.classes]
     return Datasets(
@@ -235,6 +267,21 @@ def _user_table(cfg: DataConfig) -> list[tuple[str, str]]:
     from ..wordnet import read_mapping_file
 
     return list(read_mapping_file(Path(cfg.categories_file)).items())
+
+
+DATASET_NAMES = {
+    "fashion-mnist": "Fashion-MNIST",
+    "cifar10": "CIFAR-10",
+    "cifar100": "CIFAR-100",
+    "synthetic": "synthetic stripes",
+}
+
+
+def describe_data(cfg: DataConfig) -> str:
+    """The data in words: the dataset's name, or an image folder's own name."""
+    if cfg.dataset == "imagefolder":
+        return f"image folder {Path(cfg.root).name}" if cfg.root else "image folder"
+    return DATASET_NAMES.get(cfg.dataset, cfg.dataset)
 
 
 def build_datasets(cfg: DataConfig) -> Datasets:

@@ -1,0 +1,73 @@
+"""Image folders: train/ with val/ or test/, their own image size, untouched evaluation images."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from en_analysis.config import load_config
+from en_analysis.data import build_datasets
+from en_analysis.data.datasets import STATS
+from en_analysis.errors import UserError
+
+from conftest import TINY
+
+
+def folder(root, held_out="test", sizes=((32, 32),), classes=("airplane", "cat")):
+    rng = np.random.default_rng(0)
+    for split in ("train", held_out):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                w, h = sizes[i % len(sizes)]
+                pixels = rng.integers(0, 255, (h, w, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(root / split / c / f"{i}.png")
+    return root
+
+
+def config(root, *extra):
+    base = [o for o in TINY if not o.startswith("data.image_size")]
+    return load_config(None, None, [*base, "data.dataset=imagefolder", f"data.root={root}", *extra])
+
+
+def test_train_and_test_folders_at_their_own_size(tmp_path):
+    root = folder(tmp_path / "cifar-like")
+    data = build_datasets(config(root).data)
+    assert data.image_size == 32 and data.classes == ["airplane", "cat"]
+    x, label = data.heldout[0]
+    assert x.shape == (3, 32, 32)
+    # the evaluation image is the file itself, normalised: not resized, not cropped
+    path, _ = data.heldout.samples[0]
+    mean, std = STATS["imagefolder"]
+    expected = torch.tensor(np.asarray(Image.open(path)), dtype=torch.float32).permute(2, 0, 1)
+    expected = (expected / 255 - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[
+        :, None, None
+    ]
+    torch.testing.assert_close(x, expected)
+
+
+def test_images_of_varied_sizes_default_to_224(tmp_path):
+    root = folder(tmp_path / "varied", held_out="val", sizes=((40, 30), (64, 64)))
+    data = build_datasets(config(root).data)
+    assert data.image_size == 224
+    assert data.heldout[0][0].shape == (3, 224, 224)
+
+
+def test_an_explicit_size_wins(tmp_path):
+    data = build_datasets(config(folder(tmp_path / "f"), "data.image_size=24").data)
+    assert data.image_size == 24 and data.heldout[0][0].shape == (3, 24, 24)
+
+
+def test_a_folder_without_a_held_out_split_names_both_names(tmp_path):
+    root = folder(tmp_path / "f")
+    (root / "test").rename(root / "holdout")
+    with pytest.raises(UserError, match=r"val/ or test/"):
+        build_datasets(config(root).data)
+
+
+def test_training_says_the_size_it_uses(tmp_path, capsys):
+    from en_analysis.train import train
+
+    root = folder(tmp_path / "f")
+    train(config(root, "train.epochs=1", "train.batch_size=4"), tmp_path / "run", progress=True)
+    assert "imagefolder, 2 classes, 8 training images at 32 x 32" in capsys.readouterr().out
