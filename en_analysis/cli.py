@@ -168,7 +168,7 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
     run = _run(args)
     result = write_comparison(run, run.config.analysis, _epochs(args))
     t = result.table
-    print(t[["epoch", "space", "spearman", "p_value"]].to_string(index=False))
+    print(t[["epoch", "space", "spearman", "ci_low", "ci_high", "p_value"]].to_string(index=False))
     for title, matrix in (
         ("WordNet", result.wordnet),
         (f"ratio clusters, epoch {result.epoch}", result.clusters),
@@ -183,6 +183,24 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
     print(f"wrote {run.path / 'analysis' / 'wordnet.csv'}")
     for p in plotting.write(run, "wordnet", plotting.wordnet_figure(run, result)):
         print(f"wrote {p}")
+
+
+def cmd_verdict(args: argparse.Namespace) -> None:
+    import pandas as pd
+
+    from .verdict import markdown, write_verdict
+
+    run = _run(args)
+    tables = [run.path / "analysis" / n for n in ("clustering.csv", "wordnet.csv")]
+    missing = [p.name for p in tables if not p.exists()]
+    if missing:
+        raise UserError(
+            f"{run.path} has no {' or '.join(missing)} yet: run `en-analysis metrics` and "
+            f"`en-analysis wordnet` on it first"
+        )
+    table = write_verdict(run, *(pd.read_csv(p) for p in tables))
+    print(markdown(table))
+    print(f"wrote {run.path / 'analysis' / 'verdict.csv'}")
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
@@ -202,6 +220,38 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
     )
     print(reproduce(config, _out(args, config), progress=not args.quiet).text())
+
+
+def _print_replicates(result, verdict, out: Path) -> None:
+    from .verdict import markdown
+
+    print(f"{len(result.runs)} runs: " + ", ".join(str(r.path) for r in result.runs))
+    print(markdown(verdict))
+    for name in ("analysis/replicates.csv", "analysis/replicate_verdict.csv"):
+        print(f"wrote {out / name}")
+    print(f"wrote {out / 'figures' / 'replicates.png'}")
+
+
+def cmd_replicate(args: argparse.Namespace) -> None:
+    from .replicates import replicate
+
+    config = load_config(
+        args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
+    )
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise UserError(f"--seeds must be comma-separated numbers, got {args.seeds!r}") from None
+    out = args.out if args.out is not None else Path("runs") / f"{config.name}-replicates"
+    result, verdict = replicate(config, seeds, out, progress=not args.quiet)
+    _print_replicates(result, verdict, out)
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .replicates import write_replicates
+
+    result, verdict = write_replicates(args.out, args.runs)
+    _print_replicates(result, verdict, args.out)
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
@@ -276,11 +326,27 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     p.set_defaults(func=cmd_wordnet)
 
+    p = sub.add_parser("verdict", help="holds / does not hold / inconclusive, per claim")
+    _run_args(p)
+    p.set_defaults(func=cmd_verdict)
+
     p = sub.add_parser("reproduce", help="every step, skipping what is up to date")
     _config_args(p)
     p.add_argument("--out", type=Path, help="run folder (default: runs/<preset name>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
+
+    p = sub.add_parser("replicate", help="one run per seed, then their spread (compare)")
+    _config_args(p)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
+    p.add_argument("--out", type=Path, help="folder of the runs (default: runs/<name>-replicates)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_replicate)
+
+    p = sub.add_parser("compare", help="the spread of every number across finished runs")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders of one setting")
+    p.add_argument("--out", type=Path, required=True, help="where replicates.csv and the figure go")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("presets", help="list the presets, or print one resolved")
     p.add_argument("name", nargs="?")

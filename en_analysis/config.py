@@ -82,6 +82,7 @@ class AnalysisConfig:
     wordnet_distance: str = "wup"  # wup | path | lch | hops
     cluster_distance: str = "centroid"  # centroid | pairwise
     permutations: int = 999
+    bootstrap: int = 200  # resamples of the images within categories for 95% intervals; 0 = none
 
 
 @dataclass
@@ -227,6 +228,7 @@ POSITIVE = [
     ("analysis", "n_jobs"),
 ]
 NON_NEGATIVE = [
+    ("analysis", "bootstrap"),
     ("data", "train_samples"),
     ("data", "val_samples"),
     ("data", "image_size"),

@@ -3,6 +3,8 @@
 Each label metric comes with a shuffled-label baseline (what "no clusters" scores), and the same
 metrics are computed on the evaluation images' raw pixels and on the network's penultimate
 features, so the ratios' category information can be read against the input's and the network's.
+Every number has a 95% interval from resampling the images within each category
+(``analysis.bootstrap`` resamples; see ``bootstrap``).
 """
 
 from __future__ import annotations
@@ -15,13 +17,27 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
+from . import bootstrap
 from .config import AnalysisConfig
 from .errors import UserError
 from .io import write_csv
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios, standardize
 
-COLUMNS = ["epoch", "space", "dims", "metric", "value", "shuffled", "note"]
+COLUMNS = [
+    "epoch",
+    "space",
+    "dims",
+    "metric",
+    "value",
+    "ci_low",
+    "ci_high",
+    "shuffled",
+    "shuffled_ci_low",
+    "shuffled_ci_high",
+    "note",
+]
+NO_INTERVAL = (float("nan"), float("nan"))
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
@@ -56,14 +72,49 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
 
 
 def label_metrics(
-    x: np.ndarray, labels: np.ndarray, k: int, rng: np.random.Generator
-) -> dict[str, tuple[float, float]]:
-    """{metric: (value, value with shuffled labels)} for silhouette and k-NN accuracy."""
+    x: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    counts: np.ndarray | None = None,
+) -> dict[str, tuple]:
+    """{metric: (value, shuffled value, interval, shuffled interval)} for silhouette and k-NN
+    accuracy; the intervals come from the resamples ``counts`` (none: NaN)."""
     shuffled = rng.permutation(labels)
-    return {
-        "silhouette": (silhouette(x, labels), silhouette(x, shuffled)),
-        "knn": (knn_accuracy(x, labels, k), knn_accuracy(x, shuffled, k)),
+    out = {
+        "silhouette": [silhouette(x, labels), silhouette(x, shuffled)],
+        "knn": [knn_accuracy(x, labels, k), knn_accuracy(x, shuffled, k)],
     }
+    if counts is None or not len(counts) or is_degenerate(x):
+        return {m: (v, sv, NO_INTERVAL, NO_INTERVAL) for m, (v, sv) in out.items()}
+    d = squareform(pdist(np.asarray(x, np.float64)))
+    order = neighbour_order(d)
+    intervals = {
+        m: [bootstrap.percentile_interval(f(lab)) for lab in (labels, shuffled)]
+        for m, f in (
+            ("silhouette", lambda lab: bootstrap.silhouette(d, lab, counts)),
+            ("knn", lambda lab: bootstrap.knn_accuracy(order, lab, counts, k)),
+        )
+    }
+    return {m: (v, sv, *intervals[m]) for m, (v, sv) in out.items()}
+
+
+def neighbour_order(d: np.ndarray) -> np.ndarray:
+    """(N, N - 1): each sample's other samples, nearest first (stable)."""
+    d = d.copy()
+    np.fill_diagonal(d, np.inf)
+    return np.argsort(d, 1, kind="stable")[:, :-1]
+
+
+def trustworthiness_with_interval(
+    x: np.ndarray, y: np.ndarray, k: int, member: np.ndarray | None
+) -> tuple[float, tuple[float, float]]:
+    """sklearn's trustworthiness of the map ``y`` of ``x`` and its half-sample interval."""
+    value = float(trustworthiness(x, y, n_neighbors=k))
+    if member is None or not len(member):
+        return value, NO_INTERVAL
+    orders = [neighbour_order(squareform(pdist(np.asarray(v, np.float64)))) for v in (x, y)]
+    return value, bootstrap.centred_interval(value, bootstrap.trustworthiness(*orders, member, k))
 
 
 def centroid_shift(previous: np.ndarray, current: np.ndarray, labels: np.ndarray) -> float:
@@ -83,14 +134,31 @@ def centroid_shift(previous: np.ndarray, current: np.ndarray, labels: np.ndarray
 
 
 def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> list[dict]:
-    return [
-        dict(epoch=epoch, space=space, dims=dims, metric=m, value=v, shuffled=s, note=note)
-        for m, (v, s) in values.items()
-    ]
+    """Table rows from {metric: (value, shuffled[, interval, shuffled interval])}."""
+    rows = []
+    for metric, (value, shuffled, *intervals) in values.items():
+        (lo, hi), (slo, shi) = (*intervals, NO_INTERVAL, NO_INTERVAL)[:2]
+        rows.append(
+            dict(
+                epoch=epoch,
+                space=space,
+                dims=dims,
+                metric=metric,
+                value=value,
+                ci_low=lo,
+                ci_high=hi,
+                shuffled=shuffled,
+                shuffled_ci_low=slo,
+                shuffled_ci_high=shi,
+                note=note,
+            )
+        )
+    return rows
 
 
 def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> pd.DataFrame:
-    """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline."""
+    """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline and the
+    95% intervals of both (the same resamples of the images for every space of an epoch)."""
     epochs = epochs or run.extracted_epochs()
     rows: list[dict] = []
     pixels = run.pixels()
@@ -106,21 +174,32 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
             )
         x = scale_ratios(r.ratios, a.scaling)
         note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
-        rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng), note)
+        counts = bootstrap.bootstrap_counts(r.labels, a.bootstrap, rng)
+        rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng, counts), note)
         if previous is not None:
             shift = centroid_shift(previous, r.vectors, r.labels)
             rows += _rows(e, "ratios", "high", {"centroid_shift": (shift, np.nan)}, note)
         previous = r.vectors
+        if r.random_head is not None:  # the control: the same statistics, random ratio heads
+            xr = scale_ratios(r.random_head, a.scaling)
+            values = label_metrics(xr, r.labels, a.knn, rng, counts)
+            rows += _rows(e, "random-head", "high", values, note)
         if embedding := _embedding(run, e):
             y, degenerate = embedding
-            values = label_metrics(y, r.labels, a.knn, rng)
+            values = label_metrics(y, r.labels, a.knn, rng, counts)
             rows += _rows(e, "ratios", "2d", values, note)
-            trust = np.nan if degenerate else float(trustworthiness(x, y, n_neighbors=a.knn))
-            rows += _rows(e, "ratios", "2d", {"trustworthiness": (trust, np.nan)}, note)
+            if degenerate:
+                trust = (np.nan, np.nan)
+            else:
+                member = bootstrap.half_samples(r.labels, a.bootstrap, rng)
+                value, ci = trustworthiness_with_interval(x, y, a.knn, member)
+                trust = (value, np.nan, ci, NO_INTERVAL)
+            rows += _rows(e, "ratios", "2d", {"trustworthiness": trust}, note)
         if r.features is not None and r.features.size:
             f = standardize(r.features)
-            rows += _rows(e, "features", "high", label_metrics(f, r.labels, a.knn, rng))
-        rows += _rows(e, "pixels", "high", label_metrics(px, r.labels, a.knn, rng))
+            values = label_metrics(f, r.labels, a.knn, rng, counts)
+            rows += _rows(e, "features", "high", values)
+        rows += _rows(e, "pixels", "high", label_metrics(px, r.labels, a.knn, rng, counts))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -141,9 +220,9 @@ def write_clustering(
 def summary(
     table: pd.DataFrame, space: str = "ratios", dims: str = "high", metric: str = "silhouette"
 ) -> pd.DataFrame:
-    """One metric over epochs: epoch, value, shuffled."""
+    """One metric over epochs: epoch, value and its 95% interval, shuffled."""
     sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
-    return sel[["epoch", "value", "shuffled"]].reset_index(drop=True)
+    return sel[["epoch", "value", "ci_low", "ci_high", "shuffled"]].reset_index(drop=True)
 
 
 def ratio_movement(ratios: np.ndarray) -> dict[str, float]:

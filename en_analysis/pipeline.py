@@ -22,6 +22,7 @@ from .metrics import ratio_movement, write_clustering
 from .ratios import extract
 from .runs import Run
 from .train import final_metrics, train
+from .verdict import markdown, write_verdict
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Summary:
     numbers: dict[str, float] = field(default_factory=dict)
     outputs: list[Path] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    verdict: str = ""  # the verdict table, Markdown
 
     def text(self) -> str:
         lines = [f"run: {self.run}"]
@@ -40,6 +42,8 @@ class Summary:
         lines += [f"  {k}: {v:.4g}" for k, v in self.numbers.items()]
         lines += [f"  {n}" for n in self.notes]
         lines += ["outputs:"] + [f"  {p}" for p in self.outputs]
+        if self.verdict:
+            lines += ["", "verdict (analysis/verdict.csv):", self.verdict]
         return "\n".join(lines)
 
 
@@ -94,6 +98,8 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
     analysis = run_dir / "analysis"
     _, table = step("metrics", lambda: write_clustering(run, a))
     comparison = step("wordnet", lambda: write_comparison(run, a))
+    verdict = step("verdict", lambda: write_verdict(run, table, comparison.table))
+    summary.verdict = markdown(verdict)
     step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
     figures = plotting.figure_paths(run)
     if not _fresh(figures, inputs):
@@ -102,7 +108,8 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         summary.steps["plot"] = "up to date"
     summary.numbers, summary.notes = _findings(run, table, comparison)
     summary.outputs = [p for p in figures if p.suffix in (".png", ".gif", ".html")] + [
-        run_dir / "analysis" / n for n in ("clustering.csv", "wordnet.csv", "category_stats.csv")
+        run_dir / "analysis" / n
+        for n in ("clustering.csv", "wordnet.csv", "verdict.csv", "category_stats.csv")
     ]
     return summary
 

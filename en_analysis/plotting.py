@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from .appearance import Comparison
 from .runs import Run
@@ -228,6 +229,12 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
     return path
 
 
+def _band(ax: Axes, x, low, high, colour: str) -> None:
+    """A 95% interval as a shaded band (nothing where there is none)."""
+    if np.isfinite(np.asarray(low, float)).any():
+        ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
+
+
 def _drops(ax: Axes, run: Run) -> None:
     for d in run.config.train.lr_drops:
         ax.axvline(d + 0.5, color=DROP_COLOUR, linestyle=":", linewidth=1)
@@ -236,6 +243,7 @@ def _drops(ax: Axes, run: Run) -> None:
 SERIES = [  # (space, dims, label, colour)
     ("ratios", "high", "ratios (L×K-D)", "#332288"),
     ("ratios", "2d", "ratios (t-SNE 2-D)", "#88CCEE"),
+    ("random-head", "high", "random ratio heads (control)", "#CC6677"),
     ("features", "high", "penultimate features", "#117733"),
     ("pixels", "high", "raw pixels", "#999933"),
 ]
@@ -258,6 +266,7 @@ def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
             if sel.empty:
                 continue
             ax.plot(sel.epoch, sel.value, "-o", color=colour, markersize=3, label=label)
+            _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
             if sel.shuffled.notna().any():
                 ax.plot(sel.epoch, sel.shuffled, "--", color=colour, linewidth=1, alpha=0.7)
         _drops(ax, run)
@@ -270,6 +279,9 @@ def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
         Line2D([], [], color=DROP_COLOUR, linestyle=":"),
     ]
     labels += ["same, labels shuffled (chance)", "LR drop"]
+    if table.ci_low.notna().any():
+        handles.append(Patch(color="grey", alpha=0.25))
+        labels.append("95% interval (images resampled within categories)")
     fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
     fig.suptitle(f"Clustering of the categories over epochs ({run.label})", fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
@@ -287,6 +299,7 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     for space, colour, label in (
         ("ratios", "#332288", "ratios"),
         ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
+        ("random-head", "#CC6677", "random ratio heads (control)"),
         ("features", "#117733", "penultimate features"),
         ("pixels", "#999933", "raw pixels"),
     ):
@@ -294,6 +307,7 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
         if sel.empty:
             continue
         ax.plot(sel.epoch, sel.spearman, "-", color=colour, label=label)
+        _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
         sig = sel[sel.p_value < 0.05]
         ax.plot(sig.epoch, sig.spearman, "o", color=colour, markersize=4)
     _drops(ax, run)
@@ -301,7 +315,8 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     ax.set_xlabel("epoch")
     ax.set_ylabel("Spearman r (Mantel)")
     ax.set_title(
-        f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\ndots: Mantel p < 0.05",
+        f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
+        "dots: Mantel p < 0.05; bands: 95% intervals",
         fontsize=10,
     )
     ax.legend(fontsize=8, frameon=False)

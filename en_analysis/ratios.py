@@ -7,7 +7,9 @@ layer and normalizer names, category names and synsets, the penultimate features
 
 from __future__ import annotations
 
+import copy
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from .data import Datasets, build_datasets, evaluation_subset
 from .errors import UserError
 from .io import npz_up_to_date, save_npz
 from .nn import en_layers
+from .nn.exemplar_norm import _moments
 
 PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
 
@@ -138,12 +141,18 @@ def select_epochs(available: list[int], wanted: list[int] | None, what: str) -> 
 
 
 def forward_subset(
-    model: nn.Module, images: DataLoader, device: torch.device, features: bool = True
+    model: nn.Module,
+    images: DataLoader,
+    device: torch.device,
+    features: bool = True,
+    control_seed: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run images through ``model`` in eval mode, recording ratios, features and predictions."""
+    """Run images through ``model`` in eval mode, recording ratios, features and predictions,
+    and with ``control_seed`` the random-head control (``RandomHeads``) in the same pass."""
     model.eval().to(device)
     preds = []
-    with RatioRecorder(model, features=features) as rec, torch.no_grad():
+    control = RandomHeads(model, control_seed) if control_seed is not None else nullcontext()
+    with RatioRecorder(model, features=features) as rec, control as heads, torch.no_grad():
         for x, _ in images:
             preds.append(model(x.to(device)).argmax(1).cpu())
     out = dict(
@@ -154,7 +163,68 @@ def forward_subset(
     )
     if features:
         out["features"] = rec.penultimate()
+    if heads is not None:
+        out["random_head"] = heads.ratios(out["ratios"])
     return out
+
+
+def log_ratio_spread(ratios: np.ndarray) -> np.ndarray:
+    """(L,) per layer, the standard deviation of the centred log-ratios over samples and
+    normalizers: the spread of the logits that the softmax saw (it ignores a shared shift)."""
+    logs = np.log(np.clip(ratios.astype(np.float64), 1e-12, None))
+    return (logs - logs.mean(2, keepdims=True)).std((0, 2))
+
+
+class RandomHeads:
+    """Context manager: the control for what EN learned. During each forward pass it computes,
+    at every EN layer and from that layer's own input statistics, the ratios that a randomly
+    re-initialised ratio sub-network would give (PyTorch's default ``Linear`` initialisation,
+    seeded, the last layer not zero, no per-normalizer bias). The forward pass itself is the
+    model's: the statistics are exactly those the learned ratios came from."""
+
+    def __init__(self, model: nn.Module, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.pairs = []
+        for _, layer in en_layers(model):
+            head = copy.deepcopy(layer).eval()
+            head.fixed_ratios = None
+            with torch.no_grad():
+                for fc in (head.ratio_fc1, head.ratio_fc2):
+                    bound = fc.in_features**-0.5
+                    for p in (fc.weight, fc.bias):
+                        p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
+                head.ratio_bias.zero_()
+            self.pairs.append((layer, head))
+        self._ratios: list[list[torch.Tensor]] = [[] for _ in self.pairs]
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> RandomHeads:
+        for i, (layer, head) in enumerate(self.pairs):
+
+            def hook(module, inputs, output, i=i, head=head) -> None:
+                x = inputs[0]
+                m, q = _moments(x)
+                with torch.autocast(x.device.type, enabled=False):
+                    lam = head.coefficients(m, q, x.shape[2] * x.shape[3])[2]
+                self._ratios[i].append(lam.float().cpu())
+
+            self._handles.append(layer.register_forward_hook(hook))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def ratios(self, learned: np.ndarray) -> np.ndarray:
+        """(N, L, K) random-head ratios, each layer's logits scaled so that the spread of its
+        log-ratios matches the learned ratios' (``log_ratio_spread``)."""
+        raw = torch.stack([torch.cat(r) for r in self._ratios], 1).numpy().astype(np.float64)
+        logs = np.log(np.clip(raw, 1e-300, None))
+        logs -= logs.mean(2, keepdims=True)
+        scale = log_ratio_spread(learned) / np.maximum(log_ratio_spread(raw), 1e-12)
+        scaled = np.exp(logs * scale[None, :, None])
+        return (scaled / scaled.sum(2, keepdims=True)).astype(np.float32)
 
 
 def evaluation_images(config: Config, data: Datasets | None = None) -> tuple[Datasets, np.ndarray]:
@@ -189,7 +259,7 @@ def _gather_shards(out: dict[str, np.ndarray], world: int) -> dict[str, np.ndarr
     shards: list[dict | None] = [None] * world
     dist.all_gather_object(shards, out)
     merged = dict(out)
-    for key in ("ratios", "predictions", "features"):
+    for key in ("ratios", "random_head", "predictions", "features"):
         n = sum(len(sh[key]) for sh in shards)
         full = np.empty((n, *out[key].shape[1:]), out[key].dtype)
         for rank, sh in enumerate(shards):
@@ -253,7 +323,9 @@ def extract(
                 )
             if list(state["classes"]) != data.classes:
                 raise UserError(f"{path} was trained on other classes than {config.data.dataset}")
-            out = forward_subset(model_from_checkpoint(state, path), loader, proc.device)
+            seed = np.random.SeedSequence([config.analysis.tsne_seed, epoch]).generate_state(1)
+            model = model_from_checkpoint(state, path)
+            out = forward_subset(model, loader, proc.device, control_seed=int(seed[0]))
         except UserError as e:
             result.failed[str(path)] = str(e)
             continue

@@ -31,6 +31,7 @@ class Ratios:
     epoch: int
     features: np.ndarray | None = None  # (N, D) penultimate features
     predictions: np.ndarray | None = None  # (N,) predicted class
+    random_head: np.ndarray | None = None  # (N, L, K) with random ratio sub-networks (control)
 
     @classmethod
     def load(cls, path: Path) -> Ratios:
@@ -47,6 +48,7 @@ class Ratios:
                 epoch=int(d["epoch"]),
                 features=d.get("features"),
                 predictions=d.get("predictions"),
+                random_head=d.get("random_head"),
             )
         except KeyError as e:
             raise UserError(f"{path} is not an en-analysis ratio file (no {e})") from None

@@ -18,6 +18,9 @@ STEPS = [
     "reproduce",
     "presets",
     "explore",
+    "verdict",
+    "replicate",
+    "compare",
 ]
 
 

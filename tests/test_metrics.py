@@ -50,7 +50,7 @@ def test_scalings():
 def test_run_table_has_every_space_and_baseline(analysed_run):
     run = Run(analysed_run)
     table = clustering_table(run, run.config.analysis)
-    assert set(table.space) == {"ratios", "features", "pixels"}
+    assert set(table.space) == {"ratios", "random-head", "features", "pixels"}
     ratios = table[(table.space == "ratios") & (table.dims == "high")]
     assert set(ratios.metric) == {"silhouette", "knn", "centroid_shift"}
     assert "degenerate" in ratios[ratios.epoch == 0].note.iloc[0]
@@ -61,6 +61,11 @@ def test_run_table_has_every_space_and_baseline(analysed_run):
     # a map of identical points has no trustworthiness; everything else is a number
     assert trust.value.isna().tolist() == [True, False, False]
     assert table[~table.metric.isin(["trustworthiness"])].value.notna().all()
+    # every number has an interval, but the degenerate epoch and the metrics that have none
+    live = table[(table.epoch > 0) & (table.metric != "centroid_shift")]
+    assert live.ci_low.notna().all() and (live.ci_low <= live.ci_high).all()
+    labelled = live[live.metric.isin(["silhouette", "knn"])]
+    assert labelled.shuffled_ci_low.notna().all()
 
 
 def test_ratio_movement_known_values():

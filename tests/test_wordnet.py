@@ -122,7 +122,7 @@ def test_run_comparison(analysed_run):
     run = Run(analysed_run)
     result = compare(run, run.config.analysis)
     t = result.table
-    assert set(t.space) == {"ratios", "ratios-2d", "features", "pixels"}
+    assert set(t.space) == {"ratios", "ratios-2d", "random-head", "features", "pixels"}
     assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
     last = t[(t.epoch == 2) & (t.space == "ratios")]
     assert np.isfinite(last.spearman).all() and 0 < last.p_value.iloc[0] <= 1

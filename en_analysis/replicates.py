@@ -1,0 +1,227 @@
+"""Seed replicates: one ordinary run per training seed, and the spread of every number across
+runs (``compare``): how much of a difference is the seed, not the effect.
+
+Runs are comparable when they analysed the same evaluation images (same categories, same
+samples); ``compare`` refuses others in one line.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.stats import combine_pvalues
+
+from .config import Config
+from .errors import UserError
+from .io import write_csv
+from .runs import Run
+from .verdict import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
+
+KEYS = ["source", "space", "dims", "metric", "epoch"]
+COLUMNS = [*KEYS, "mean", "sd", "min", "max", "n"]
+
+
+@dataclass
+class Replicates:
+    """Runs of one setting with different seeds, and their numbers side by side: ``values`` one
+    row per run and number, ``table`` the mean, sd (ddof=1), min, max and n of each number."""
+
+    runs: list[Run]
+    values: pd.DataFrame
+    table: pd.DataFrame
+
+    def number(self, source: str, space: str, metric: str, epoch: int, dims: str = "high"):
+        """One row of ``table`` (a Series), e.g. ``("clustering", "ratios", "knn", 12)``."""
+        t = self.table
+        sel = t[
+            (t.source == source)
+            & (t.space == space)
+            & (t.dims == dims)
+            & (t.metric == metric)
+            & (t.epoch == epoch)
+        ]
+        if sel.empty:
+            raise KeyError((source, space, dims, metric, epoch))
+        return sel.iloc[0]
+
+
+def _long(run: Run) -> pd.DataFrame:
+    """Every number of a run in one long table: clustering values, WordNet r and p."""
+    c = run.clustering()
+    w = run.wordnet()
+    clustering = c.assign(source="clustering")[[*KEYS, "value"]]
+    wordnet = pd.concat(
+        [
+            w.assign(source="wordnet", dims="high", metric="spearman", value=w.spearman),
+            w.assign(source="wordnet", dims="high", metric="p_value", value=w.p_value),
+        ]
+    )[clustering.columns]
+    return pd.concat([clustering, wordnet], ignore_index=True).assign(run=str(run.path))
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """One line, naming the first run that differs, if the runs did not analyse the same
+    evaluation images (categories and samples)."""
+    if len(runs) < 2:
+        raise UserError("compare needs at least two runs")
+    reference = runs[0].ratios(runs[0].extracted_epochs()[0])
+    for run in runs[1:]:
+        r = run.ratios(run.extracted_epochs()[0])
+        if r.categories != reference.categories or not np.array_equal(
+            r.sample_index, reference.sample_index
+        ):
+            raise UserError(
+                f"{run.path} analysed other evaluation images than {runs[0].path} (categories "
+                "or samples differ: analysis.categories, per_category and subset_seed must match)"
+            )
+
+
+def compare(paths: list[Path | str]) -> Replicates:
+    """The spread of every clustering and WordNet number across finished runs."""
+    runs = [Run(p) for p in paths]
+    check_comparable(runs)
+    values = pd.concat([_long(run) for run in runs], ignore_index=True)
+    grouped = values.groupby(KEYS, sort=False).value
+    table = pd.DataFrame(
+        {
+            "mean": grouped.mean(),
+            "sd": grouped.std(ddof=1),
+            "min": grouped.min(),
+            "max": grouped.max(),
+            "n": grouped.count(),
+        }
+    ).reset_index()[COLUMNS]
+    return Replicates(runs, values, table)
+
+
+def combined_verdict(per_run: list[pd.DataFrame], wordnet_p: list[float]) -> pd.DataFrame:
+    """The verdict across runs: a comparison holds (does not hold) when it holds (does not
+    hold) in every run, else it is inconclusive; plus the Fisher-combined Mantel p."""
+    stacked = pd.concat([t.assign(run=i) for i, t in enumerate(per_run)])
+    rows = []
+    for (claim, comparison), group in stacked.groupby(["claim", "comparison"], sort=False):
+        verdicts = set(group.verdict)
+        if verdicts == {HOLDS}:
+            verdict = HOLDS
+        elif verdicts == {FAILS}:
+            verdict = FAILS
+        elif verdicts == {UNMEASURED}:
+            verdict = UNMEASURED
+        else:
+            verdict = INCONCLUSIVE
+        counts = ", ".join(f"{v}: {(group.verdict == v).sum()}" for v in sorted(verdicts))
+        rows.append(
+            dict(
+                claim=claim,
+                comparison=comparison,
+                criterion=group.criterion.iloc[0] + " (in every run)",
+                numbers=f"{len(group)} runs; {counts}",
+                verdict=verdict,
+            )
+        )
+    finite = [p for p in wordnet_p if np.isfinite(p)]
+    if finite:
+        fisher = combine_pvalues(finite, method="fisher").pvalue
+        rows.append(
+            dict(
+                claim="2 appearance embedding",
+                comparison="ratios vs no relation, runs combined",
+                criterion="Fisher-combined Mantel p < 0.05 at the last epoch",
+                numbers=f"p = {fisher:.3g} from " + ", ".join(f"{p:.3g}" for p in finite),
+                verdict=HOLDS if fisher < 0.05 else INCONCLUSIVE,
+            )
+        )
+    return pd.DataFrame(rows)
+
+
+def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicates, pd.DataFrame]:
+    """``OUT/analysis/replicates.csv``, ``replicate_verdict.csv`` and
+    ``OUT/figures/replicates.png``: the spread across ``paths`` and the verdict across them."""
+    from .io import atomic_write_text
+    from .plotting import save
+    from .verdict import markdown, verdicts
+
+    out = Path(out)
+    result = compare(paths)
+    write_csv(out / "analysis" / "replicates.csv", result.table)
+    per_run, p_values = [], []
+    for run in result.runs:
+        c, w = run.clustering(), run.wordnet()
+        per_run.append(verdicts(c, w, run.config.train.lr_drops))
+        last = w[(w.space == "ratios") & (w.epoch == w.epoch.max())].p_value
+        p_values.append(float(last.iloc[0]) if len(last) else float("nan"))
+    verdict = combined_verdict(per_run, p_values)
+    write_csv(out / "analysis" / "replicate_verdict.csv", verdict)
+    atomic_write_text(out / "analysis" / "replicate_verdict.md", markdown(verdict) + "\n")
+    save(replicates_figure(result), out / "figures" / "replicates")
+    return result, verdict
+
+
+def replicates_figure(result: Replicates) -> Figure:
+    """Clustering and WordNet curves over epochs: the mean across runs, +- 1 sd shaded, the
+    range as thin lines."""
+    from .plotting import SERIES, _band
+
+    panels = [
+        ("clustering", "silhouette", "Silhouette of categories"),
+        ("clustering", "knn", "Leave-one-out k-NN accuracy"),
+        ("clustering", "centroid_shift", "Centroid shift since last epoch"),
+        ("wordnet", "spearman", "WordNet vs cluster distances (Spearman r)"),
+    ]
+    fig = Figure(figsize=(17, 3.8))
+    axes = fig.subplots(1, len(panels))
+    t = result.table
+    for ax, (source, metric, title) in zip(axes, panels):
+        for space, dims, label, colour in SERIES:
+            space = "ratios-2d" if source == "wordnet" and dims == "2d" else space
+            dims = "high" if source == "wordnet" else dims
+            sel = t[
+                (t.source == source) & (t.space == space) & (t.dims == dims) & (t.metric == metric)
+            ]
+            if sel.empty:
+                continue
+            ax.plot(sel.epoch, sel["mean"], "-o", color=colour, markersize=3, label=label)
+            _band(ax, sel.epoch, sel["mean"] - sel.sd, sel["mean"] + sel.sd, colour)
+            ax.plot(sel.epoch, sel["min"], color=colour, linewidth=0.5)
+            ax.plot(sel.epoch, sel["max"], color=colour, linewidth=0.5)
+        for d in result.runs[0].config.train.lr_drops:
+            ax.axvline(d + 0.5, color="#CC3311", linestyle=":", linewidth=1)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    fig.suptitle(
+        f"{len(result.runs)} seeds ({result.runs[0].label.split(', run')[0]}): mean, ± 1 sd "
+        "shaded, min and max as thin lines",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig
+
+
+def replicate(
+    config: Config, seeds: list[int], out: Path | str, progress: bool = True
+) -> tuple[Replicates, pd.DataFrame]:
+    """Train and analyse one run per seed in ``OUT/seed-K`` (each resumable, steps skipped when
+    up to date), then ``write_replicates``."""
+    from .pipeline import reproduce
+
+    if len(set(seeds)) < 2:
+        raise UserError(f"replicate needs at least two different seeds, got {seeds}")
+    out = Path(out)
+    paths = []
+    for seed in seeds:
+        cfg = copy.deepcopy(config)
+        cfg.train.seed = seed
+        path = out / f"seed-{seed}"
+        summary = reproduce(cfg, path, progress=progress)
+        if progress:
+            print(summary.text())
+        paths.append(path)
+    return write_replicates(out, paths)
