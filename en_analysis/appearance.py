@@ -5,6 +5,13 @@ are compared with WordNet distances by Spearman correlation and a Mantel permuta
 same comparison on raw pixels and on penultimate features says what the ratios add. Each
 correlation has a 95% interval from resampling the images within each category (the cluster
 distances recomputed from the drawn images, ``analysis.bootstrap`` times).
+
+Correlating a WordNet distance matrix with cluster distances is a representational similarity
+analysis, and ``rsatoolbox`` gives the field's conventions for it: Kendall's tau-a beside
+Spearman (WordNet's Wu-Palmer distances have ties, which tau-a does not reward), and a bootstrap
+over conditions - here the categories, drawn with replacement; pairs of copies of one category
+are left out (rsatoolbox's ``subsample_pattern``) - for the doubt that comes from which
+categories were chosen.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ COLUMNS = [
     "spearman",
     "ci_low",
     "ci_high",
+    "tau_a",
+    "category_ci_low",
+    "category_ci_high",
     "p_value",
     "permutations",
     "n_categories",
@@ -59,16 +69,21 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
     wn = wordnet_distances(synsets, a.wordnet_distance)
     wn_upper = upper(wn)
 
-    def interval(x: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    def interval(
+        r: float, x: np.ndarray, labels: np.ndarray, counts: np.ndarray
+    ) -> tuple[float, float]:
         if not len(counts):
             return np.nan, np.nan
         d = bootstrap.cluster_distances(x, labels, classes, counts, a.cluster_distance)
-        return bootstrap.percentile_interval(bootstrap.spearman_rows(d, wn_upper))
+        return bootstrap.centred_interval(r, bootstrap.spearman_rows(d, wn_upper))
 
     def measured(x: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple:
-        """(r, p, interval) of the space ``x``."""
+        """(r, p, interval, tau-a, category interval) of the space ``x``, and its distances."""
         d = cluster_distances(x, labels, classes, a.cluster_distance)
-        return (*mantel(wn, d, a.permutations, a.tsne_seed), interval(x, labels, counts)), d
+        r, p = mantel(wn, d, a.permutations, a.tsne_seed)
+        rng = np.random.default_rng([a.tsne_seed, 3])  # the same category draws for every space
+        tau, category = rsa_measures(wn, d, r, a.bootstrap, rng)
+        return (r, p, interval(r, x, labels, counts), tau, category), d
 
     pixels = run.pixels()
     rng = np.random.default_rng([a.tsne_seed, 0, 2])
@@ -80,7 +95,7 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
     rows = []
 
     def row(epoch: int, space: str, result: tuple, note: str = "") -> None:
-        r, p, (lo, hi) = result
+        r, p, (lo, hi), tau, (category_lo, category_hi) = result
         rows.append(
             dict(
                 epoch=epoch,
@@ -90,6 +105,9 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
                 spearman=r,
                 ci_low=lo,
                 ci_high=hi,
+                tau_a=tau,
+                category_ci_low=category_lo,
+                category_ci_high=category_hi,
                 p_value=p,
                 permutations=a.permutations,
                 n_categories=len(classes),
@@ -97,7 +115,7 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
             )
         )
 
-    nothing = (np.nan, np.nan, (np.nan, np.nan))
+    nothing = (np.nan, np.nan, (np.nan, np.nan), np.nan, (np.nan, np.nan))
     clusters = np.zeros_like(wn)
     for e in epochs:
         r = run.ratios(e)
@@ -125,6 +143,26 @@ def compare(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> Com
                 row(e, "features", measured(f, r.labels, counts)[0])
         row(e, "pixels", pixel_result)
     return Comparison(pd.DataFrame(rows, columns=COLUMNS), names, wn, clusters, epochs[-1])
+
+
+def rsa_measures(
+    wn: np.ndarray, d: np.ndarray, r: float, n: int, rng: np.random.Generator
+) -> tuple[float, tuple[float, float]]:
+    """Kendall's tau-a between the WordNet and cluster distance matrices, and the 95% interval
+    of the Spearman ``r`` from ``n`` resamples of the categories (rsatoolbox)."""
+    from rsatoolbox.rdm import RDMs
+    from rsatoolbox.rdm import compare as compare_rdms
+
+    model, data = RDMs(upper(wn)[None]), RDMs(upper(d)[None])
+    tau = float(compare_rdms(model, data, method="tau-a")[0, 0])
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(wn), len(wn))
+        if len(np.unique(idx)) < 3:  # fewer than three distinct categories: no correlation
+            continue
+        sample = [rdms.subsample_pattern("index", idx) for rdms in (model, data)]
+        values.append(compare_rdms(*sample, method="spearman")[0, 0])
+    return tau, bootstrap.centred_interval(r, np.array(values))
 
 
 def extreme_pairs(d: np.ndarray, names: list[str], n: int = 3) -> tuple[list, list]:

@@ -7,13 +7,16 @@ zero distance to itself (it would inflate k-NN accuracy and shrink silhouettes).
 
 - silhouette and k-NN accuracy (``bootstrap_counts``, with replacement): an image's copies are
   left out of its own neighbour set and its own-category distances; other images count with
-  their multiplicity, as draws from the population would. Percentile interval.
+  their multiplicity, as draws from the population would.
 - trustworthiness (``half_samples``: half of each category without replacement, no copies): the
   half-sample spread has the full sample's scale (finite-population correction: variance
-  s^2 (1/m - 1/n) = s^2 / n at m = n/2); the interval is the point estimate plus the centred
-  half-sample quantiles, which also removes the bias of the sparser half-sample neighbourhoods.
+  s^2 (1/m - 1/n) = s^2 / n at m = n/2).
 - Mantel r (with replacement): category centroids of the resampled images, their distances
-  against the fixed WordNet distances. Percentile interval.
+  against the fixed WordNet distances.
+
+Every interval is ``centred_interval``: the point estimate plus the central 95% of the resampled
+values' deviations from their own mean. Resampling has a bias of its own (copies make a sample
+clumpier, half-samples sparser, resampled centroids noisier); centring removes it to first order.
 """
 
 from __future__ import annotations

@@ -96,9 +96,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UserError(
-            f"{path} was refused: it holds objects other than tensors and plain values, which "
-            f"could run code when loaded ({str(e).splitlines()[0][:200]})"
-        ) from None
+            f"{path} was refused: it holds Python objects other than tensors and plain values, "
+            "and loading those could run code from the file. en-analysis never loads such a "
+            "file; if it is yours, re-create it with en-analysis train"
+        ) from e
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         raise UserError(f"{path} is truncated or corrupt and cannot be read ({e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:

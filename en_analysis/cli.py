@@ -53,9 +53,10 @@ def _epochs(args: argparse.Namespace) -> list[int] | None:
     if not getattr(args, "epochs", None):
         return None
     try:
-        return [int(e) for e in args.epochs.split(",") if e.strip()]
+        epochs = [int(e) for e in args.epochs.split(",") if e.strip()]
     except ValueError:
         raise UserError(f"--epochs must be comma-separated numbers, got {args.epochs!r}") from None
+    return sorted(set(epochs))  # each epoch once, in order: tables and shifts follow the order
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -85,6 +86,10 @@ def cmd_extract(args: argparse.Namespace) -> None:
     from .ratios import extract
 
     run = _run(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if not (args.device == "cpu" or args.device.startswith("cuda")):
+        raise UserError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
     done = extract(
         run.path,
         _epochs(args),

@@ -227,6 +227,14 @@ POSITIVE = [
     ("analysis", "permutations"),
     ("analysis", "n_jobs"),
 ]
+UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
+    ("train", "epochs"): 10_000,
+    ("train", "batch_size"): 1_000_000,
+    ("model", "width"): 4096,
+    ("analysis", "per_category"): 100_000,
+    ("analysis", "bootstrap"): 100_000,
+    ("analysis", "permutations"): 1_000_000,
+}
 NON_NEGATIVE = [
     ("analysis", "bootstrap"),
     ("data", "train_samples"),
@@ -276,6 +284,18 @@ def validate(config: Config) -> None:
     for key in ("epochs", "panels"):
         if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
             raise UserError(f"analysis.{key} must be a list of epoch numbers")
+    categories = [str(c) for c in config.analysis.categories]
+    duplicates = sorted({c for c in categories if categories.count(c) > 1})
+    if duplicates:  # a category listed twice would be counted as two classes of the same images
+        raise UserError(f"analysis.categories lists {', '.join(duplicates)} more than once")
+    if config.analysis.per_category < 2:
+        raise UserError("analysis.per_category must be at least 2 (silhouette and k-NN need pairs)")
+    name = config.name
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
+        raise UserError(f"name {name!r} must be a plain name (it names the run folder), not a path")
+    for (section, key), limit in UPPER_BOUNDS.items():
+        if getattr(getattr(config, section), key) > limit:
+            raise UserError(f"{section}.{key} must be at most {limit:,}")
 
 
 def save_config(config: Config, path: Path) -> None:

@@ -90,7 +90,10 @@ def label_metrics(
     d = squareform(pdist(np.asarray(x, np.float64)))
     order = neighbour_order(d)
     intervals = {
-        m: [bootstrap.percentile_interval(f(lab)) for lab in (labels, shuffled)]
+        m: [
+            bootstrap.centred_interval(point, f(lab))
+            for point, lab in zip(out[m], (labels, shuffled))
+        ]
         for m, f in (
             ("silhouette", lambda lab: bootstrap.silhouette(d, lab, counts)),
             ("knn", lambda lab: bootstrap.knn_accuracy(order, lab, counts, k)),

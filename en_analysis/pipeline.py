@@ -13,7 +13,7 @@ from tqdm import tqdm
 from . import plotting
 from .appearance import Comparison, extreme_pairs, write_comparison
 from .checkpoints import list_checkpoints
-from .config import Config
+from .config import Config, read_config, save_config
 from .embedding import embed
 from .errors import UserError
 from .explorer import write_explorer
@@ -21,7 +21,7 @@ from .export import export
 from .metrics import ratio_movement, write_clustering
 from .ratios import extract
 from .runs import Run
-from .train import final_metrics, train
+from .train import final_metrics, refuse_conflicts, train
 from .verdict import markdown, write_verdict
 
 
@@ -74,13 +74,18 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         )
         return result
 
+    if (run_dir / "config.toml").exists() and list_checkpoints(run_dir):
+        refuse_conflicts(read_config(run_dir / "config.toml"), config, run_dir)
     step(
         "train",
         lambda: train(config, run_dir, resume=True, progress=progress),
         skip=_trained(run_dir, config),
     )
     run = Run(run_dir)
-    a = run.config.analysis  # the run's own settings (a resumed run keeps its config)
+    if run.config.analysis != config.analysis:  # the analysis settings asked for take effect
+        run.config.analysis = config.analysis
+        save_config(run.config, run_dir / "config.toml")
+    a = run.config.analysis
     done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
     if done.failed:
         message = next(iter(done.failed.values()))

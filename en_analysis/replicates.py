@@ -131,7 +131,9 @@ def combined_verdict(per_run: list[pd.DataFrame], wordnet_p: list[float]) -> pd.
             dict(
                 claim="2 appearance embedding",
                 comparison="ratios vs no relation, runs combined",
-                criterion="Fisher-combined Mantel p < 0.05 at the last epoch",
+                criterion="Fisher-combined Mantel p < 0.05 at the last epoch (the runs share "
+                "their evaluation images, so the p-values are not independent and the combined "
+                "p overstates the evidence)",
                 numbers=f"p = {fisher:.3g} from " + ", ".join(f"{p:.3g}" for p in finite),
                 verdict=HOLDS if fisher < 0.05 else INCONCLUSIVE,
             )

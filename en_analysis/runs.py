@@ -37,7 +37,7 @@ class Ratios:
     def load(cls, path: Path) -> Ratios:
         d = load_npz(path)
         try:
-            return cls(
+            ratios = cls(
                 ratios=d["ratios"],
                 labels=d["labels"],
                 sample_index=d["sample_index"],
@@ -52,6 +52,21 @@ class Ratios:
             )
         except KeyError as e:
             raise UserError(f"{path} is not an en-analysis ratio file (no {e})") from None
+        ratios._check(path)
+        return ratios
+
+    def _check(self, path: Path) -> None:
+        """Values no extraction writes: NaN or infinite ratios, labels outside the categories."""
+        for name in ("ratios", "random_head"):
+            values = getattr(self, name)
+            if values is not None and not np.isfinite(values).all():
+                raise UserError(f"{path} holds NaN or infinite {name}: extract it again (--force)")
+        if len(self.labels) and (
+            self.labels.min() < 0 or self.labels.max() >= len(self.categories)
+        ):
+            raise UserError(
+                f"{path} has labels outside its {len(self.categories)} categories: extract it again"
+            )
 
     @property
     def vectors(self) -> np.ndarray:

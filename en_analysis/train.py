@@ -55,7 +55,9 @@ def setup_process(device: str) -> Process:
     """One process, or one of torchrun's (NCCL on GPUs, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("train.device is cuda but no CUDA device is available (use device=cpu)")
+        raise UserError(
+            f"the device {device!r} was asked for but no CUDA device is available (use cpu)"
+        )
     if world == 1:
         return Process(0, 1, torch.device(device))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -223,6 +225,22 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def refuse_conflicts(stored: Config, asked: Config, run_dir: Path) -> None:
+    """One line naming the first model, data or training setting that differs from the stored
+    run's (the ones a trained run cannot change; device settings, epochs and data loading
+    workers may change on resume)."""
+    free = {("train", k) for k in (*RUNTIME_KEYS, "epochs")} | {("data", "num_workers")}
+    old, new = stored.to_dict(), asked.to_dict()
+    for section in ("model", "data", "train"):
+        for key, value in new[section].items():
+            if (section, key) not in free and old[section][key] != value:
+                raise UserError(
+                    f"{section}.{key} is {old[section][key]!r} in the trained run {run_dir} "
+                    f"(asked {value!r}): a trained run keeps its model, data and training "
+                    "settings; train a new run with another --out"
+                )
+
+
 def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config, int | None]:
     """The config to train with and the last complete epoch to continue from (None: fresh)."""
     checkpoints = list_checkpoints(run_dir)
@@ -237,6 +255,7 @@ def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config
     if not stored_path.exists() or not checkpoints:
         return config, None  # nothing to resume: start fresh
     stored = read_config(stored_path)
+    refuse_conflicts(stored, config, run_dir)
     for key in RUNTIME_KEYS:
         setattr(stored.train, key, getattr(config.train, key))
     stored.train.epochs = max(stored.train.epochs, config.train.epochs)
@@ -354,4 +373,12 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
     return {} if frame.empty else {k: float(v) for k, v in frame.iloc[-1].items()}
 
 
-__all__ = ["evaluate", "final_metrics", "lr_at", "make_optimizer", "read_metrics", "train"]
+__all__ = [
+    "evaluate",
+    "final_metrics",
+    "lr_at",
+    "make_optimizer",
+    "read_metrics",
+    "refuse_conflicts",
+    "train",
+]

@@ -237,3 +237,80 @@ def test_analysis_steps_before_extract_name_the_step_to_run(
     err = run_cli([argv[0], str(run), *argv[1:]], capsys)
     assert f"en-analysis {needs} {run}" in err
     assert snapshot(run) == before
+
+
+def _rewrite_npz(path, **changes):
+    with np.load(path) as d:
+        arrays = {k: d[k] for k in d.files}
+    arrays.update(changes)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            lambda r: dict(ratios=np.where(r["ratios"] > 0.3, np.nan, r["ratios"])),
+            "NaN or infinite",
+        ),
+        (lambda r: dict(labels=r["labels"] + 100), "labels outside its"),
+    ],
+    ids=["nan-ratios", "label-outside-categories"],
+)
+def test_ratio_files_with_impossible_values_are_refused(run_copy, change, message, capsys):
+    """Before: NaN ratios were silently turned into 0, and an unknown label became a class."""
+    path = run_copy / "ratios" / "epoch-002.npz"
+    with np.load(path) as d:
+        _rewrite_npz(path, **change({k: d[k] for k in d.files}))
+    err = run_cli(["metrics", str(run_copy)], capsys)
+    assert "epoch-002.npz" in err and message in err
+
+
+def test_duplicate_and_unordered_epochs_count_once(run_copy, capsys):
+    """Before: --epochs 2,1,2 duplicated rows and measured centroid shifts between wrong epochs."""
+    import pandas as pd
+
+    assert main(["metrics", str(run_copy), "--epochs", "2,1,2"]) == 0
+    messy = pd.read_csv(run_copy / "analysis" / "clustering.csv")
+    assert main(["metrics", str(run_copy), "--epochs", "1,2"]) == 0
+    clean = pd.read_csv(run_copy / "analysis" / "clustering.csv")
+    pd.testing.assert_frame_equal(messy, clean)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ('analysis.categories=["0", "1", "0"]', "lists 0 more than once"),
+        ("analysis.per_category=1", "at least 2"),
+        ("train.epochs=1000000000", "at most 10,000"),
+    ],
+)
+def test_settings_that_would_give_wrong_numbers_or_absurd_runs(tmp_path, setting, message, capsys):
+    err = run_cli(["train", "--out", str(tmp_path / "r"), *sets(setting)], capsys)
+    assert message in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_name_is_not_a_path(tmp_path, capsys):
+    config = tmp_path / "c.toml"
+    config.write_text(f'name = "{tmp_path / "elsewhere"}"\n')
+    err = run_cli(["train", "--config", str(config), *sets()], capsys)
+    assert "must be a plain name" in err and not (tmp_path / "elsewhere").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--device", "cuda"], "'cuda' was asked for but no CUDA device"),
+        (["--device", "foo"], "--device must be cpu or cuda"),
+        (["--batch-size", "-5"], "--batch-size must be at least 1"),
+    ],
+)
+def test_extract_names_the_flag_the_user_typed(run_copy, argv, message, capsys):
+    if "cuda" in argv and __import__("torch").cuda.is_available():
+        pytest.skip("a CUDA device is available here")
+    before = snapshot(run_copy)
+    err = run_cli(["extract", str(run_copy), "--force", *argv], capsys)
+    assert message in err and "train.device" not in err
+    assert snapshot(run_copy) == before

@@ -81,13 +81,11 @@ def test_second_reproduce_does_no_training_or_extraction(reproduced):
         p: p.stat().st_mtime
         for p in [*(path / "checkpoints").iterdir(), *(path / "ratios").iterdir()]
     }
-    start = time.perf_counter()
     summary = reproduce(load_config("fashion-mnist-quick", None, SMALL), path, progress=False)
     assert summary.steps["train"] == "up to date"
     assert summary.steps["extract"] == "up to date"
     assert summary.steps["embed"] == "up to date"
     assert {p: p.stat().st_mtime for p in before} == before
-    assert time.perf_counter() - start < 60
 
 
 @pytest.mark.parametrize("stage", ["training", "extraction"])
@@ -111,3 +109,24 @@ def test_interrupted_reproduce_finishes_like_an_uninterrupted_one(stage, reprodu
         np.testing.assert_array_equal(ours.ratios(e).ratios, theirs.ratios(e).ratios)
     pd.testing.assert_frame_equal(ours.clustering(), theirs.clustering())
     shutil.rmtree(run)
+
+
+def test_reproduce_applies_new_analysis_settings_and_refuses_new_training_ones(tmp_path):
+    """On a finished run, analysis settings given to reproduce take effect (and are stored);
+    a model, data or training setting that differs is refused in one line, nothing changed."""
+    from en_analysis.config import read_config
+    from en_analysis.errors import UserError
+
+    from conftest import tiny_config
+
+    run = tmp_path / "run"
+    reproduce(tiny_config(), run, progress=False)
+    reproduce(tiny_config("analysis.scaling=raw"), run, progress=False)
+    assert read_config(run / "config.toml").analysis.scaling == "raw"
+    assert '"scaling": "raw"' in str(Run(run).embedding(2)["settings"])
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"model.width is 4 in the trained run .* \(asked 8\)"):
+        reproduce(tiny_config("model.width=8"), run, progress=False)
+    with pytest.raises(UserError, match=r"train.lr is 0.2 .* \(asked 0.05\)"):
+        reproduce(tiny_config("train.lr=0.05"), run, progress=False)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -29,7 +29,6 @@ def test_known_values_through_the_debian_loader(debian_wn):
     assert dog.path_similarity(cat) == pytest.approx(0.2)
     assert dog.shortest_path_distance(cat) == 4
     assert dog.lexname() == "noun.animal"  # needs the lexnames file Debian does not ship
-    assert (W.DEBIAN_WORDNET / "lexnames").exists() is False
 
 
 def test_library_loader_gives_the_same_values():
@@ -139,3 +138,33 @@ def test_wnid_categories_are_shown_by_name():
         "pizza",
         "Bag",
     ]
+
+
+def _tau_a(x, y):
+    """Kendall's tau-a by its definition: (concordant - discordant) / all pairs; ties count 0."""
+    n, s = len(x), 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            s += np.sign(x[i] - x[j]) * np.sign(y[i] - y[j])
+    return s / (n * (n - 1) / 2)
+
+
+def test_rsa_measures_tau_a_and_category_interval():
+    from scipy.spatial.distance import squareform
+
+    from en_analysis.appearance import rsa_measures
+    from en_analysis.wordnet import upper
+
+    rng = np.random.default_rng(0)
+    wn = squareform(np.round(rng.random(45), 1))  # ties, as Wu-Palmer distances have
+    close = wn + squareform(rng.normal(0, 0.05, 45)).clip(0)
+    unrelated = squareform(rng.random(45))
+    for d in (close, unrelated):
+        tau, _ = rsa_measures(wn, d, 0.0, 0, np.random.default_rng(1))
+        assert tau == pytest.approx(_tau_a(upper(wn), upper(d)))
+    r_close = spearmanr(upper(wn), upper(close))[0]
+    _, (lo, hi) = rsa_measures(wn, close, r_close, 200, np.random.default_rng(1))
+    assert lo < r_close < hi and lo > 0.5
+    r_none = spearmanr(upper(wn), upper(unrelated))[0]
+    _, (lo, hi) = rsa_measures(wn, unrelated, r_none, 200, np.random.default_rng(1))
+    assert lo < 0 < hi  # no relation: the interval covers 0
