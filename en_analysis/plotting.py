@@ -22,6 +22,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .appearance import Comparison
+from .data.subset import resolve_categories
+from .errors import UserError
 from .runs import Run
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
@@ -53,7 +55,6 @@ class _Figure(Figure):
 
 def display_names(categories: list[str], classes: list[int]) -> list[str]:
     """Readable names: an ImageNet wnid becomes its WordNet lemma (n02111889 -> Samoyed)."""
-    from .errors import UserError
     from .wordnet import WNID, resolve_synset
 
     names = []
@@ -153,11 +154,12 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked.
 
     ``panels`` are epochs (default: chosen like the paper's, see ``choose_panels``)."""
-    available = run.embedding_epochs
+    available = run.embedded_epochs()
     drops = first_after_drops(run)
-    panels = [
-        e for e in (panels or choose_panels(available, run.config.train.lr_drops)) if e in available
-    ]
+    missing = [e for e in panels or [] if e not in available]
+    if missing:
+        raise UserError(f"epoch(s) {missing} have no embedding; embedded: {available}")
+    panels = panels or choose_panels(available, run.config.train.lr_drops)
     cols = min(5, len(panels))
     rows = int(np.ceil(len(panels) / cols))
     fig = _Figure(figsize=(2.3 * cols, 2.35 * rows + 0.6))
@@ -384,8 +386,7 @@ def ratios_over_epochs(
     r0 = loaded[0]
     n_layers, k = r0.ratios.shape[1:]
     layers = layers or [0, n_layers // 2, n_layers - 1]
-    names = categories or [r0.categories[c] for c in r0.present[:4]]
-    chosen = [r0.categories.index(name) for name in names]
+    chosen = resolve_categories(categories, r0.categories) if categories else r0.present[:4]
     fig = _Figure(figsize=(4 * len(layers), 2.3 * k + 0.5))
     axes = fig.subplots(k, len(layers), squeeze=False, sharex=True)
     for j in range(k):

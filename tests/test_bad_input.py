@@ -314,3 +314,17 @@ def test_extract_names_the_flag_the_user_typed(run_copy, argv, message, capsys):
     err = run_cli(["extract", str(run_copy), "--force", *argv], capsys)
     assert message in err and "train.device" not in err
     assert snapshot(run_copy) == before
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--categories", "Trousr"], "category 'Trousr' is not in this dataset"),
+        (["--epochs", "99"], "epoch(s) [99] have no embedding; embedded: [0, 1, 2]"),
+    ],
+)
+def test_plot_with_a_typo_names_what_exists(run_copy, argv, message, capsys):
+    """Before: a ValueError traceback (categories) and a ZeroDivisionError (epochs)."""
+    err = run_cli(["plot", str(run_copy), *argv], capsys)
+    assert message in err
+    assert not (run_copy / "figures").exists()

@@ -252,6 +252,8 @@ def test_bad_arguments_are_clear():
         ExemplarNorm2d(4)(torch.randn(2, 3, 4, 4))
     with pytest.raises(ValueError, match="ratios"):
         ExemplarNorm2d(4).fix_ratios([0.5, 0.6, 0])
+    with pytest.raises(TypeError):  # arguments after num_features are keyword-only
+        ExemplarNorm2d(4, ("in", "bn"))
 
 
 def test_bf16_autocast_keeps_statistics_in_float32():

@@ -71,3 +71,30 @@ def test_training_says_the_size_it_uses(tmp_path, capsys):
     root = folder(tmp_path / "f")
     train(config(root, "train.epochs=1", "train.batch_size=4"), tmp_path / "run", progress=True)
     assert "imagefolder, 2 classes, 8 training images at 32 x 32" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("augment", ["none", "flip", "crop-flip"])
+def test_every_augmentation_mode(augment):
+    """none: the training image is the evaluation one; flip: it or its mirror, both seen;
+    crop-flip: also shifted copies. The evaluation transform never changes the image."""
+    from en_analysis.data.datasets import _tensor_transforms
+
+    torch.manual_seed(0)
+    image = torch.arange(64, dtype=torch.uint8).reshape(1, 8, 8) * 3  # no symmetry
+    train, test = _tensor_transforms((0.5,), (0.25,), 8, augment)
+    plain = test(image)
+    seen = [train(image) for _ in range(60)]
+    mirrored = plain.flip(-1)
+    kinds = {
+        "plain": any(torch.equal(s, plain) for s in seen),
+        "mirrored": any(torch.equal(s, mirrored) for s in seen),
+        "shifted": any(not torch.equal(s, plain) and not torch.equal(s, mirrored) for s in seen),
+    }
+    expected = {
+        "none": {"plain": True, "mirrored": False, "shifted": False},
+        "flip": {"plain": True, "mirrored": True, "shifted": False},
+        "crop-flip": {"plain": True, "mirrored": True, "shifted": True},
+    }[augment]
+    assert kinds == expected
+    assert all(s.shape == plain.shape for s in seen)
+    assert torch.equal(test(image), plain)

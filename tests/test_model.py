@@ -58,3 +58,16 @@ def test_bad_model_arguments():
     with pytest.raises(ValueError, match="stem"):
         en_resnet50(stem="tiny")
     assert isinstance(en_layers(en_resnet50(width=2))[0][1], ExemplarNorm2d)
+
+
+@pytest.mark.parametrize("zero", [True, False])
+def test_zero_init_residual_zeroes_each_blocks_last_norm(zero):
+    from torchvision.models.resnet import Bottleneck
+
+    model = en_resnet50(10, in_channels=1, width=4, stem="small", zero_init_residual=zero)
+    blocks = [m for m in model.modules() if isinstance(m, Bottleneck)]
+    assert len(blocks) == 16
+    expected = 0.0 if zero else 1.0
+    for block in blocks:
+        assert torch.equal(block.bn3.weight, torch.full_like(block.bn3.weight, expected))
+        assert torch.equal(block.bn1.weight, torch.ones_like(block.bn1.weight))  # only the last

@@ -31,6 +31,17 @@ def test_known_values_through_the_debian_loader(debian_wn):
     assert dog.lexname() == "noun.animal"  # needs the lexnames file Debian does not ship
 
 
+def test_wup_and_lch_distances_known_values():
+    """nltk's documented values for dog.n.01 / cat.n.01: wup 0.857 (6/7), lch 2.028 (of at most
+    log 38 = 3.638 for nouns, whose taxonomy is 19 deep); the distances are 1 - wup and
+    1 - lch / lch(s, s)."""
+    pair = [W.resolve_synset("dog.n.01"), W.resolve_synset("cat.n.01")]
+    assert W.wordnet_distances(pair, "wup")[0, 1] == pytest.approx(1 - 6 / 7)
+    lch = W.wordnet_distances(pair, "lch")
+    assert lch[0, 1] == pytest.approx(1 - 2.0281482472922856 / np.log(38))
+    assert lch[0, 0] == 0 and lch[1, 0] == lch[0, 1]
+
+
 def test_library_loader_gives_the_same_values():
     d = W.wordnet_distances([W.resolve_synset("dog.n.01"), W.resolve_synset("cat.n.01")], "path")
     assert d[0, 1] == pytest.approx(0.8)

@@ -65,6 +65,7 @@ class ExemplarNorm2d(nn.Module):
     def __init__(
         self,
         num_features: int,
+        *,
         normalizers: Sequence[str] = DEFAULT_NORMALIZERS,
         eps: float = 1e-5,
         momentum: float = 0.1,
