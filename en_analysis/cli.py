@@ -359,11 +359,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _step_lock(args: argparse.Namespace):
+    """The run lock for a step that writes into an existing run folder (``train`` and
+    ``reproduce`` take it themselves), held by the main process only (under torchrun the others
+    write nothing)."""
+    from contextlib import nullcontext
+
+    from .io import run_lock
+
+    run = getattr(args, "run", None)
+    if run is None or not Path(run).is_dir() or not _main_process():
+        return nullcontext()  # a missing folder is the step's own error to report
+    return run_lock(run)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        with _step_lock(args):
+            args.func(args)
     except UserError as e:
         if args.debug:
             raise

@@ -18,6 +18,7 @@ from .embedding import embed
 from .errors import UserError
 from .explorer import write_explorer
 from .export import export
+from .io import run_lock
 from .metrics import ratio_movement, write_clustering
 from .ratios import extract
 from .runs import Run
@@ -81,36 +82,37 @@ def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Sum
         lambda: train(config, run_dir, resume=True, progress=progress),
         skip=_trained(run_dir, config),
     )
-    run = Run(run_dir)
-    if run.config.analysis != config.analysis:  # the analysis settings asked for take effect
-        run.config.analysis = config.analysis
-        save_config(run.config, run_dir / "config.toml")
-    a = run.config.analysis
-    done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
-    if done.failed:
-        message = next(iter(done.failed.values()))
-        raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
-    if not done.written:
-        summary.steps["extract"] = "up to date"
-    written, _ = step("embed", lambda: embed(run, a, progress=progress))
-    if not written:
-        summary.steps["embed"] = "up to date"
-    inputs = [
-        run_dir / "config.toml",
-        *(run_dir / "ratios").glob("*.npz"),
-        *(run_dir / "embeddings").glob("*.npz"),
-    ]
-    analysis = run_dir / "analysis"
-    _, table = step("metrics", lambda: write_clustering(run, a))
-    comparison = step("wordnet", lambda: write_comparison(run, a))
-    verdict = step("verdict", lambda: write_verdict(run, table, comparison.table))
-    summary.verdict = markdown(verdict)
-    step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
-    figures = plotting.figure_paths(run)
-    if not _fresh(figures, inputs):
-        figures = step("plot", lambda: plot_all(run, table, comparison))
-    else:
-        summary.steps["plot"] = "up to date"
+    with run_lock(run_dir):  # every analysis step writes into the run
+        run = Run(run_dir)
+        if run.config.analysis != config.analysis:  # the analysis settings asked for take effect
+            run.config.analysis = config.analysis
+            save_config(run.config, run_dir / "config.toml")
+        a = run.config.analysis
+        done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
+        if done.failed:
+            message = next(iter(done.failed.values()))
+            raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
+        if not done.written:
+            summary.steps["extract"] = "up to date"
+        written, _ = step("embed", lambda: embed(run, a, progress=progress))
+        if not written:
+            summary.steps["embed"] = "up to date"
+        inputs = [
+            run_dir / "config.toml",
+            *(run_dir / "ratios").glob("*.npz"),
+            *(run_dir / "embeddings").glob("*.npz"),
+        ]
+        analysis = run_dir / "analysis"
+        _, table = step("metrics", lambda: write_clustering(run, a))
+        comparison = step("wordnet", lambda: write_comparison(run, a))
+        verdict = step("verdict", lambda: write_verdict(run, table, comparison.table))
+        summary.verdict = markdown(verdict)
+        step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
+        figures = plotting.figure_paths(run)
+        if not _fresh(figures, inputs):
+            figures = step("plot", lambda: plot_all(run, table, comparison))
+        else:
+            summary.steps["plot"] = "up to date"
     summary.numbers, summary.notes = _findings(run, table, comparison)
     summary.outputs = [p for p in figures if p.suffix in (".png", ".gif", ".html")] + [
         run_dir / "analysis" / n

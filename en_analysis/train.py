@@ -225,20 +225,55 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
-def refuse_conflicts(stored: Config, asked: Config, run_dir: Path) -> None:
-    """One line naming the first model, data or training setting that differs from the stored
-    run's (the ones a trained run cannot change; device settings, epochs and data loading
-    workers may change on resume)."""
+def first_conflict(stored: Config, asked: Config) -> tuple[str, str] | None:
+    """The first model, data or training setting that differs between two configs, in words
+    (device settings, epochs and data loading workers may differ: a resume may change them)."""
     free = {("train", k) for k in (*RUNTIME_KEYS, "epochs")} | {("data", "num_workers")}
     old, new = stored.to_dict(), asked.to_dict()
     for section in ("model", "data", "train"):
         for key, value in new[section].items():
             if (section, key) not in free and old[section][key] != value:
-                raise UserError(
-                    f"{section}.{key} is {old[section][key]!r} in the trained run {run_dir} "
-                    f"(asked {value!r}): a trained run keeps its model, data and training "
-                    "settings; train a new run with another --out"
-                )
+                return f"{section}.{key} is {old[section][key]!r}", f"(asked {value!r})"
+    return None
+
+
+def refuse_conflicts(stored: Config, asked: Config, run_dir: Path) -> None:
+    """One line naming the first setting that a trained run cannot change."""
+    conflict = first_conflict(stored, asked)
+    if conflict:
+        setting, asked_value = conflict
+        raise UserError(
+            f"{setting} in the trained run {run_dir} {asked_value}: a trained run keeps its "
+            "model, data and training settings; train a new run with another --out"
+        )
+
+
+RUN_START = {"config.toml", "metrics.csv", "checkpoints", ".lock"}  # what a new run writes first
+
+
+def _check_fresh_folder(run_dir: Path, config: Config) -> None:
+    """A new run goes into a new or empty folder, or one holding only the start of this same run
+    (a run stopped before its first checkpoint); anything else would be overwritten or, like
+    another run's ratios, analysed as this run's."""
+    if not run_dir.is_dir():
+        return
+    names = {p.name for p in run_dir.iterdir()}
+    foreign = sorted(names - RUN_START)
+    if foreign:
+        raise UserError(
+            f"{run_dir} already holds {', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}"
+            ": a new run needs a new or empty folder; choose another --out"
+        )
+    if "config.toml" in names:
+        try:
+            conflict = first_conflict(read_config(run_dir / "config.toml"), config)
+        except UserError:
+            conflict = ("it is not an en-analysis config", "")
+        if conflict:
+            raise UserError(
+                f"{run_dir} holds the config.toml of another run ({' '.join(conflict).strip()}"
+                "); a new run needs a new or empty folder: choose another --out"
+            )
 
 
 def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config, int | None]:
@@ -250,9 +285,11 @@ def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config
                 f"{run_dir} already holds checkpoints; continue it with --resume or choose "
                 f"another --out"
             )
+        _check_fresh_folder(run_dir, config)
         return config, None
     stored_path = Path(run_dir) / "config.toml"
     if not stored_path.exists() or not checkpoints:
+        _check_fresh_folder(run_dir, config)
         return config, None  # nothing to resume: start fresh
     stored = read_config(stored_path)
     refuse_conflicts(stored, config, run_dir)
@@ -276,8 +313,6 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
     with run_lock(run_dir) if proc.main else nullcontext():
         config, last = _resolve_resume(config, run_dir, resume)
         t = config.train
-        if proc.main:
-            save_config(config, run_dir / "config.toml")
         data = build_datasets(config.data)
         if proc.main and progress:
             tqdm.write(
@@ -304,6 +339,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if t.compile:
             net = torch.compile(net)
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
+        if proc.main:  # every check has passed: the first write
+            save_config(config, run_dir / "config.toml")
         meta = dict(
             config=config, classes=data.classes, synsets=data.synsets, in_channels=data.in_channels
         )

@@ -328,3 +328,30 @@ def test_plot_with_a_typo_names_what_exists(run_copy, argv, message, capsys):
     err = run_cli(["plot", str(run_copy), *argv], capsys)
     assert message in err
     assert not (run_copy / "figures").exists()
+
+
+def test_a_new_run_never_overwrites_a_folder_it_did_not_start(tmp_path, analysed_run, capsys):
+    """Before: a user's config.toml was replaced, and a deleted run's leftover ratios were then
+    analysed as the new run's epoch 2."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.toml").write_text("[train]\nlr = 0.5\n")
+    err = run_cli(["train", "--out", str(mine), *sets()], capsys)
+    assert "holds the config.toml of another run (model.width is 16 (asked 4))" in err
+    assert (mine / "config.toml").read_text() == "[train]\nlr = 0.5\n"
+    leftover = tmp_path / "leftover"
+    shutil.copytree(analysed_run, leftover)  # a deleted run's ratios and embeddings remain
+    shutil.rmtree(leftover / "checkpoints")
+    before = snapshot(leftover)
+    for argv in (["train", "--out", str(leftover)], ["train", "--resume", "--out", str(leftover)]):
+        err = run_cli([*argv, *sets()], capsys)
+        assert "already holds embeddings, ratios" in err and "choose another --out" in err
+    assert snapshot(leftover) == before
+
+
+def test_nothing_is_written_before_every_check_passed(tmp_path, capsys):
+    run = tmp_path / "run"
+    run_cli(
+        ["train", "--out", str(run), *sets("data.dataset=fashion-mnist", "data.root=/nope")], capsys
+    )
+    assert not (run / "config.toml").exists()

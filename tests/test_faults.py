@@ -154,3 +154,34 @@ def test_second_writer_is_refused_with_a_clear_message(tmp_path):
     with run_lock(tmp_path):  # the dead holder's lock is stale: taken over
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+@pytest.mark.parametrize("step", ["extract", "embed", "metrics", "wordnet", "export", "plot"])
+def test_analysis_steps_take_the_run_lock(step, run_copy, capsys):
+    """Before, only train took the lock: an analysis step could write while training ran."""
+    from en_analysis.cli import main
+
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nfrom en_analysis.io import run_lock\n"
+            f"with run_lock({str(run_copy)!r}):\n    print('locked', flush=True); time.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        env=ENV,
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"locked"
+        assert (
+            main(
+                [step, str(run_copy), "--force"]
+                if step in ("extract", "embed")
+                else [step, str(run_copy)]
+            )
+            == 2
+        )
+        assert f"in use by process {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill()
+        holder.wait()
