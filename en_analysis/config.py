@@ -43,6 +43,7 @@ class DataConfig:
     download: bool = False  # torchvision download where no local copy exists (never in tests)
     num_workers: int = 0
     categories_file: str = ""  # CSV/TOML (category, synset) overriding the built-in mapping
+    skip_bad_images: bool = False  # image folders: leave out unreadable files instead of stopping
 
 
 @dataclass

@@ -98,3 +98,28 @@ def test_every_augmentation_mode(augment):
     assert kinds == expected
     assert all(s.shape == plain.shape for s in seen)
     assert torch.equal(test(image), plain)
+
+
+def test_unusable_image_files_are_named_before_training_or_skipped(tmp_path):
+    """Random bytes named .jpg, a JPEG cut short and an empty file: one line naming each (before:
+    an UnidentifiedImageError or OSError in the middle of an epoch); skip_bad_images leaves them
+    out."""
+    root = folder(tmp_path / "f")
+    cat = root / "train" / "cat"
+    (cat / "noise.jpg").write_bytes(np.random.default_rng(0).bytes(500))
+    Image.open(cat / "0.png").convert("RGB").save(cat / "whole.jpg", quality=90)
+    whole = (cat / "whole.jpg").read_bytes()
+    (cat / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (root / "test" / "airplane" / "empty.png").write_bytes(b"")
+    with pytest.raises(UserError) as refused:
+        build_datasets(config(root).data)
+    message = str(refused.value)
+    assert message.startswith("3 unusable image file(s)")
+    for name, why in (("noise.jpg", "not an image"), ("cut.jpg", "truncated JPEG")):
+        assert f"train/cat/{name} ({why})" in message
+    assert "test/airplane/empty.png (empty file)" in message and "skip_bad_images" in message
+    data = build_datasets(config(root, "data.skip_bad_images=true").data)
+    assert len(data.train) == 8 + 1  # the 8 PNGs and the whole JPEG
+    assert len(data.heldout) == 8
+    for i in range(len(data.train)):
+        data.train[i]  # every remaining file loads

@@ -185,6 +185,71 @@ class _FitTo:
         return image if image.size == (self.size, self.size) else self.resize(image)
 
 
+def _image_problem(path: str) -> str | None:
+    """Why an image file cannot be used, from its header and its last bytes (no decoding):
+    empty, not an image PIL knows, or a JPEG / PNG cut short (no end marker). None if fine."""
+    from PIL import Image, UnidentifiedImageError
+
+    p = Path(path)
+    try:
+        size = p.stat().st_size
+        if size == 0:
+            return "empty file"
+        with Image.open(p) as image:
+            kind = image.format
+        with open(p, "rb") as f:
+            f.seek(max(0, size - 12))
+            tail = f.read()
+    except UnidentifiedImageError:
+        return "not an image"
+    except OSError as e:
+        return f"unreadable ({e.strerror or e})"
+    if kind == "JPEG" and not tail.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return "truncated JPEG"
+    if kind == "PNG" and b"IEND" not in tail:
+        return "truncated PNG"
+    return None
+
+
+def _bad_images(folder, label: str, progress_from: int = 2000) -> list[tuple[str, str]]:
+    """The unusable files of an ``ImageFolder`` and why (headers and end markers, 8 threads, a
+    progress bar for big folders)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    paths = [p for p, _ in folder.samples]
+    with ThreadPoolExecutor(8) as pool:
+        problems = pool.map(_image_problem, paths)
+        bar = tqdm(
+            problems,
+            total=len(paths),
+            desc=f"checking {label}",
+            unit="image",
+            disable=len(paths) < progress_from,
+        )
+        return [(p, why) for p, why in zip(paths, bar) if why]
+
+
+def _check_images(splits: dict, root: Path, skip: bool) -> None:
+    """Every file checked before training: one line naming the bad ones (all splits), or, with
+    ``skip``, the folders without them."""
+    bad = {split: _bad_images(folder, split) for split, folder in splits.items()}
+    every = [(p, why) for found in bad.values() for p, why in found]
+    if every and not skip:
+        named = "; ".join(f"{Path(p).relative_to(root)} ({why})" for p, why in every[:5])
+        more = f" and {len(every) - 5} more" if len(every) > 5 else ""
+        raise UserError(
+            f"{len(every)} unusable image file(s) in {root}: {named}{more}. Remove or replace "
+            "them, or set data.skip_bad_images=true to leave them out"
+        )
+    for split, found in bad.items():
+        dropped = {p for p, _ in found}
+        folder = splits[split]
+        folder.samples = folder.imgs = [s for s in folder.samples if s[0] not in dropped]
+        folder.targets = [t for _, t in folder.samples]
+
+
 def _own_size(samples: list[tuple[str, int]], probe: int = 200) -> int | None:
     """The side of the folder's images if the probed ones (spread over the folder) are all
     squares of one size, else None. Reads image headers only."""
@@ -225,6 +290,7 @@ def _image_folder(cfg: DataConfig) -> Datasets:
         except (FileNotFoundError, RuntimeError) as e:
             raise UserError(f"{root / split}: {e}") from None
     train, val = splits["train"], splits[held_out]
+    _check_images(splits, root, cfg.skip_bad_images)
     if train.classes != val.classes:
         raise UserError(f"{root}: train/ and {held_out}/ have different class folders")
     size = cfg.image_size or _own_size(train.samples) or DEFAULT_FOLDER_SIZE
