@@ -13,6 +13,7 @@ import contextlib
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,9 +23,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .appearance import Comparison
+from .data import describe_data
 from .data.subset import resolve_categories
 from .errors import UserError
 from .runs import Run
+
+if TYPE_CHECKING:
+    from .replicates import Replicates
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
 COLOURS = [
@@ -454,3 +459,43 @@ def figure_paths(run: Run) -> list[Path]:
     folder = run.path / "figures"
     files = [folder / f"{n}{s}" for n in FIGURES for s in (".png", ".pdf")]
     return files + [folder / ANIMATION, folder / EXPLORER]
+
+
+def replicates_figure(result: Replicates) -> Figure:
+    """Clustering and WordNet curves over epochs: the mean across runs, +- 1 sd shaded, the
+    range as thin lines."""
+    panels = [
+        ("clustering", "silhouette", "Silhouette of categories"),
+        ("clustering", "knn", "Leave-one-out k-NN accuracy"),
+        ("clustering", "centroid_shift", "Centroid shift since last epoch"),
+        ("wordnet", "spearman", "WordNet vs cluster distances (Spearman r)"),
+    ]
+    fig = _Figure(figsize=(17, 3.8))
+    axes = fig.subplots(1, len(panels))
+    t = result.table
+    for ax, (source, metric, title) in zip(axes, panels):
+        for space, dims, label, colour in SERIES:
+            space = "ratios-2d" if source == "wordnet" and dims == "2d" else space
+            dims = "high" if source == "wordnet" else dims
+            sel = t[
+                (t.source == source) & (t.space == space) & (t.dims == dims) & (t.metric == metric)
+            ]
+            if sel.empty:
+                continue
+            ax.plot(sel.epoch, sel["mean"], "-o", color=colour, markersize=3, label=label)
+            _band(ax, sel.epoch, sel["mean"] - sel.sd, sel["mean"] + sel.sd, colour)
+            ax.plot(sel.epoch, sel["min"], color=colour, linewidth=0.5)
+            ax.plot(sel.epoch, sel["max"], color=colour, linewidth=0.5)
+        _drops(ax, result.runs[0])
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    fig.suptitle(
+        f"{len(result.runs)} seeds ({describe_data(result.runs[0].config.data)}): mean, ± 1 sd "
+        "shaded, min and max as thin lines",
+        fontsize=11,
+    )
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from scipy.stats import combine_pvalues
 
 from .config import Config
@@ -145,7 +144,7 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     """``OUT/analysis/replicates.csv``, ``replicate_verdict.csv`` and
     ``OUT/figures/replicates.png``: the spread across ``paths`` and the verdict across them."""
     from .io import atomic_write_text
-    from .plotting import save
+    from .plotting import replicates_figure, save
     from .verdict import markdown, verdicts
 
     out = Path(out)
@@ -162,49 +161,6 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     atomic_write_text(out / "analysis" / "replicate_verdict.md", markdown(verdict) + "\n")
     save(replicates_figure(result), out / "figures" / "replicates")
     return result, verdict
-
-
-def replicates_figure(result: Replicates) -> Figure:
-    """Clustering and WordNet curves over epochs: the mean across runs, +- 1 sd shaded, the
-    range as thin lines."""
-    from .plotting import SERIES, _band
-
-    panels = [
-        ("clustering", "silhouette", "Silhouette of categories"),
-        ("clustering", "knn", "Leave-one-out k-NN accuracy"),
-        ("clustering", "centroid_shift", "Centroid shift since last epoch"),
-        ("wordnet", "spearman", "WordNet vs cluster distances (Spearman r)"),
-    ]
-    fig = Figure(figsize=(17, 3.8))
-    axes = fig.subplots(1, len(panels))
-    t = result.table
-    for ax, (source, metric, title) in zip(axes, panels):
-        for space, dims, label, colour in SERIES:
-            space = "ratios-2d" if source == "wordnet" and dims == "2d" else space
-            dims = "high" if source == "wordnet" else dims
-            sel = t[
-                (t.source == source) & (t.space == space) & (t.dims == dims) & (t.metric == metric)
-            ]
-            if sel.empty:
-                continue
-            ax.plot(sel.epoch, sel["mean"], "-o", color=colour, markersize=3, label=label)
-            _band(ax, sel.epoch, sel["mean"] - sel.sd, sel["mean"] + sel.sd, colour)
-            ax.plot(sel.epoch, sel["min"], color=colour, linewidth=0.5)
-            ax.plot(sel.epoch, sel["max"], color=colour, linewidth=0.5)
-        for d in result.runs[0].config.train.lr_drops:
-            ax.axvline(d + 0.5, color="#CC3311", linestyle=":", linewidth=1)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
-    fig.suptitle(
-        f"{len(result.runs)} seeds ({result.runs[0].label.split(', run')[0]}): mean, ± 1 sd "
-        "shaded, min and max as thin lines",
-        fontsize=11,
-    )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
-    return fig
 
 
 def replicate(
