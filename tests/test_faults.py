@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -133,24 +134,34 @@ def test_a_failed_write_leaves_no_temporary_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_second_writer_is_refused_with_a_clear_message(tmp_path):
+@contextmanager
+def locked_by_another_process(folder):
+    """A second process holding ``folder``'s run lock while the block runs; yields its pid."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import time, sys\nfrom en_analysis.io import run_lock\n"
-            f"with run_lock({str(tmp_path)!r}):\n    print('locked', flush=True); time.sleep(60)\n",
+            "import time\nfrom en_analysis.io import run_lock\n"
+            f"with run_lock({str(folder)!r}):\n    print('locked', flush=True); time.sleep(60)\n",
         ],
         stdout=subprocess.PIPE,
         env=ENV,
     )
     try:
         assert holder.stdout.readline().strip() == b"locked"
-        with pytest.raises(UserError, match=f"in use by process {holder.pid}"), run_lock(tmp_path):
-            pass
+        yield holder.pid
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_second_writer_is_refused_with_a_clear_message(tmp_path):
+    with (
+        locked_by_another_process(tmp_path) as pid,
+        pytest.raises(UserError, match=f"in use by process {pid}"),
+        run_lock(tmp_path),
+    ):
+        pass
     with run_lock(tmp_path):  # the dead holder's lock is stale: taken over
         assert (tmp_path / ".lock").read_text() == str(os.getpid())
     assert not (tmp_path / ".lock").exists()
@@ -161,27 +172,6 @@ def test_analysis_steps_take_the_run_lock(step, run_copy, capsys):
     """Before, only train took the lock: an analysis step could write while training ran."""
     from en_analysis.cli import main
 
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time\nfrom en_analysis.io import run_lock\n"
-            f"with run_lock({str(run_copy)!r}):\n    print('locked', flush=True); time.sleep(60)\n",
-        ],
-        stdout=subprocess.PIPE,
-        env=ENV,
-    )
-    try:
-        assert holder.stdout.readline().strip() == b"locked"
-        assert (
-            main(
-                [step, str(run_copy), "--force"]
-                if step in ("extract", "embed")
-                else [step, str(run_copy)]
-            )
-            == 2
-        )
-        assert f"in use by process {holder.pid}" in capsys.readouterr().err
-    finally:
-        holder.kill()
-        holder.wait()
+    with locked_by_another_process(run_copy) as pid:
+        assert main([step, str(run_copy), "--force"]) == 2
+        assert f"in use by process {pid}" in capsys.readouterr().err
