@@ -1,14 +1,15 @@
 """Checkpoints: self-describing, written atomically, read with ``weights_only=True``.
 
-A checkpoint holds only tensors and plain Python values (the resolved config, class names,
-synsets, normalizer pool, EN layer names, epoch, seed and that epoch's metrics), so someone
+A checkpoint holds only tensors and plain Python values (the id of the run it belongs to, the
+resolved config it was trained with, class names, synsets, normalizer pool, EN layer names,
+epoch, seed and that epoch's metrics), so someone
 else's file can be read without running any of its code.
 """
 
 from __future__ import annotations
 
+import json
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -16,30 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config
+from .config import Config, first_difference
 from .errors import UserError
-from .io import atomic_write
+from .io import atomic_write, read_text
+from .layout import RunLayout
 from .nn import ResNet, en_layers, en_resnet50
 
 FORMAT = "en-analysis-checkpoint"
 VERSION = 1
-NAME = re.compile(r"^epoch-(\d{3,})\.pt$")
-
-
-def checkpoint_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"epoch-{epoch:03d}.pt"
-
-
-def list_checkpoints(run_dir: Path) -> dict[int, Path]:
-    """Epoch -> checkpoint file, for every ``checkpoints/epoch-XXX.pt`` of a run, in epoch order."""
-    folder = Path(run_dir) / "checkpoints"
-    found = {}
-    if folder.is_dir():
-        for p in folder.iterdir():
-            m = NAME.match(p.name)
-            if m:
-                found[int(m.group(1))] = p
-    return dict(sorted(found.items()))
 
 
 def build_model(config: Config, num_classes: int, in_channels: int) -> ResNet:
@@ -68,10 +53,12 @@ def save_checkpoint(
     in_channels: int,
     optimizer: torch.optim.Optimizer | None = None,
     metrics: dict[str, float] | None = None,
+    run_id: str = "",
 ) -> Path:
     state = {
         "format": FORMAT,
         "version": VERSION,
+        "run_id": run_id,
         "epoch": epoch,
         "seed": config.train.seed,
         "config": config.to_dict(),
@@ -119,3 +106,34 @@ def model_from_checkpoint(state: dict[str, Any], path: Path | str = "checkpoint"
     except RuntimeError as e:
         raise UserError(f"{path} does not match the model it describes: {str(e)[:300]}") from None
     return model
+
+
+def run_identity(run_dir: Path) -> dict[str, Any]:
+    """The run's ``run.json`` (its id, when it was made, the settings its resumes changed);
+    empty for a run made before runs had identities or when the file cannot be read."""
+    try:
+        identity = json.loads(read_text(RunLayout(Path(run_dir)).identity))
+    except ValueError:  # missing, unreadable, not JSON
+        return {}
+    return identity if isinstance(identity, dict) else {}
+
+
+def check_owner(state: dict[str, Any], path: Path, run_id: str, config: Config) -> None:
+    """Refuse, by name, a checkpoint that is not the run's: one carrying another run's id, or
+    (for checkpoints from before run ids) one trained with another model or other data."""
+    theirs = state.get("run_id", "")
+    if run_id and theirs and theirs != run_id:
+        raise UserError(
+            f"{path} belongs to another run (run id {theirs}; this run's is {run_id}): remove it "
+            "from this run's checkpoints/"
+        )
+    stored = Config.from_dict(state["config"], f"{path} (config)")
+    for section in ("model", "data"):
+        ours, its = getattr(config, section), getattr(stored, section)
+        difference = first_difference(ours, its, section, ("num_workers", "root"))
+        if difference:
+            key, value, other = difference
+            raise UserError(
+                f"{path} is not this run's: the run has {key} = {value!r}, the file {other!r}; "
+                "remove it from this run's checkpoints/"
+            )

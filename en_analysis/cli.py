@@ -8,10 +8,22 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .config import load_config, preset_names
+from .config import (
+    Config,
+    load_config,
+    parse_override,
+    preset_names,
+    read_config,
+)
 from .errors import UserError
+
+if TYPE_CHECKING:  # the CLI imports the library when a step runs: --help stays fast
+    from .runs import Run
 
 
 def _set_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -35,9 +47,29 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", type=Path, help="the run folder (e.g. runs/fashion-mnist)")
-    _set_arg(p, "override a setting for this step, e.g. --set analysis.scaling=raw")
+    _analysis_arg(p)
+    _set_arg(
+        p,
+        "an analysis setting for this analysis, e.g. --set analysis.scaling=raw (stored with "
+        "it; repeatable); data.root and data.num_workers apply to this step only",
+    )
     p.add_argument("--epochs", help="comma-separated epochs (default: every checkpoint)")
-    p.add_argument("--force", action="store_true", help="recompute outputs that are up to date")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute outputs that are up to date, and let --set replace the settings of an "
+        "analysis that already has outputs",
+    )
+
+
+def _analysis_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--analysis",
+        default="default",
+        metavar="NAME",
+        help="the analysis to write (default: default); another NAME keeps its own settings "
+        "and outputs beside the others, in RUN/analyses/NAME",
+    )
 
 
 def _main_process() -> bool:
@@ -59,172 +91,195 @@ def _epochs(args: argparse.Namespace) -> list[int] | None:
     return sorted(set(epochs))  # each epoch once, in order: tables and shifts follow the order
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
-
+def _asked_config(args: argparse.Namespace, continues: bool) -> tuple[Config, Path]:
+    """The settings asked for and the run folder. When the step ``continues`` an existing run
+    (``train --resume``, ``reproduce``), what is not given (--preset, --config, --set) is the
+    run's own: a resume or a rerun never silently resets a setting to a preset's value."""
     config = load_config(
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
     )
-    run = train(config, _out(args, config), resume=args.resume, progress=not args.quiet)
+    out = args.out if args.out is not None else Path("runs") / config.name
+    stored = out / "config.toml"
+    if continues and stored.is_file() and not args.preset:
+        config = load_config(None, args.config, args.overrides, base=read_config(stored))
+    return config, out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import train
+
+    config, out = _asked_config(args, continues=args.resume)
+    run = train(config, out, resume=args.resume, progress=not args.quiet)
     if _main_process():
         print(f"run: {run}")
 
 
-def _run(args: argparse.Namespace):
-    """The run folder of a step, with ``--set`` overrides applied to its config."""
-    from .config import _merge, parse_override, validate
+STEP_SETTINGS = {("data", "root"), ("data", "num_workers")}  # a step may change these for itself
+
+
+@contextmanager
+def _run(args: argparse.Namespace) -> Iterator[Run]:
+    """The run folder of a step, opened at its analysis; ``--set analysis.*`` settings become
+    that analysis's (refused when its outputs were made with others, unless --force), and are
+    stored once the step has succeeded."""
     from .runs import Run
 
-    run = Run(args.run)
+    run = Run(args.run, args.analysis)
     for text in args.overrides:
-        _merge(run.config, parse_override(text), f"override {text!r}")
-    validate(run.config)
-    return run
+        ((section, values),) = parse_override(text).items()
+        if section != "analysis" and (section, *values) not in STEP_SETTINGS:
+            raise UserError(
+                f"--set {text}: a step changes analysis settings (analysis.*) and data.root or "
+                "data.num_workers; model, data and training settings are the run's "
+                "(`en-analysis train --resume --set ...` changes its schedule)"
+            )
+    asked = load_config(overrides=args.overrides, base=run.config)
+    run.config.data = asked.data
+    run.configure(asked.analysis, replace=args.force)
+    yield run
+    if _main_process():
+        run.save_settings()
+
+
+def _report(paths: list[Path], written: bool) -> None:
+    for path in paths:
+        print(f"{'wrote' if written else 'up to date:'} {path}")
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from .ratios import extract
+    from .extract import extract
 
-    run = _run(args)
-    if args.batch_size is not None and args.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if not (args.device == "cpu" or args.device.startswith("cuda")):
-        raise UserError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
-    done = extract(
-        run.path,
-        _epochs(args),
-        run.config,
-        device=args.device,
-        batch_size=args.batch_size,
-        force=args.force,
-        progress=not args.quiet,
-    )
-    if not _main_process():
-        return
-    print(
-        f"ratios: {run.path / 'ratios'} (written: {done.written or 'none'}; "
-        f"up to date: {done.skipped or 'none'})"
-    )
-    if done.failed:
-        for path, message in done.failed.items():
-            print(f"failed: {path}: {message}", file=sys.stderr)
-        raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted (see above)")
+    with _run(args) as run:
+        if args.batch_size is not None and args.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
+        if not (args.device == "cpu" or args.device.startswith("cuda")):
+            raise UserError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
+        done = extract(
+            run,
+            _epochs(args),
+            device=args.device,
+            batch_size=args.batch_size,
+            force=args.force,
+            progress=not args.quiet,
+        )
+        if not _main_process():
+            return
+        print(
+            f"ratios: {run.files.ratios} (written: {done.written or 'none'}; "
+            f"up to date: {done.skipped or 'none'})"
+        )
+        if done.failed:
+            for path, message in done.failed.items():
+                print(f"failed: {path}: {message}", file=sys.stderr)
+            raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted (see above)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from .export import export
 
-    run = _run(args)
-    for path in export(run, _epochs(args), samples=args.samples, wide_table=args.wide):
-        print(f"wrote {path}")
-    if args.projector:
-        from .projector import write_projector
+    with _run(args) as run:
+        _report(*export(run, _epochs(args), args.samples, args.wide, force=args.force))
+        if args.projector:
+            from .projector import write_projector
 
-        folder = write_projector(run, _epochs(args))
-        print(f"wrote {folder} (open it with: tensorboard --logdir {folder})")
+            folder = write_projector(run, _epochs(args))
+            print(f"wrote {folder} (open it with: tensorboard --logdir {folder})")
 
 
 def cmd_explore(args: argparse.Namespace) -> None:
     import time
 
-    from . import plotting
-    from .explorer import explorer
+    from .explorer import explorer, write_explorer
 
     start = time.perf_counter()
-    run = _run(args)
-    path = explorer(run, _epochs(args)).write_html(
-        args.out or run.path / "figures" / plotting.EXPLORER
-    )
-    print(
-        f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB in "
-        f"{time.perf_counter() - start:.1f} s; open it in a browser, no server needed)"
-    )
+    with _run(args) as run:
+        if args.out:
+            path, written = explorer(run, _epochs(args)).write_html(args.out), True
+        else:
+            path, written = write_explorer(run, _epochs(args), force=args.force)
+        if not written:
+            print(f"up to date: {path} (--force to write it again)")
+            return
+        print(
+            f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB in "
+            f"{time.perf_counter() - start:.1f} s; open it in a browser, no server needed)"
+        )
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
     from .embedding import embed
 
-    run = _run(args)
-    written, skipped = embed(
-        run, run.config.analysis, _epochs(args), force=args.force, progress=not args.quiet
-    )
-    print(
-        f"embeddings: {run.path / 'embeddings'} (written: {written or 'none'}; "
-        f"up to date: {skipped or 'none'})"
-    )
+    with _run(args) as run:
+        written, skipped = embed(run, _epochs(args), force=args.force, progress=not args.quiet)
+        print(
+            f"embeddings: {run.files.embeddings} (written: {written or 'none'}; "
+            f"up to date: {skipped or 'none'})"
+        )
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
     from . import plotting
     from .metrics import summary, write_clustering
 
-    run = _run(args)
-    path, table = write_clustering(run, run.config.analysis, _epochs(args))
-    print(summary(table).to_string(index=False))
-    print(f"wrote {path}")
-    for p in plotting.write(run, "clustering_dynamics", plotting.clustering_figure(run, table)):
-        print(f"wrote {p}")
+    with _run(args) as run:
+        table, written = write_clustering(run, _epochs(args), force=args.force)
+        print(summary(table).to_string(index=False))
+        _report([run.files.table("clustering.csv")], written)
+        _report(*plotting.write_clustering_figure(run, force=args.force))
 
 
 def cmd_wordnet(args: argparse.Namespace) -> None:
     from . import plotting
-    from .appearance import extreme_pairs, write_comparison
+    from .wordnet import extreme_pairs, write_comparison
 
-    run = _run(args)
-    result = write_comparison(run, run.config.analysis, _epochs(args))
-    t = result.table
-    print(t[["epoch", "space", "spearman", "ci_low", "ci_high", "p_value"]].to_string(index=False))
-    for title, matrix in (
-        ("WordNet", result.wordnet),
-        (f"ratio clusters, epoch {result.epoch}", result.clusters),
-    ):
-        close, far = extreme_pairs(matrix, result.categories, 3)
+    with _run(args) as run:
+        result, written = write_comparison(run, _epochs(args), force=args.force)
+        t = result.table
         print(
-            f"{title}: closest "
-            + ", ".join(f"{a}/{b}" for a, b, _ in close)
-            + "; farthest "
-            + ", ".join(f"{a}/{b}" for a, b, _ in far)
+            t[["epoch", "space", "spearman", "ci_low", "ci_high", "p_value"]].to_string(index=False)
         )
-    print(f"wrote {run.path / 'analysis' / 'wordnet.csv'}")
-    for p in plotting.write(run, "wordnet", plotting.wordnet_figure(run, result)):
-        print(f"wrote {p}")
+        for title, matrix in (
+            ("WordNet", result.wordnet),
+            (f"ratio clusters, epoch {result.epoch}", result.clusters),
+        ):
+            close, far = extreme_pairs(matrix, result.categories, 3)
+            print(
+                f"{title}: closest "
+                + ", ".join(f"{a}/{b}" for a, b, _ in close)
+                + "; farthest "
+                + ", ".join(f"{a}/{b}" for a, b, _ in far)
+            )
+        _report([run.files.table("wordnet.csv")], written)
+        _report(*plotting.write_wordnet_figure(run, result, force=args.force))
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
-    import pandas as pd
-
     from .verdict import markdown, write_verdict
 
-    run = _run(args)
-    tables = [run.path / "analysis" / n for n in ("clustering.csv", "wordnet.csv")]
-    missing = [p.name for p in tables if not p.exists()]
-    if missing:
-        raise UserError(
-            f"{run.path} has no {' or '.join(missing)} yet: run `en-analysis metrics` and "
-            f"`en-analysis wordnet` on it first"
-        )
-    table = write_verdict(run, *(pd.read_csv(p) for p in tables))
-    print(markdown(table))
-    print(f"wrote {run.path / 'analysis' / 'verdict.csv'}")
+    with _run(args) as run:
+        table, written = write_verdict(run, force=args.force)
+        print(markdown(table))
+        _report([run.files.table("verdict.csv"), run.files.table("verdict.md")], written)
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
     from . import plotting
 
-    run = _run(args)
-    categories = args.categories.split(",") if args.categories else None
-    paths = plotting.write_ratio_figures(run, _epochs(args), not args.no_animation, categories)
-    for p in paths:
-        print(f"wrote {p}")
+    with _run(args) as run:
+        categories = args.categories.split(",") if args.categories else None
+        _report(
+            *plotting.write_ratio_figures(
+                run, _epochs(args), not args.no_animation, categories, force=args.force
+            )
+        )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .pipeline import reproduce
 
-    config = load_config(
-        args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
-    )
-    print(reproduce(config, _out(args, config), progress=not args.quiet).text())
+    config, out = _asked_config(args, continues=True)
+    summary = reproduce(config, out, args.analysis, force=args.force, progress=not args.quiet)
+    print(summary.text())
 
 
 def _print_replicates(result, verdict, out: Path) -> None:
@@ -338,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reproduce", help="every step, skipping what is up to date")
     _config_args(p)
     p.add_argument("--out", type=Path, help="run folder (default: runs/<preset name>)")
+    _analysis_arg(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="recompute every analysis step; replaces an analysis made with other settings",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_reproduce)
 

@@ -17,12 +17,14 @@ from typing import Any
 
 import tomli_w
 
+from . import choices
 from .errors import UserError
+from .io import read_text
 
 
 @dataclass
 class ModelConfig:
-    norm: str = "en"  # "en" or "bn"
+    norm: str = "en"  # choices.NORMS
     width: int = 16  # channels of the stem; torchvision's resnet50 has 64
     stem: str = "small"  # "small" (3x3 conv, no max-pool) or "imagenet" (7x7/2 conv + max-pool)
     stem_stride: int = 2  # small stem only
@@ -183,9 +185,11 @@ def load_config(
     preset: str | None = None,
     file: str | Path | None = None,
     overrides: list[str] | tuple[str, ...] = (),
+    base: Config | None = None,
 ) -> Config:
-    """Defaults, then a named preset, then a TOML file, then ``section.key=value`` overrides."""
-    config = Config()
+    """Defaults (or ``base``, e.g. a run's stored config), then a named preset, then a TOML
+    file, then ``section.key=value`` overrides; validated."""
+    config = Config.from_dict(base.to_dict()) if base is not None else Config()
     if preset is not None:
         names = preset_names()
         if preset not in names:
@@ -195,10 +199,7 @@ def load_config(
         config.name = preset if config.name == "run" else config.name
     if file is not None:
         path = Path(file)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+        text = read_text(path)
         _merge(config, _read_toml(text, str(path)), str(path))
     for text in overrides:
         _merge(config, parse_override(text), f"override {text!r}")
@@ -207,14 +208,14 @@ def load_config(
 
 
 CHOICES = {
-    ("model", "norm"): ("en", "bn"),
-    ("model", "stem"): ("small", "imagenet"),
-    ("data", "dataset"): ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic"),
-    ("data", "augment"): ("none", "flip", "crop-flip"),
-    ("analysis", "scaling"): ("raw", "zscore", "clr"),
-    ("analysis", "tsne_mode"): ("aligned", "independent"),
-    ("analysis", "wordnet_distance"): ("wup", "path", "lch", "hops"),
-    ("analysis", "cluster_distance"): ("centroid", "pairwise"),
+    ("model", "norm"): choices.NORMS,
+    ("model", "stem"): choices.STEMS,
+    ("data", "dataset"): choices.DATASETS,
+    ("data", "augment"): choices.AUGMENTS,
+    ("analysis", "scaling"): choices.SCALINGS,
+    ("analysis", "tsne_mode"): choices.TSNE_MODES,
+    ("analysis", "wordnet_distance"): choices.WORDNET_DISTANCES,
+    ("analysis", "cluster_distance"): choices.CLUSTER_DISTANCES,
 }
 POSITIVE = [
     ("model", "width"),
@@ -263,20 +264,20 @@ def validate(config: Config) -> None:
             if isinstance(value, float) and not math.isfinite(value):
                 raise UserError(f"{section}.{key} must be a finite number, got {value}")
     for (section, key), options in CHOICES.items():
-        value = getattr(getattr(config, section), key)
-        if value not in options:
-            raise UserError(f"{section}.{key} = {value!r} is not one of {', '.join(options)}")
+        choices.check(f"{section}.{key}", getattr(getattr(config, section), key), options)
     for section, key in POSITIVE:
         if getattr(getattr(config, section), key) < 1:
             raise UserError(f"{section}.{key} must be at least 1")
     for section, key in NON_NEGATIVE:
         if getattr(getattr(config, section), key) < 0:
             raise UserError(f"{section}.{key} must not be negative")
-    from .nn import KNOWN_NORMALIZERS
-
     norms = config.model.normalizers
-    if not norms or any(n not in KNOWN_NORMALIZERS for n in norms) or len(set(norms)) != len(norms):
-        raise UserError(f"model.normalizers must be distinct names from {KNOWN_NORMALIZERS}")
+    if (
+        not norms
+        or any(n not in choices.NORMALIZERS for n in norms)
+        or len(set(norms)) != len(norms)
+    ):
+        raise UserError(f"model.normalizers must be distinct names from {choices.NORMALIZERS}")
     if not config.analysis.perplexity > 0:
         raise UserError("analysis.perplexity must be positive")
     drops = config.train.lr_drops
@@ -306,8 +307,30 @@ def save_config(config: Config, path: Path) -> None:
 
 
 def read_config(path: Path) -> Config:
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"cannot read {path}: {e.strerror}") from None
+    text = read_text(path)
     return Config.from_dict(_read_toml(text, str(path)), str(path))
+
+
+def first_difference(
+    stored: Any, asked: Any, section: str, ignore: tuple[str, ...] = ()
+) -> tuple[str, Any, Any] | None:
+    """The first setting of a config section that differs between two configs, as
+    ``("section.key", stored value, asked value)``, or None; keys in ``ignore`` may differ."""
+    old, new = dataclasses.asdict(stored), dataclasses.asdict(asked)
+    for key, value in new.items():
+        if key not in ignore and old[key] != value:
+            return f"{section}.{key}", old[key], value
+    return None
+
+
+def save_analysis_settings(settings: AnalysisConfig, path: Path) -> None:
+    """A named analysis's settings: an ``[analysis]`` table of their own."""
+    from .io import atomic_write_bytes
+
+    atomic_write_bytes(path, tomli_w.dumps({"analysis": dataclasses.asdict(settings)}).encode())
+
+
+def read_analysis_settings(path: Path) -> AnalysisConfig:
+    config = read_config(path)
+    validate(config)
+    return config.analysis

@@ -8,7 +8,6 @@ place from panel to panel and movement between panels is movement of the data. T
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from openTSNE import TSNE, initialization
 from tqdm import tqdm
 
 from .config import AnalysisConfig
-from .io import load_npz, npz_up_to_date, save_npz
+from .io import save_npz
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios
 
@@ -60,52 +59,53 @@ def embed_sequence(
     return out
 
 
-def embedding_path(run: Run, epoch: int) -> Path:
-    return run.path / "embeddings" / f"epoch-{epoch:03d}.npz"
+def _inputs(run: Run, epochs: list[int], i: int, mode: str) -> list[Path]:
+    """An epoch's embedding is made from its ratios and, aligned, the previous epoch's embedding."""
+    inputs = [run.files.ratio_file(epochs[i])]
+    if mode == "aligned" and i > 0:
+        inputs.append(run.files.embedding_file(epochs[i - 1]))
+    return inputs
 
 
 def embed(
     run: Run,
-    a: AnalysisConfig,
     epochs: list[int] | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> tuple[list[int], list[int]]:
-    """Write ``embeddings/epoch-XXX.npz`` for the run's extracted epochs; (written, skipped).
+    """Write the embedding of each of the run's extracted epochs that is not up to date, with
+    the analysis's settings; (written, up to date).
 
-    In aligned mode an epoch depends on the one before it, so once an epoch is recomputed every
-    later one is too.
+    In aligned mode an epoch starts from the one before it (an input of its provenance), so once
+    an epoch is recomputed every later one is too.
     """
+    a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
-    settings = json.dumps(tsne_settings(a), sort_keys=True)
-    stale = [
-        force or not npz_up_to_date(embedding_path(run, e), run.ratios_path(e), settings)
-        for e in epochs
-    ]
-    if not any(stale):
-        return [], list(epochs)
-    first = stale.index(True)
+    settings = tsne_settings(a)
+    written, skipped = [], []
     previous = None
-    if a.tsne_mode == "independent":
-        todo = [e for e, s in zip(epochs, stale) if s]
-    else:  # every epoch from the first stale one: each starts from the one before
-        todo = epochs[first:]
-        if first > 0:
-            prev = load_npz(embedding_path(run, epochs[first - 1]))
-            previous = None if bool(prev["degenerate"]) else prev["embedding"]
-    for e in tqdm(todo, desc="embed", unit="epoch", disable=not progress):
+    for i, e in enumerate(tqdm(epochs, desc="embed", unit="epoch", disable=not progress)):
+        output = run.files.embedding_file(e)
+        inputs = _inputs(run, epochs, i, a.tsne_mode)
+        if not force and run.provenance.current(output, inputs, settings):
+            skipped.append(e)
+            previous = None  # read when the next epoch needs it
+            continue
+        if a.tsne_mode == "aligned" and previous is None and i > 0:
+            before = run.embedding(epochs[i - 1])
+            previous = None if before.degenerate else before.embedding
         r = run.ratios(e)
         x = scale_ratios(r.ratios, a.scaling)
-        degenerate = is_degenerate(x)
         (y,) = embed_sequence([x], a, previous if a.tsne_mode == "aligned" else None)
         previous = y
         save_npz(
-            embedding_path(run, e),
+            output,
             embedding=np.zeros((len(x), 2), np.float32) if y is None else y,
-            degenerate=degenerate,
+            degenerate=y is None,
             labels=r.labels,
             sample_index=r.sample_index,
             epoch=e,
-            settings=settings,
         )
-    return list(todo), [e for e in epochs if e not in todo]
+        run.provenance.record([output], inputs, settings)
+        written.append(e)
+    return written, skipped

@@ -88,8 +88,8 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
     drops = set(first_after_drops(run))
     clustering = _clustering_text(run)
 
-    coords = [np.round(np.asarray(m["embedding"], float), 2) for m in maps]
-    live = [c for c, m in zip(coords, maps) if not bool(m["degenerate"])] or coords
+    coords = [np.round(np.asarray(m.embedding, float), 2) for m in maps]
+    live = [c for c, m in zip(coords, maps) if not m.degenerate] or coords
     lo, hi = np.concatenate(live).min(0), np.concatenate(live).max(0)
     pad = 0.05 * (hi - lo) + 1e-6
 
@@ -111,7 +111,7 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
     def title(k: int) -> str:
         e = epochs[k]
         text = f"Epoch {e}" + (" (first after an LR drop)" if e in drops else "")
-        if bool(maps[k]["degenerate"]):
+        if maps[k].degenerate:
             text += ": every sample has the same ratios (uniform start)"
         return text + (f"<br><sup>{clustering[e]}</sup>" if e in clustering else "")
 
@@ -261,8 +261,7 @@ def _encode(ratios: np.ndarray) -> str:
 def _clustering_text(run: Run) -> dict[int, str]:
     """Per epoch, the ratio vectors' silhouette and k-NN accuracy (with their 95% interval where
     the table has one), from ``analysis/clustering.csv`` if the metrics step ran."""
-    path = run.path / "analysis" / "clustering.csv"
-    if not path.exists():
+    if not run.files.table("clustering.csv").exists():
         return {}
     table = run.clustering()
     sel = table[(table.space == "ratios") & (table.dims == "high")]
@@ -307,9 +306,18 @@ def thumbnails(run: Run, sample_index: np.ndarray) -> list[str]:
     return uris
 
 
-def write_explorer(run: Run, epochs: list[int] | None = None) -> Path:
-    """``figures/explorer.html`` of the run."""
-    return explorer(run, epochs).write_html(run.path / "figures" / EXPLORER)
+def write_explorer(
+    run: Run, epochs: list[int] | None = None, force: bool = False
+) -> tuple[Path, bool]:
+    """The analysis's ``figures/explorer.html``, unless up to date; (its path, whether written)."""
+    path = run.files.figures / EXPLORER
+    table = run.files.table("clustering.csv")
+    inputs = run.analysis_inputs(epochs or run.embedded_epochs())
+    inputs += [table] if table.exists() else []
+    settings = {"epochs": epochs, "lr_drops": run.config.train.lr_drops}
+    return path, run.make(
+        [path], inputs, settings, lambda: explorer(run, epochs).write_html(path), force
+    )
 
 
 # Runs in the page after plotly has drawn the figure: hover thumbnails and the ratio panel.

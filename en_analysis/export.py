@@ -64,17 +64,30 @@ def wide(stats: pd.DataFrame) -> pd.DataFrame:
 
 
 def export(
-    run: Run, epochs: list[int] | None = None, samples: bool = False, wide_table: bool = False
-) -> list[Path]:
-    """Write analysis/category_stats.csv (and samples / wide variants); return the paths."""
+    run: Run,
+    epochs: list[int] | None = None,
+    samples: bool = False,
+    wide_table: bool = False,
+    force: bool = False,
+) -> tuple[list[Path], bool]:
+    """The ``export`` step: ``category_stats.csv`` of the analysis (and the samples / wide
+    variants), unless up to date; (the paths, whether they were written)."""
     epochs = epochs or run.extracted_epochs()
-    loaded = [run.ratios(e) for e in epochs]
-    out = run.path / "analysis"
-    stats = pd.concat([category_stats(r) for r in loaded], ignore_index=True)
-    paths = [write_csv(out / "category_stats.csv", stats)]
+    paths = [run.files.table("category_stats.csv")]
     if wide_table:
-        paths.append(write_csv(out / "category_stats_wide.csv", wide(stats)))
+        paths.append(run.files.table("category_stats_wide.csv"))
     if samples:
-        frame = pd.concat([r.to_frame() for r in loaded], ignore_index=True)
-        paths.append(write_csv(out / "sample_ratios.csv", frame))
-    return paths
+        paths.append(run.files.table("sample_ratios.csv"))
+
+    def write() -> None:
+        loaded = [run.ratios(e) for e in epochs]
+        stats = pd.concat([category_stats(r) for r in loaded], ignore_index=True)
+        write_csv(paths[0], stats)
+        if wide_table:
+            write_csv(run.files.table("category_stats_wide.csv"), wide(stats))
+        if samples:
+            frame = pd.concat([r.to_frame() for r in loaded], ignore_index=True)
+            write_csv(run.files.table("sample_ratios.csv"), frame)
+
+    inputs = [run.files.ratio_file(e) for e in epochs]
+    return paths, run.make(paths, inputs, {}, write, force)

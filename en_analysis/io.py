@@ -35,10 +35,37 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # disk full, quota, a folder gone read-only: the old file stays
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path}: {e.strerror or e}; its previous version is kept"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def read_text(path: Path) -> str:
+    """A text file's contents; unreadable or not UTF-8 is one clear error."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: is it the right file?") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+def read_csv(path: Path):
+    """A CSV table as a pandas DataFrame; unreadable, binary or malformed is one clear error."""
+    import pandas as pd
+
+    text = read_text(path)
+    try:
+        return pd.read_csv(io.StringIO(text))
+    except (ValueError, pd.errors.ParserError) as e:
+        raise UserError(f"{path} is not a readable CSV table ({str(e).strip()[:200]})") from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
@@ -114,8 +141,8 @@ def run_lock(folder: Path) -> Iterator[None]:
                     f"{folder} is in use by process {pid}; wait for it or pick another folder"
                 ) from None
             lock.unlink(missing_ok=True)  # stale: its process is gone
-        except PermissionError:
-            raise UserError(f"{folder} is not writable") from None
+        except OSError as e:  # permissions, a read-only file system (EROFS), ...
+            raise UserError(f"cannot lock {folder}: {e.strerror or e} (is it writable?)") from None
     else:
         raise UserError(f"could not lock {folder}")
     try:

@@ -9,8 +9,6 @@ Every number has a 95% interval from resampling the images within each category
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from scipy.spatial.distance import pdist, squareform
@@ -18,9 +16,7 @@ from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
 from . import bootstrap
-from .config import AnalysisConfig
 from .errors import UserError
-from .io import write_csv
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios, standardize
 
@@ -159,9 +155,10 @@ def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> li
     return rows
 
 
-def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = None) -> pd.DataFrame:
+def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
     """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline and the
     95% intervals of both (the same resamples of the images for every space of an epoch)."""
+    a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     rows: list[dict] = []
     pixels = run.pixels()
@@ -187,11 +184,12 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
             xr = scale_ratios(r.random_head, a.scaling)
             values = label_metrics(xr, r.labels, a.knn, rng, counts)
             rows += _rows(e, "random-head", "high", values, note)
-        if embedding := _embedding(run, e):
-            y, degenerate = embedding
+        if e in run.embedding_epochs:
+            embedding = run.embedding(e)
+            y = embedding.embedding
             values = label_metrics(y, r.labels, a.knn, rng, counts)
             rows += _rows(e, "ratios", "2d", values, note)
-            if degenerate:
+            if embedding.degenerate:
                 trust = (np.nan, np.nan)
             else:
                 member = bootstrap.half_samples(r.labels, a.bootstrap, rng)
@@ -206,18 +204,13 @@ def clustering_table(run: Run, a: AnalysisConfig, epochs: list[int] | None = Non
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def _embedding(run: Run, epoch: int) -> tuple[np.ndarray, bool] | None:
-    if epoch not in run.embedding_epochs:
-        return None
-    d = run.embedding(epoch)
-    return d["embedding"], bool(d["degenerate"])
-
-
 def write_clustering(
-    run: Run, a: AnalysisConfig, epochs: list[int] | None = None
-) -> tuple[Path, pd.DataFrame]:
-    table = clustering_table(run, a, epochs)
-    return write_csv(run.path / "analysis" / "clustering.csv", table), table
+    run: Run, epochs: list[int] | None = None, force: bool = False
+) -> tuple[pd.DataFrame, bool]:
+    """The ``metrics`` step: ``clustering.csv`` of the analysis, computed unless up to date;
+    (the table, whether it was written)."""
+    written = run.write_table("clustering.csv", lambda e: clustering_table(run, e), epochs, force)
+    return run.clustering(), written
 
 
 def summary(

@@ -1,5 +1,6 @@
-"""``reproduce``: train -> extract -> embed -> plot -> metrics -> wordnet -> export, each step
-skipped when its outputs are up to date, so an interrupted run picks up where it stopped."""
+"""``reproduce``: train -> extract -> embed -> metrics -> wordnet -> verdict -> export -> plot,
+each step skipped when its outputs are up to date (``provenance``), so an interrupted run picks
+up where it stopped and a changed input or setting redoes exactly what depends on it."""
 
 from __future__ import annotations
 
@@ -11,19 +12,19 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import plotting
-from .appearance import Comparison, extreme_pairs, write_comparison
-from .checkpoints import list_checkpoints
-from .config import Config, read_config, save_config
+from .config import Config, read_config
 from .embedding import embed
 from .errors import UserError
 from .explorer import write_explorer
 from .export import export
+from .extract import extract
 from .io import run_lock
+from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
 from .metrics import ratio_movement, write_clustering
-from .ratios import extract
 from .runs import Run
-from .train import final_metrics, refuse_conflicts, train
+from .train import final_metrics, refuse_conflicts, resume_changes, train
 from .verdict import markdown, write_verdict
+from .wordnet import Comparison, extreme_pairs, write_comparison
 
 
 @dataclass
@@ -48,77 +49,86 @@ class Summary:
         return "\n".join(lines)
 
 
-def _fresh(outputs: list[Path], inputs: list[Path]) -> bool:
-    """Every output exists and is newer than every input."""
-    if not all(p.exists() for p in outputs):
-        return False
-    return min(p.stat().st_mtime for p in outputs) >= max(p.stat().st_mtime for p in inputs)
-
-
-def _trained(run_dir: Path, config: Config) -> bool:
-    done = list_checkpoints(run_dir)
-    return bool(done) and max(done) >= config.train.epochs
-
-
-def reproduce(config: Config, run_dir: Path | str, progress: bool = True) -> Summary:
-    """Run every step of the analysis for ``config`` in ``run_dir``; return a summary."""
+def reproduce(
+    config: Config,
+    run_dir: Path | str,
+    analysis: str = DEFAULT_ANALYSIS,
+    force: bool = False,
+    progress: bool = True,
+) -> Summary:
+    """Run every step for ``config`` in ``run_dir``, each skipped when its outputs are up to
+    date (``provenance``); the analysis steps write the analysis ``analysis`` with
+    ``config.analysis``. An analysis whose outputs were made with other settings is refused,
+    unless ``force`` (replace it: every analysis step recomputes)."""
     run_dir = Path(run_dir)
     summary = Summary(run_dir)
 
-    def step(name: str, fn, skip: bool = False):
+    def step(name: str, fn):
         if progress:
             tqdm.write(f"[{name}] ...")
         start = time.perf_counter()
-        result = None if skip else fn()
-        summary.steps[name] = (
-            "up to date" if skip else f"done in {time.perf_counter() - start:.0f}s"
-        )
+        result, written = fn()
+        took = f"done in {time.perf_counter() - start:.0f}s"
+        summary.steps[name] = took if written else "up to date"
         return result
 
-    if (run_dir / "config.toml").exists() and list_checkpoints(run_dir):
-        refuse_conflicts(read_config(run_dir / "config.toml"), config, run_dir)
-    step(
-        "train",
-        lambda: train(config, run_dir, resume=True, progress=progress),
-        skip=_trained(run_dir, config),
-    )
+    layout = RunLayout(run_dir)
+    trained = epoch_files(layout.checkpoints, ".pt")
+    if layout.config.exists() and trained:
+        stored = read_config(layout.config)
+        refuse_conflicts(stored, config, run_dir)
+        if max(trained) >= config.train.epochs:
+            _refuse_unused_changes(stored, config, run_dir, max(trained))
+    if trained and max(trained) >= config.train.epochs:
+        summary.steps["train"] = "up to date"
+    else:
+        step("train", lambda: (train(config, run_dir, resume=True, progress=progress), True))
     with run_lock(run_dir):  # every analysis step writes into the run
-        run = Run(run_dir)
-        if run.config.analysis != config.analysis:  # the analysis settings asked for take effect
-            run.config.analysis = config.analysis
-            save_config(run.config, run_dir / "config.toml")
-        a = run.config.analysis
-        done = step("extract", lambda: extract(run_dir, config=run.config, progress=progress))
-        if done.failed:
-            message = next(iter(done.failed.values()))
-            raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
-        if not done.written:
-            summary.steps["extract"] = "up to date"
-        written, _ = step("embed", lambda: embed(run, a, progress=progress))
-        if not written:
-            summary.steps["embed"] = "up to date"
-        inputs = [
-            run_dir / "config.toml",
-            *(run_dir / "ratios").glob("*.npz"),
-            *(run_dir / "embeddings").glob("*.npz"),
-        ]
-        analysis = run_dir / "analysis"
-        _, table = step("metrics", lambda: write_clustering(run, a))
-        comparison = step("wordnet", lambda: write_comparison(run, a))
-        verdict = step("verdict", lambda: write_verdict(run, table, comparison.table))
+        run = Run(run_dir, analysis)
+        run.configure(config.analysis, replace=force)  # the settings asked for take effect
+        step("extract", lambda: _extracted(run, force, progress))
+        step("embed", lambda: _written(embed(run, force=force, progress=progress)))
+        table = step("metrics", lambda: write_clustering(run, force=force))
+        comparison = step("wordnet", lambda: write_comparison(run, force=force))
+        verdict = step("verdict", lambda: write_verdict(run, force=force))
         summary.verdict = markdown(verdict)
-        step("export", lambda: export(run), skip=_fresh([analysis / "category_stats.csv"], inputs))
-        figures = plotting.figure_paths(run)
-        if not _fresh(figures, inputs):
-            figures = step("plot", lambda: plot_all(run, table, comparison))
-        else:
-            summary.steps["plot"] = "up to date"
+        step("export", lambda: export(run, force=force))
+        step("plot", lambda: plot_all(run, comparison, force))
+        run.save_settings()  # every step succeeded with them
     summary.numbers, summary.notes = _findings(run, table, comparison)
-    summary.outputs = [p for p in figures if p.suffix in (".png", ".gif", ".html")] + [
-        run_dir / "analysis" / n
+    summary.outputs = [
+        p for p in plotting.figure_paths(run) if p.suffix in (".png", ".gif", ".html")
+    ]
+    summary.outputs += [
+        run.files.table(n)
         for n in ("clustering.csv", "wordnet.csv", "verdict.csv", "category_stats.csv")
     ]
     return summary
+
+
+def _refuse_unused_changes(stored: Config, asked: Config, run_dir: Path, last: int) -> None:
+    """A schedule setting changed on a run that needs no more training would be ignored."""
+    changes = {k: v for k, v in resume_changes(stored, asked).items() if k != "train.epochs"}
+    if changes:
+        key, (old, new) = next(iter(changes.items()))
+        raise UserError(
+            f"{run_dir} is trained to its last epoch ({last}) with {key} = {old!r}; {new!r} "
+            f"would apply only to more epochs: add them with `en-analysis train --out {run_dir} "
+            f"--resume --set train.epochs=N --set {key}={new!r}`"
+        )
+
+
+def _extracted(run: Run, force: bool, progress: bool):
+    done = extract(run, force=force, progress=progress)
+    if done.failed:
+        message = next(iter(done.failed.values()))
+        raise UserError(f"{len(done.failed)} checkpoint(s) could not be extracted; {message}")
+    return done, bool(done.written)
+
+
+def _written(result: tuple[list[int], list[int]]):
+    written, _ = result
+    return result, bool(written)
 
 
 def _findings(
@@ -152,11 +162,14 @@ def _findings(
     return numbers, notes
 
 
-def plot_all(run: Run, table: pd.DataFrame, comparison: Comparison) -> list[Path]:
-    """Write every figure of the run (``plotting.figure_paths``)."""
-    return (
-        plotting.write_ratio_figures(run)
-        + plotting.write(run, "clustering_dynamics", plotting.clustering_figure(run, table))
-        + plotting.write(run, "wordnet", plotting.wordnet_figure(run, comparison))
-        + [write_explorer(run)]
-    )
+def plot_all(run: Run, comparison: Comparison, force: bool = False) -> tuple[list[Path], bool]:
+    """Every figure of the analysis (``plotting.figure_paths``), each set unless up to date;
+    (the paths, whether any was written)."""
+    results = [
+        plotting.write_ratio_figures(run, force=force),
+        plotting.write_clustering_figure(run, force=force),
+        plotting.write_wordnet_figure(run, comparison, force=force),
+    ]
+    page, page_written = write_explorer(run, force=force)
+    paths = [p for files, _ in results for p in files] + [page]
+    return paths, page_written or any(written for _, written in results)

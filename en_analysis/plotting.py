@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,11 +22,12 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .appearance import Comparison
 from .data import describe_data
 from .data.subset import resolve_categories
 from .errors import UserError
+from .io import atomic_write, atomic_write_bytes
 from .runs import Run
+from .wordnet import Comparison
 
 if TYPE_CHECKING:
     from .replicates import Replicates
@@ -60,7 +61,7 @@ class _Figure(Figure):
 
 def display_names(categories: list[str], classes: list[int]) -> list[str]:
     """Readable names: an ImageNet wnid becomes its WordNet lemma (n02111889 -> Samoyed)."""
-    from .wordnet import WNID, resolve_synset
+    from .data.wordnet import WNID, resolve_synset
 
     names = []
     for c in classes:
@@ -106,14 +107,15 @@ def save(fig: Figure, path: Path | str, pdf: bool = True) -> list[Path]:
     """Write ``fig`` as ``path``.png (300 dpi) and, with ``pdf``, ``path``.pdf; each file is
     written under a temporary name and renamed, so a file under its final name is complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     out = []
     for suffix in (".png", ".pdf") if pdf else (".png",):
-        target = path.with_suffix(suffix)
-        tmp = target.with_name(f".{target.name}.tmp{suffix}")
-        fig.savefig(tmp, dpi=300 if suffix == ".png" else None, bbox_inches="tight")
-        tmp.replace(target)
-        out.append(target)
+        options = dict(format=suffix[1:], dpi=300 if suffix == ".png" else None)
+        out.append(
+            atomic_write(
+                path.with_suffix(suffix),
+                lambda f, options=options: fig.savefig(f, bbox_inches="tight", **options),
+            )
+        )
     return out
 
 
@@ -173,7 +175,7 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     classes = r0.present
     for ax, e in zip(axes.flat, panels):
         d = run.embedding(e)
-        scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
+        scatter_panel(ax, d.embedding, d.labels, classes, d.degenerate)
         after = e in drops
         ax.set_title(
             f"Epoch {e}" + (" (after LR drop)" if after else ""),
@@ -187,11 +189,10 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
     _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
-    settings = json.loads(str(run.embedding(panels[-1])["settings"]))
+    a = run.config.analysis
     fig.suptitle(
         f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
-        f"ratios ({run.label}; {settings['scaling']} scaling, "
-        f"{settings['mode']} t-SNE)",
+        f"ratios ({run.label}; {a.scaling} scaling, {a.tsne_mode} t-SNE)",
         fontsize=11,
     )
     fig.tight_layout(rect=(0, 0.07 if rows > 1 else 0.12, 1, 1))
@@ -206,7 +207,7 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
     data = [run.embedding(e) for e in epochs]
     r0 = run.ratios(epochs[0])
     classes = r0.present
-    live = [d["embedding"] for d in data if not bool(d["degenerate"])]
+    live = [d.embedding for d in data if not d.degenerate]
     both = np.concatenate(live) if live else np.zeros((1, 2))
     lo, hi = both.min(0), both.max(0)
     pad = 0.05 * (hi - lo + 1e-9)
@@ -217,7 +218,7 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
     def draw(k: int) -> None:
         ax.clear()
         d = data[k]
-        scatter_panel(ax, d["embedding"], d["labels"], classes, bool(d["degenerate"]))
+        scatter_panel(ax, d.embedding, d.labels, classes, d.degenerate)
         ax.set_xlim(lo[0] - pad[0], hi[0] + pad[0])
         ax.set_ylim(lo[1] - pad[1], hi[1] + pad[1])
         e = epochs[k]
@@ -228,12 +229,13 @@ def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
 
     _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
     fig.tight_layout(rect=(0, 0.1, 1, 1))
-    path = Path(out or run.path / "figures" / ANIMATION)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    FuncAnimation(fig, draw, frames=len(epochs)).save(tmp, writer=PillowWriter(fps=fps), dpi=100)
-    tmp.replace(path)
-    return path
+    path = Path(out or run.files.figures / ANIMATION)
+    with tempfile.TemporaryDirectory() as folder:  # the GIF writer needs a file name
+        tmp = Path(folder) / ANIMATION
+        FuncAnimation(fig, draw, frames=len(epochs)).save(
+            tmp, writer=PillowWriter(fps=fps), dpi=100
+        )
+        return atomic_write_bytes(path, tmp.read_bytes())
 
 
 def _band(ax: Axes, x, low, high, colour: str) -> None:
@@ -430,35 +432,78 @@ def write_ratio_figures(
     panels: list[int] | None = None,
     animation: bool = True,
     categories: list[str] | None = None,
-) -> list[Path]:
-    """Write the figures made from the ratios and embeddings alone (``RATIO_FIGURES``, and the
-    animation) to ``run.path / "figures"``; return the paths written."""
-    folder = run.path / "figures"
-    run.embedded_epochs()  # one clear error before drawing anything
-    drawn = {
-        "tsne_grid": tsne_grid(run, panels or run.config.analysis.panels or None),
-        "ratio_heatmaps": ratio_heatmaps(run),
-        "ratio_heatmaps_centred": ratio_heatmaps(run, centred=True),
-        "ratios_over_epochs": ratios_over_epochs(run, categories),
+    force: bool = False,
+) -> tuple[list[Path], bool]:
+    """The ``plot`` step: the figures made from the ratios and embeddings alone
+    (``RATIO_FIGURES``, and the animation), unless up to date; (the paths, whether written)."""
+    epochs = run.embedded_epochs()  # one clear error before drawing anything
+    outputs = [p for name in RATIO_FIGURES for p in _files(run, name)]
+    outputs += [run.files.figures / ANIMATION] if animation else []
+    settings = {
+        **run.analysis_settings(),
+        "panels": panels,
+        "categories": categories,
+        "lr_drops": run.config.train.lr_drops,
     }
-    paths = [p for name in RATIO_FIGURES for p in write(run, name, drawn[name])]
-    if animation:
-        paths.append(tsne_animation(run, folder / ANIMATION))
-    return paths
+
+    def draw() -> None:
+        drawn = {
+            "tsne_grid": tsne_grid(run, panels or run.config.analysis.panels or None),
+            "ratio_heatmaps": ratio_heatmaps(run),
+            "ratio_heatmaps_centred": ratio_heatmaps(run, centred=True),
+            "ratios_over_epochs": ratios_over_epochs(run, categories),
+        }
+        for name in RATIO_FIGURES:
+            save(drawn[name], run.files.figures / name)
+        if animation:
+            tsne_animation(run, run.files.figures / ANIMATION)
+
+    return outputs, run.make(outputs, run.analysis_inputs(epochs), settings, draw, force)
 
 
-def write(run: Run, name: str, fig: Figure) -> list[Path]:
-    """Save ``fig`` as the run's figure ``name`` (one of ``FIGURES``), PNG and PDF."""
-    if name not in FIGURES:
-        raise ValueError(f"unknown figure {name!r}; the run's figures are {FIGURES}")
-    return save(fig, run.path / "figures" / name)
+def _files(run: Run, name: str) -> list[Path]:
+    return [run.files.figures / f"{name}{suffix}" for suffix in (".png", ".pdf")]
+
+
+def _write_table_figure(
+    run: Run, name: str, draw, inputs: list[Path], settings: dict, force: bool
+) -> tuple[list[Path], bool]:
+    outputs = _files(run, name)
+    return outputs, run.make(
+        outputs, inputs, settings, lambda: save(draw(), run.files.figures / name), force
+    )
+
+
+def write_clustering_figure(run: Run, force: bool = False) -> tuple[list[Path], bool]:
+    """``clustering_dynamics`` from the analysis's ``clustering.csv``, unless up to date."""
+    return _write_table_figure(
+        run,
+        "clustering_dynamics",
+        lambda: clustering_figure(run, run.clustering()),
+        [run.files.table("clustering.csv")],
+        {"lr_drops": run.config.train.lr_drops},
+        force,
+    )
+
+
+def write_wordnet_figure(
+    run: Run, comparison: Comparison, force: bool = False
+) -> tuple[list[Path], bool]:
+    """``wordnet`` from the analysis's WordNet comparison, unless up to date."""
+    return _write_table_figure(
+        run,
+        "wordnet",
+        lambda: wordnet_figure(run, comparison),
+        [run.files.table("wordnet.csv"), run.files.ratio_file(comparison.epoch)],
+        {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops},
+        force,
+    )
 
 
 def figure_paths(run: Run) -> list[Path]:
-    """Every file the figure-writing steps put in ``run.path / "figures"``."""
-    folder = run.path / "figures"
-    files = [folder / f"{n}{s}" for n in FIGURES for s in (".png", ".pdf")]
-    return files + [folder / ANIMATION, folder / EXPLORER]
+    """Every file the figure-writing steps put in the analysis's ``figures`` folder."""
+    files = [p for name in FIGURES for p in _files(run, name)]
+    return files + [run.files.figures / ANIMATION, run.files.figures / EXPLORER]
 
 
 def replicates_figure(result: Replicates) -> Figure:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .errors import UserError
 from .explorer import thumbnail_images
 from .io import atomic_write_bytes, atomic_write_text
 from .runs import Ratios, Run
@@ -49,7 +50,7 @@ def sprite(images: np.ndarray) -> tuple[bytes, int]:
     n, side = len(images), images.shape[1]
     cols = math.ceil(math.sqrt(n))
     if cols * side > MAX_SPRITE:
-        raise ValueError(f"{n} thumbnails of {side} px exceed the projector's {MAX_SPRITE} px")
+        raise UserError(f"{n} thumbnails of {side} px exceed the projector's {MAX_SPRITE} px")
     grid = np.zeros((cols * side, cols * side, *images.shape[3:]), np.uint8)
     for i, image in enumerate(images):
         r, c = divmod(i, cols)
@@ -84,7 +85,7 @@ def write_projector(run: Run, epochs: list[int] | None = None) -> Path:
     """Write ``RUN/projector/`` for ``epochs`` (default: every extracted epoch); return it."""
     epochs = epochs or run.extracted_epochs()
     loaded = [run.ratios(e) for e in epochs]
-    out = run.path / "projector"
+    out = run.files.projector
     for r in loaded:
         folder = out / f"epoch-{r.epoch:03d}"
         atomic_write_text(folder / "tensor.tsv", tensor_tsv(r))

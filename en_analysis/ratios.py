@@ -1,34 +1,20 @@
-"""Collecting EN importance ratios: forward hooks (``RatioRecorder``) and per-checkpoint extraction.
-
-``extract`` runs the evaluation subset (the same images for every epoch) through each checkpoint
-in eval mode and writes ``ratios/epoch-XXX.npz``: ratios (N, L, K), labels, sample indices,
-layer and normalizer names, category names and synsets, the penultimate features, predictions.
+"""Collecting EN importance ratios: forward hooks (``RatioRecorder``), the random-head control
+(``RandomHeads``) and one pass of images through a model recording both (``forward_subset``).
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Subset
-from tqdm import tqdm
+from torch.utils.data import DataLoader
 
-from .checkpoints import list_checkpoints, load_checkpoint, model_from_checkpoint
-from .config import Config, read_config
-from .data import Datasets, build_datasets, evaluation_subset
 from .errors import UserError
-from .io import npz_up_to_date, save_npz
 from .nn import en_layers
 from .nn.exemplar_norm import _moments
-
-PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
 
 
 class RatioRecorder:
@@ -103,71 +89,6 @@ class RatioRecorder:
         return torch.cat(self._features).numpy() if self._features else np.zeros((0, 0), np.float32)
 
 
-@dataclass
-class Extraction:
-    """What ``extract`` did: epochs written, skipped as up to date, and failures (path: message)."""
-
-    written: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-def ratios_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "ratios" / f"epoch-{epoch:03d}.npz"
-
-
-def _subset_settings(config: Config) -> dict:
-    a = config.analysis
-    return dict(
-        categories=list(a.categories),
-        per_category=a.per_category,
-        subset_seed=a.subset_seed,
-        dataset=config.data.dataset,
-        root=config.data.root,
-    )
-
-
-def select_epochs(available: list[int], wanted: list[int] | None, what: str) -> list[int]:
-    """The wanted epochs (all if None/empty), each of which must be available."""
-    if not wanted:
-        return available
-    missing = [e for e in wanted if e not in available]
-    if missing:
-        raise UserError(
-            f"epoch(s) {', '.join(map(str, missing))} have no {what}; available: "
-            f"{', '.join(map(str, available)) or 'none'}"
-        )
-    return list(wanted)
-
-
-def forward_subset(
-    model: nn.Module,
-    images: DataLoader,
-    device: torch.device,
-    features: bool = True,
-    control_seed: int | None = None,
-) -> dict[str, np.ndarray]:
-    """Run images through ``model`` in eval mode, recording ratios, features and predictions,
-    and with ``control_seed`` the random-head control (``RandomHeads``) in the same pass."""
-    model.eval().to(device)
-    preds = []
-    control = RandomHeads(model, control_seed) if control_seed is not None else nullcontext()
-    with RatioRecorder(model, features=features) as rec, control as heads, torch.no_grad():
-        for x, _ in images:
-            preds.append(model(x.to(device)).argmax(1).cpu())
-    out = dict(
-        ratios=rec.ratios(),
-        predictions=torch.cat(preds).numpy(),
-        layer_names=np.array(rec.layer_names),
-        normalizers=np.array(rec.normalizers),
-    )
-    if features:
-        out["features"] = rec.penultimate()
-    if heads is not None:
-        out["random_head"] = heads.ratios(out["ratios"])
-    return out
-
-
 def log_ratio_spread(ratios: np.ndarray) -> np.ndarray:
     """(L,) per layer, the standard deviation of the centred log-ratios over samples and
     normalizers: the spread of the logits that the softmax saw (it ignores a shared shift)."""
@@ -227,121 +148,29 @@ class RandomHeads:
         return (scaled / scaled.sum(2, keepdims=True)).astype(np.float32)
 
 
-def evaluation_images(config: Config, data: Datasets | None = None) -> tuple[Datasets, np.ndarray]:
-    """The run's datasets and the evaluation subset (held-out indices, category-grouped)."""
-    data = data or build_datasets(config.data)
-    a = config.analysis
-    idx = evaluation_subset(
-        data.heldout_labels, data.classes, a.categories, a.per_category, a.subset_seed
+def forward_subset(
+    model: nn.Module,
+    images: DataLoader,
+    device: torch.device,
+    features: bool = True,
+    control_seed: int | None = None,
+) -> dict[str, np.ndarray]:
+    """Run images through ``model`` in eval mode, recording ratios, features and predictions,
+    and with ``control_seed`` the random-head control (``RandomHeads``) in the same pass."""
+    model.eval().to(device)
+    preds = []
+    control = RandomHeads(model, control_seed) if control_seed is not None else nullcontext()
+    with RatioRecorder(model, features=features) as rec, control as heads, torch.no_grad():
+        for x, _ in images:
+            preds.append(model(x.to(device)).argmax(1).cpu())
+    out = dict(
+        ratios=rec.ratios(),
+        predictions=torch.cat(preds).numpy(),
+        layer_names=np.array(rec.layer_names),
+        normalizers=np.array(rec.normalizers),
     )
-    return data, idx
-
-
-def save_pixels(run_dir: Path, data: Datasets, idx: np.ndarray, settings: str) -> Path:
-    """The evaluation images' raw pixels (pooled to <= 32 x 32), the input baseline for metrics."""
-    path = Path(run_dir) / "ratios" / "pixels.npz"
-    images = torch.stack([data.heldout[int(i)][0] for i in idx])
-    if images.shape[-1] > PIXEL_SIDE:
-        images = F.adaptive_avg_pool2d(images, PIXEL_SIDE)
-    return save_npz(
-        path,
-        pixels=images.flatten(1).numpy().astype(np.float32),
-        labels=data.heldout_labels[idx],
-        sample_index=idx,
-        settings=settings,
-    )
-
-
-def _gather_shards(out: dict[str, np.ndarray], world: int) -> dict[str, np.ndarray]:
-    """Put the per-sample arrays of every process back into the subset's order."""
-    import torch.distributed as dist
-
-    shards: list[dict | None] = [None] * world
-    dist.all_gather_object(shards, out)
-    merged = dict(out)
-    for key in ("ratios", "random_head", "predictions", "features"):
-        n = sum(len(sh[key]) for sh in shards)
-        full = np.empty((n, *out[key].shape[1:]), out[key].dtype)
-        for rank, sh in enumerate(shards):
-            full[rank::world] = sh[key]
-        merged[key] = full
-    return merged
-
-
-def extract(
-    run_dir: Path | str,
-    epochs: list[int] | None = None,
-    config: Config | None = None,
-    device: str = "cpu",
-    batch_size: int | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> Extraction:
-    """Write ``ratios/epoch-XXX.npz`` for each checkpoint of a run (skipping up-to-date ones).
-
-    A checkpoint that cannot be read or does not fit is recorded in ``failed`` and the others
-    are still extracted.
-    """
-    run_dir = Path(run_dir)
-    config = config or read_config(run_dir / "config.toml")
-    checkpoints = list_checkpoints(run_dir)
-    if not checkpoints:
-        raise UserError(f"{run_dir} has no checkpoints (run `en-analysis train` first)")
-    chosen = select_epochs(list(checkpoints), epochs or config.analysis.epochs, "checkpoint")
-    settings = json.dumps(_subset_settings(config), sort_keys=True)
-    result = Extraction()
-    todo = []
-    for epoch in chosen:
-        if not force and npz_up_to_date(ratios_path(run_dir, epoch), checkpoints[epoch], settings):
-            result.skipped.append(epoch)
-        else:
-            todo.append(epoch)
-    if not todo:
-        return result
-    from .train import setup_process
-
-    proc = setup_process(device)
-    data, idx = evaluation_images(config)
-    pixels = Path(run_dir) / "ratios" / "pixels.npz"
-    if proc.main and (force or not npz_up_to_date(pixels, run_dir / "config.toml", settings)):
-        save_pixels(run_dir, data, idx, settings)
-    # under torchrun each process takes every world-th sample: no padding, no duplicates
-    loader = DataLoader(
-        Subset(data.heldout, idx[proc.rank :: proc.world].tolist()),
-        batch_size or config.analysis.batch_size,
-        shuffle=False,
-    )
-    bar = tqdm(todo, desc="extract", unit="epoch", disable=not (progress and proc.main))
-    for epoch in bar:
-        path = checkpoints[epoch]
-        try:
-            state = load_checkpoint(path)
-            if state["in_channels"] != data.in_channels:
-                raise UserError(
-                    f"{path} expects {state['in_channels']}-channel images but the data has "
-                    f"{data.in_channels} (grayscale vs RGB?)"
-                )
-            if list(state["classes"]) != data.classes:
-                raise UserError(f"{path} was trained on other classes than {config.data.dataset}")
-            seed = np.random.SeedSequence([config.analysis.tsne_seed, epoch]).generate_state(1)
-            model = model_from_checkpoint(state, path)
-            out = forward_subset(model, loader, proc.device, control_seed=int(seed[0]))
-        except UserError as e:
-            result.failed[str(path)] = str(e)
-            continue
-        if proc.world > 1:
-            out = _gather_shards(out, proc.world)
-        if not proc.main:
-            continue
-        save_npz(
-            ratios_path(run_dir, epoch),
-            **out,
-            labels=data.heldout_labels[idx],
-            sample_index=idx,
-            categories=np.array(data.classes),
-            synsets=np.array(data.synsets),
-            epoch=epoch,
-            settings=settings,
-        )
-        result.written.append(epoch)
-    return result
+    if features:
+        out["features"] = rec.penultimate()
+    if heads is not None:
+        out["random_head"] = heads.ratios(out["ratios"])
+    return out

@@ -18,6 +18,7 @@ from scipy.stats import combine_pvalues
 from .config import Config
 from .errors import UserError
 from .io import write_csv
+from .layout import AnalysisLayout
 from .runs import Run
 from .verdict import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
 
@@ -149,7 +150,8 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
 
     out = Path(out)
     result = compare(paths)
-    write_csv(out / "analysis" / "replicates.csv", result.table)
+    files = AnalysisLayout(out)  # the replicates folder holds tables and figures like a run's
+    write_csv(files.table("replicates.csv"), result.table)
     per_run, p_values = [], []
     for run in result.runs:
         c, w = run.clustering(), run.wordnet()
@@ -157,9 +159,9 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
         last = w[(w.space == "ratios") & (w.epoch == w.epoch.max())].p_value
         p_values.append(float(last.iloc[0]) if len(last) else float("nan"))
     verdict = combined_verdict(per_run, p_values)
-    write_csv(out / "analysis" / "replicate_verdict.csv", verdict)
-    atomic_write_text(out / "analysis" / "replicate_verdict.md", markdown(verdict) + "\n")
-    save(replicates_figure(result), out / "figures" / "replicates")
+    write_csv(files.table("replicate_verdict.csv"), verdict)
+    atomic_write_text(files.table("replicate_verdict.md"), markdown(verdict) + "\n")
+    save(replicates_figure(result), files.figures / "replicates")
     return result, verdict
 
 

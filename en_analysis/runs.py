@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,12 +11,45 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .checkpoints import list_checkpoints, load_checkpoint, model_from_checkpoint
-from .config import Config, read_config
+from .checkpoints import check_owner, load_checkpoint, model_from_checkpoint, run_identity
+from .config import (
+    AnalysisConfig,
+    Config,
+    first_difference,
+    read_analysis_settings,
+    read_config,
+    save_analysis_settings,
+    save_config,
+)
 from .errors import UserError
-from .io import load_npz
+from .io import load_npz, read_csv, write_csv
+from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
+from .provenance import Provenance
 
-NPZ_EPOCH = "epoch-{:03d}.npz"
+
+@dataclass
+class Embedding:
+    """One epoch's 2-D t-SNE embedding of the ratio vectors."""
+
+    embedding: np.ndarray  # (N, 2); zeros when ``degenerate``
+    degenerate: bool  # every sample had the same ratio vector: no embedding exists
+    labels: np.ndarray  # (N,)
+    sample_index: np.ndarray  # (N,)
+    epoch: int
+
+    @classmethod
+    def load(cls, path: Path) -> Embedding:
+        d = load_npz(path)
+        try:
+            return cls(
+                embedding=d["embedding"],
+                degenerate=bool(d["degenerate"]),
+                labels=d["labels"],
+                sample_index=d["sample_index"],
+                epoch=int(d["epoch"]),
+            )
+        except KeyError as e:
+            raise UserError(f"{path} is not an en-analysis embedding (no {e})") from None
 
 
 @dataclass
@@ -99,60 +134,114 @@ class Ratios:
 
 
 class Run:
-    """A run folder: config, metrics, checkpoints, ratios, embeddings and analysis tables."""
+    """A run folder, seen through one of its analyses (``default`` unless named).
 
-    def __init__(self, path: str | Path) -> None:
+    The training side (config, metrics, checkpoints) is the run's; ratios, embeddings, tables
+    and figures are the analysis's (``files``), and ``config.analysis`` holds its settings.
+    Every path comes from ``layout`` (``en_analysis.layout``); every output's freshness from
+    ``provenance``.
+    """
+
+    def __init__(self, path: str | Path, analysis: str = DEFAULT_ANALYSIS) -> None:
         self.path = Path(path)
-        if not (self.path / "config.toml").is_file():
+        self.layout = RunLayout(self.path)
+        if not self.layout.config.is_file():
             raise UserError(f"{self.path} is not a run folder (no config.toml)")
-        self.config: Config = read_config(self.path / "config.toml")
+        self.config: Config = read_config(self.layout.config)
+        self.files = self.layout.analysis(analysis)
+        if self.files.name != DEFAULT_ANALYSIS and self.files.settings.is_file():
+            self.config.analysis = read_analysis_settings(self.files.settings)
+        self.provenance = Provenance(self.files.provenance, self.path)
 
     def __repr__(self) -> str:
-        return f"Run({str(self.path)!r}, epochs={self.epochs})"
+        named = "" if self.analysis == DEFAULT_ANALYSIS else f", analysis={self.analysis!r}"
+        return f"Run({str(self.path)!r}{named}, epochs={self.epochs})"
+
+    @property
+    def analysis(self) -> str:
+        """The name of the analysis this ``Run`` reads and writes."""
+        return self.files.name
+
+    def analyses(self) -> list[str]:
+        """The run's analyses: ``default`` and every named one."""
+        return self.layout.analysis_names()
+
+    def open(self, analysis: str) -> Run:
+        """The same run seen through another analysis (its settings, its outputs)."""
+        return Run(self.path, analysis)
+
+    def configure(self, settings: AnalysisConfig, replace: bool = False) -> None:
+        """Use ``settings`` as this analysis's settings (``save_settings`` stores them).
+
+        An analysis whose outputs were made with other settings is never changed silently:
+        that is refused in one line naming the setting, unless ``replace`` (its outputs are then
+        stale and recomputed by the steps).
+        """
+        difference = first_difference(self.config.analysis, settings, "analysis")
+        if difference and self.files.outputs() and not replace:
+            key, old, new = difference
+            raise UserError(
+                f"the analysis {self.analysis!r} of {self.path} was made with {key} = {old!r} "
+                f"(asked {new!r}): add --analysis NAME to write the new analysis beside it, or "
+                "--force to replace it"
+            )
+        self.config.analysis = settings
+
+    def save_settings(self) -> None:
+        """Store the analysis's settings where they live (the run's config.toml for the default
+        analysis, ``analysis.toml`` for a named one) when they differ from the stored ones."""
+        path = self.files.settings
+        if self.analysis == DEFAULT_ANALYSIS:
+            stored = read_config(path)
+            if stored.analysis != self.config.analysis:
+                stored.analysis = self.config.analysis
+                save_config(stored, path)
+        elif not path.is_file() or read_analysis_settings(path) != self.config.analysis:
+            save_analysis_settings(self.config.analysis, path)
+
+    @property
+    def identity(self) -> dict:
+        """``run.json``: the run's id (carried by each of its checkpoints), when it was made and
+        the settings its resumes changed (from which epoch); empty for runs made before."""
+        return run_identity(self.path)
 
     @property
     def checkpoints(self) -> dict[int, Path]:
-        return list_checkpoints(self.path)
+        return epoch_files(self.layout.checkpoints, ".pt")
 
     @property
     def epochs(self) -> list[int]:
         """Epochs with a checkpoint."""
         return list(self.checkpoints)
 
-    def _files(self, folder: str) -> dict[int, Path]:
-        d = self.path / folder
-        if not d.is_dir():
-            return {}
-        found = {}
-        for p in d.glob("epoch-*.npz"):
-            try:
-                found[int(p.stem.split("-")[1])] = p
-            except ValueError:
-                continue
-        return dict(sorted(found.items()))
-
     @property
     def ratio_epochs(self) -> list[int]:
         """Epochs whose ratios have been extracted."""
-        return list(self._files("ratios"))
+        return list(epoch_files(self.files.ratios, ".npz"))
 
     @property
     def embedding_epochs(self) -> list[int]:
         """Epochs whose t-SNE embedding has been computed."""
-        return list(self._files("embeddings"))
+        return list(epoch_files(self.files.embeddings, ".npz"))
 
     @property
     def label(self) -> str:
-        """What the run's figures say it is: the data it used and the run folder's name."""
+        """What the run's figures say it is: the data it used, the run folder's name and the
+        analysis when it is not the default one."""
         from .data import describe_data
 
-        return f"{describe_data(self.config.data)}, run {self.path.name}"
+        named = "" if self.analysis == DEFAULT_ANALYSIS else f", analysis {self.analysis}"
+        return f"{describe_data(self.config.data)}, run {self.path.name}{named}"
+
+    def _hint(self, step: str) -> str:
+        named = "" if self.analysis == DEFAULT_ANALYSIS else f" --analysis {self.analysis}"
+        return f"`en-analysis {step} {self.path}{named}`"
 
     def extracted_epochs(self) -> list[int]:
         """``ratio_epochs``, or one clear error naming the step to run when there are none."""
         if not self.ratio_epochs:
             raise UserError(
-                f"{self.path} has no extracted ratios (run `en-analysis extract {self.path}` first)"
+                f"{self.path} has no extracted ratios (run {self._hint('extract')} first)"
             )
         return self.ratio_epochs
 
@@ -162,59 +251,103 @@ class Run:
         epochs = [e for e in self.embedding_epochs if e in set(self.ratio_epochs)]
         if not epochs:
             raise UserError(
-                f"{self.path} has no embedded epochs (run `en-analysis extract {self.path}` and "
-                f"`en-analysis embed {self.path}` first)"
+                f"{self.path} has no embedded epochs (run {self._hint('extract')} and "
+                f"{self._hint('embed')} first)"
             )
         return epochs
 
-    def ratios_path(self, epoch: int) -> Path:
-        from .ratios import ratios_path
-
-        return ratios_path(self.path, epoch)
-
     def ratios(self, epoch: int) -> Ratios:
-        path = self.ratios_path(epoch)
+        path = self.files.ratio_file(epoch)
         if not path.exists():
             raise UserError(
-                f"no ratios for epoch {epoch} in {self.path} (run `en-analysis extract "
-                f"{self.path}`); extracted: {self.ratio_epochs or 'none'}"
+                f"no ratios for epoch {epoch} in {self.path} (run {self._hint('extract')}); "
+                f"extracted: {self.ratio_epochs or 'none'}"
             )
         return Ratios.load(path)
 
-    def embedding(self, epoch: int) -> dict[str, np.ndarray]:
-        """The 2-D t-SNE embedding of an epoch and the settings it was made with."""
-        path = self.path / "embeddings" / NPZ_EPOCH.format(epoch)
+    def embedding(self, epoch: int) -> Embedding:
+        """The 2-D t-SNE embedding of an epoch."""
+        path = self.files.embedding_file(epoch)
         if not path.exists():
-            raise UserError(f"no embedding for epoch {epoch} (run `en-analysis embed {self.path}`)")
-        return load_npz(path)
+            raise UserError(f"no embedding for epoch {epoch} (run {self._hint('embed')})")
+        return Embedding.load(path)
 
     def pixels(self) -> dict[str, np.ndarray]:
         """The evaluation images' raw pixels (the input baseline)."""
-        return load_npz(self.path / "ratios" / "pixels.npz")
+        return load_npz(self.files.pixels)
 
     def checkpoint(self, epoch: int) -> dict:
+        """An epoch's checkpoint, read safely; one of another run is refused by name."""
         if epoch not in self.checkpoints:
             raise UserError(f"no checkpoint for epoch {epoch}; available: {self.epochs}")
-        return load_checkpoint(self.checkpoints[epoch])
+        path = self.checkpoints[epoch]
+        state = load_checkpoint(path)
+        check_owner(state, path, self.identity.get("id", ""), self.config)
+        return state
 
     def model(self, epoch: int) -> nn.Module:
         """The model of an epoch, weights loaded, in eval mode."""
-        path = self.checkpoints.get(epoch)
-        return model_from_checkpoint(self.checkpoint(epoch), path).eval()
+        return model_from_checkpoint(self.checkpoint(epoch), self.checkpoints[epoch]).eval()
+
+    def analysis_settings(self) -> dict:
+        """The analysis settings that shape its tables and figures (not batch size or jobs)."""
+        settings = dataclasses.asdict(self.config.analysis)
+        return {k: v for k, v in settings.items() if k not in ("batch_size", "n_jobs")}
+
+    def analysis_inputs(self, epochs: list[int] | None = None) -> list[Path]:
+        """What the tables and figures of ``epochs`` (default: every extracted one) are made
+        from: their ratio files, the embeddings that exist and the pixel baseline."""
+        epochs = epochs or self.extracted_epochs()
+        embeddings = [self.files.embedding_file(e) for e in epochs]
+        return [
+            *(self.files.ratio_file(e) for e in epochs),
+            *(p for p in embeddings if p.exists()),
+            self.files.pixels,
+        ]
+
+    def make(
+        self,
+        outputs: list[Path],
+        inputs: list[Path],
+        settings: dict,
+        write: Callable[[], object],
+        force: bool = False,
+    ) -> bool:
+        """Call ``write`` (which writes ``outputs``) unless they are up to date with ``inputs``
+        and ``settings`` (``provenance``), then record what they were made from; True if written."""
+        if not force and self.provenance.all_current(outputs, inputs, settings):
+            return False
+        write()
+        self.provenance.record(outputs, inputs, settings)
+        return True
+
+    def write_table(
+        self,
+        name: str,
+        compute: Callable[[list[int]], pd.DataFrame],
+        epochs: list[int] | None = None,
+        force: bool = False,
+    ) -> bool:
+        """Write the analysis table ``name`` = ``compute(epochs)`` (default: every extracted
+        epoch), made from those epochs' ratios and embeddings with the analysis's settings,
+        unless it is up to date; True if written."""
+        epochs = epochs or self.extracted_epochs()
+        path = self.files.table(name)
+        inputs, settings = self.analysis_inputs(epochs), self.analysis_settings()
+        return self.make([path], inputs, settings, lambda: write_csv(path, compute(epochs)), force)
 
     def metrics(self) -> pd.DataFrame:
         """Training metrics, one row per epoch."""
-        return self._table("metrics.csv")
+        return self._table(self.layout.metrics)
 
-    def _table(self, name: str) -> pd.DataFrame:
-        path = self.path / name
+    def _table(self, path: Path) -> pd.DataFrame:
         if not path.exists():
             raise UserError(f"{path} does not exist yet")
-        return pd.read_csv(path)
+        return read_csv(path)
 
     def category_stats(self) -> pd.DataFrame:
         """Per (epoch, category, layer, normalizer) ratio statistics (``en-analysis export``)."""
-        return self._table("analysis/category_stats.csv")
+        return self._table(self.files.table("category_stats.csv"))
 
     def explore(self, epochs: list[int] | None = None):
         """The interactive explorer of the run's embedded epochs (``explorer.Explorer``): shows
@@ -224,7 +357,7 @@ class Run:
         return explorer(self, epochs)
 
     def clustering(self) -> pd.DataFrame:
-        return self._table("analysis/clustering.csv")
+        return self._table(self.files.table("clustering.csv"))
 
     def wordnet(self) -> pd.DataFrame:
-        return self._table("analysis/wordnet.csv")
+        return self._table(self.files.table("wordnet.csv"))

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SCALINGS = ("raw", "zscore", "clr")
+from .choices import SCALINGS, check
+
 CONSTANT = 1e-7  # a dimension whose std across samples is below this carries no information
 
 
@@ -30,8 +31,7 @@ def scale_ratios(ratios: np.ndarray, scaling: str) -> np.ndarray:
     distances); clr: centred log-ratio per layer (log lam_k - mean_k log lam_k), the usual
     coordinates for compositions.
     """
-    if scaling not in SCALINGS:
-        raise ValueError(f"scaling must be one of {SCALINGS}, got {scaling!r}")
+    check("scaling", scaling, SCALINGS)
     r = np.asarray(ratios, np.float64)
     if scaling == "clr":
         log = np.log(np.clip(r, 1e-12, None))

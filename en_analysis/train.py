@@ -7,11 +7,11 @@ same weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import json
 import math
-import os
 import time
+import uuid
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -24,49 +24,20 @@ from tqdm import tqdm
 
 from .checkpoints import (
     build_model,
-    checkpoint_path,
-    list_checkpoints,
+    check_owner,
     load_checkpoint,
+    run_identity,
     save_checkpoint,
 )
-from .config import Config, TrainConfig, read_config, save_config
+from .config import Config, TrainConfig, first_difference, read_config, save_config
 from .data import Datasets, balanced_subset, build_datasets
+from .distributed import Process, all_sum, setup_process
 from .errors import UserError
-from .io import run_lock, write_csv
+from .io import atomic_write_text, read_csv, run_lock, write_csv
+from .layout import RunLayout, epoch_files
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
 RUNTIME_KEYS = ("device", "threads", "amp", "channels_last", "compile")  # may change on resume
-
-
-@dataclass
-class Process:
-    """Where this process runs: its rank among ``world`` processes and its device."""
-
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_process(device: str) -> Process:
-    """One process, or one of torchrun's (NCCL on GPUs, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"the device {device!r} was asked for but no CUDA device is available (use cpu)"
-        )
-    if world == 1:
-        return Process(0, 1, torch.device(device))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = device.startswith("cuda")
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    if cuda:
-        torch.cuda.set_device(local)
-    return Process(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
 
 
 def lr_at(cfg: TrainConfig, epoch: int, progress: float = 1.0) -> float:
@@ -100,14 +71,6 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
     torch.manual_seed(seed * 1_000_003 + epoch * 7_919 + rank)
 
 
-def _reduce(values: list[float], proc: Process) -> list[float]:
-    if proc.world == 1:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=proc.device)
-    dist.all_reduce(t)
-    return t.tolist()
-
-
 def _autocast(cfg: TrainConfig, device: torch.device):
     if not cfg.amp:
         return nullcontext()
@@ -130,7 +93,7 @@ def evaluate(
             loss_sum += float(F.cross_entropy(logits.float(), y, reduction="sum"))
             correct += float((logits.argmax(1) == y).sum())
             count += len(y)
-    loss_sum, correct, count = _reduce([loss_sum, correct, count], proc)
+    loss_sum, correct, count = all_sum([loss_sum, correct, count], proc)
     return loss_sum / max(count, 1), correct / max(count, 1)
 
 
@@ -214,26 +177,46 @@ def train_epoch(
         count += len(y)
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_sum / count:.3f}", acc=f"{correct / count:.3f}")
-    loss_sum, correct, count = _reduce([loss_sum, correct, count], proc)
+    loss_sum, correct, count = all_sum([loss_sum, correct, count], proc)
     return loss_sum / count, correct / count
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    path = Path(run_dir) / "metrics.csv"
+    path = RunLayout(Path(run_dir)).metrics
     if not path.exists():
         return pd.DataFrame(columns=METRIC_COLUMNS)
-    return pd.read_csv(path)
+    return read_csv(path)
 
 
-def first_conflict(stored: Config, asked: Config) -> tuple[str, str] | None:
-    """The first model, data or training setting that differs between two configs, in words
-    (device settings, epochs and data loading workers may differ: a resume may change them)."""
-    free = {("train", k) for k in (*RUNTIME_KEYS, "epochs")} | {("data", "num_workers")}
-    old, new = stored.to_dict(), asked.to_dict()
-    for section in ("model", "data", "train"):
-        for key, value in new[section].items():
-            if (section, key) not in free and old[section][key] != value:
-                return f"{section}.{key} is {old[section][key]!r}", f"(asked {value!r})"
+# what a resume may change: where and how fast it runs, and the schedule from the resumed epoch on
+RESUMABLE = {
+    "model": (),
+    "data": ("num_workers", "root"),
+    "train": (
+        *RUNTIME_KEYS,
+        "epochs",
+        "lr",
+        "lr_drops",
+        "lr_gamma",
+        "warmup_epochs",
+        "momentum",
+        "weight_decay",
+        "ratio_lr_mult",
+        "ratio_weight_decay",
+    ),
+}
+
+
+def first_conflict(stored: Config, asked: Config) -> str | None:
+    """The first model, data or training setting that a trained run cannot change and that
+    differs between two configs, in words (``RESUMABLE`` settings may differ)."""
+    for section, free in RESUMABLE.items():
+        difference = first_difference(
+            getattr(stored, section), getattr(asked, section), section, free
+        )
+        if difference:
+            key, old, new = difference
+            return f"{key} = {old!r} (asked {new!r})"
     return None
 
 
@@ -241,14 +224,11 @@ def refuse_conflicts(stored: Config, asked: Config, run_dir: Path) -> None:
     """One line naming the first setting that a trained run cannot change."""
     conflict = first_conflict(stored, asked)
     if conflict:
-        setting, asked_value = conflict
         raise UserError(
-            f"{setting} in the trained run {run_dir} {asked_value}: a trained run keeps its "
-            "model, data and training settings; train a new run with another --out"
+            f"the trained run {run_dir} has {conflict}: a trained run keeps its model, data "
+            "and training settings (a resume may change its epochs, learning-rate schedule, "
+            "optimizer settings and device); train a new run with another --out"
         )
-
-
-RUN_START = {"config.toml", "metrics.csv", "checkpoints", ".lock"}  # what a new run writes first
 
 
 def _check_fresh_folder(run_dir: Path, config: Config) -> None:
@@ -257,28 +237,44 @@ def _check_fresh_folder(run_dir: Path, config: Config) -> None:
     another run's ratios, analysed as this run's."""
     if not run_dir.is_dir():
         return
+    layout = RunLayout(run_dir)
     names = {p.name for p in run_dir.iterdir()}
-    foreign = sorted(names - RUN_START)
+    foreign = sorted(names - set(RunLayout.TRAINING))
     if foreign:
         raise UserError(
             f"{run_dir} already holds {', '.join(foreign[:4])}{', ...' if len(foreign) > 4 else ''}"
             ": a new run needs a new or empty folder; choose another --out"
         )
-    if "config.toml" in names:
+    if layout.config.exists():
         try:
-            conflict = first_conflict(read_config(run_dir / "config.toml"), config)
+            conflict = first_conflict(read_config(layout.config), config)
         except UserError:
-            conflict = ("it is not an en-analysis config", "")
+            conflict = "a file that is not an en-analysis config"
         if conflict:
             raise UserError(
-                f"{run_dir} holds the config.toml of another run ({' '.join(conflict).strip()}"
-                "); a new run needs a new or empty folder: choose another --out"
+                f"{run_dir} holds the config.toml of another run ({conflict}); a new run needs "
+                "a new or empty folder: choose another --out"
             )
 
 
-def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config, int | None]:
-    """The config to train with and the last complete epoch to continue from (None: fresh)."""
-    checkpoints = list_checkpoints(run_dir)
+def resume_changes(stored: Config, asked: Config) -> dict[str, list]:
+    """The resumable settings a resume changes: ``{"train.lr": [old, new], ...}``."""
+    old, new = stored.to_dict(), asked.to_dict()
+    return {
+        f"{section}.{key}": [old[section][key], new[section][key]]
+        for section, keys in RESUMABLE.items()
+        for key in keys
+        if key not in RUNTIME_KEYS and key != "root" and old[section][key] != new[section][key]
+    }
+
+
+def _resolve_resume(
+    config: Config, run_dir: Path, resume: bool
+) -> tuple[Config, int | None, dict[str, list]]:
+    """The config to train with, the last complete epoch to continue from (None: fresh) and
+    the settings this resume changes."""
+    layout = RunLayout(run_dir)
+    checkpoints = epoch_files(layout.checkpoints, ".pt")
     if not resume:
         if checkpoints:
             raise UserError(
@@ -286,18 +282,29 @@ def _resolve_resume(config: Config, run_dir: Path, resume: bool) -> tuple[Config
                 f"another --out"
             )
         _check_fresh_folder(run_dir, config)
-        return config, None
-    stored_path = Path(run_dir) / "config.toml"
-    if not stored_path.exists() or not checkpoints:
+        return config, None, {}
+    if not layout.config.exists() or not checkpoints:
         _check_fresh_folder(run_dir, config)
-        return config, None  # nothing to resume: start fresh
-    stored = read_config(stored_path)
+        return config, None, {}  # nothing to resume: start fresh
+    stored = read_config(layout.config)
     refuse_conflicts(stored, config, run_dir)
-    for key in RUNTIME_KEYS:
-        setattr(stored.train, key, getattr(config.train, key))
-    stored.train.epochs = max(stored.train.epochs, config.train.epochs)
-    stored.data.num_workers = config.data.num_workers
-    return stored, max(checkpoints)
+    resumed = Config.from_dict(config.to_dict())
+    resumed.train.epochs = max(stored.train.epochs, config.train.epochs)
+    resumed.analysis = stored.analysis  # the run's analysis settings are the analysis's
+    return resumed, max(checkpoints), resume_changes(stored, resumed)
+
+
+def _identity(run_dir: Path, last: int | None, changes: dict[str, list]) -> str:
+    """The run's id (a new one for a new run); a resume's changes are recorded with the epoch
+    they take effect from. Returns the id."""
+    path = RunLayout(run_dir).identity
+    identity = run_identity(run_dir) if last is not None else {}
+    if not identity.get("id"):
+        identity = {"id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if changes:
+        identity.setdefault("changes", []).append({"from_epoch": last + 1, "settings": changes})
+    atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
+    return identity["id"]
 
 
 def train(config: Config, run_dir: Path | str, resume: bool = False, progress: bool = True) -> Path:
@@ -311,7 +318,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     with run_lock(run_dir) if proc.main else nullcontext():
-        config, last = _resolve_resume(config, run_dir, resume)
+        config, last, changes = _resolve_resume(config, run_dir, resume)
+        layout = RunLayout(run_dir)
         t = config.train
         data = build_datasets(config.data)
         if proc.main and progress:
@@ -324,10 +332,17 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         optimizer = make_optimizer(model, t)
         rows = []
         if last is not None:
-            state = load_checkpoint(checkpoint_path(run_dir, last))
+            path = layout.checkpoint(last)
+            state = load_checkpoint(path)
+            check_owner(state, path, run_identity(run_dir).get("id", ""), config)
             model.load_state_dict(state["model"])
             if state["optimizer"] is not None:
+                asked = [
+                    {k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups
+                ]
                 optimizer.load_state_dict(state["optimizer"])
+                for group, hyper in zip(optimizer.param_groups, asked):
+                    group.update(hyper)  # a resume's momentum and weight decay take effect
             rows = [r for r in read_metrics(run_dir).to_dict("records") if r["epoch"] <= last]
         model.to(proc.device)
         if t.channels_last:
@@ -339,24 +354,36 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if t.compile:
             net = torch.compile(net)
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
+        run_id = ""
         if proc.main:  # every check has passed: the first write
-            save_config(config, run_dir / "config.toml")
+            run_id = _identity(run_dir, last, changes)
+            save_config(config, layout.config)
+            if changes and progress:
+                tqdm.write(
+                    f"resuming after epoch {last} with "
+                    + ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+                    + f" (recorded in {layout.identity})"
+                )
         meta = dict(
-            config=config, classes=data.classes, synsets=data.synsets, in_channels=data.in_channels
+            config=config,
+            classes=data.classes,
+            synsets=data.synsets,
+            in_channels=data.in_channels,
+            run_id=run_id,
         )
 
         def finish_epoch(epoch: int, row: dict) -> None:
             rows.append(row)
             if proc.main:
                 save_checkpoint(
-                    checkpoint_path(run_dir, epoch),
+                    layout.checkpoint(epoch),
                     model,
                     epoch=epoch,
                     optimizer=optimizer,
                     metrics=row,
                     **meta,
                 )
-                write_csv(run_dir / "metrics.csv", pd.DataFrame(rows, columns=METRIC_COLUMNS))
+                write_csv(layout.metrics, pd.DataFrame(rows, columns=METRIC_COLUMNS))
 
         if last is None:
             val_loss, val_acc = evaluate(net, val_loader, proc, t)

@@ -156,14 +156,28 @@ def verdicts(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def write_verdict(run, clustering: pd.DataFrame, wordnet: pd.DataFrame) -> pd.DataFrame:
-    """``analysis/verdict.csv`` and ``analysis/verdict.md`` of a run; returns the table."""
+def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
+    """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its
+    clustering and WordNet tables, unless up to date; (the table, whether it was written)."""
+    from .errors import UserError
     from .io import atomic_write_text, write_csv
 
-    table = verdicts(clustering, wordnet, run.config.train.lr_drops)
-    write_csv(run.path / "analysis" / "verdict.csv", table)
-    atomic_write_text(run.path / "analysis" / "verdict.md", markdown(table) + "\n")
-    return table
+    tables = [run.files.table(n) for n in ("clustering.csv", "wordnet.csv")]
+    missing = [p.name for p in tables if not p.exists()]
+    if missing:
+        raise UserError(
+            f"{run.path} has no {' or '.join(missing)} yet: run `en-analysis metrics` and "
+            f"`en-analysis wordnet` on it first"
+        )
+    csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
+    table = verdicts(run.clustering(), run.wordnet(), run.config.train.lr_drops)
+
+    def write() -> None:
+        write_csv(csv, table)
+        atomic_write_text(md, markdown(table) + "\n")
+
+    written = run.make([csv, md], tables, {"lr_drops": run.config.train.lr_drops}, write, force)
+    return table, written
 
 
 def markdown(table: pd.DataFrame) -> str:

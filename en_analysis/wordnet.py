@@ -1,301 +1,205 @@
-"""Offline WordNet, category synsets, distance matrices and the Mantel test.
+"""The ``wordnet`` step: the appearance-embedding claim, measured - WordNet distances vs cluster
+distances per epoch.
 
-WordNet is read with nltk from, in order: an nltk data folder that already has it; a cache
-folder built from Debian's ``wordnet-base`` (plus the ``lexnames`` file Debian does not ship);
-else a clear error naming both fixes. Nothing is ever downloaded.
+For every epoch, the distances between category clusters (in the same space the embedding used)
+are compared with WordNet distances by Spearman correlation and a Mantel permutation test; the
+same comparison on raw pixels and on penultimate features says what the ratios add. Each
+correlation has a 95% interval from resampling the images within each category (the cluster
+distances recomputed from the drawn images, ``analysis.bootstrap`` times).
+
+Correlating a WordNet distance matrix with cluster distances is a representational similarity
+analysis, and ``rsatoolbox`` gives the field's conventions for it: Kendall's tau-a beside
+Spearman (WordNet's Wu-Palmer distances have ties, which tau-a does not reward), and a bootstrap
+over conditions - here the categories, drawn with replacement; pairs of copies of one category
+are left out (rsatoolbox's ``subsample_pattern``) - for the doubt that comes from which
+categories were chosen.
 """
 
 from __future__ import annotations
 
-import csv
-import difflib
-import os
-import re
-import shutil
-import tomllib
-import warnings
-from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial.distance import cdist
-from scipy.stats import rankdata
+import pandas as pd
 
+from . import bootstrap
+from .data.wordnet import category_synsets, wordnet_distances
 from .errors import UserError
+from .runs import Run
+from .spaces import is_degenerate, scale_ratios, standardize
+from .statistics import cluster_distances, mantel, upper
 
-if TYPE_CHECKING:  # nltk is imported lazily: WordNet is needed by the wordnet step only
-    from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
-
-DEBIAN_WORDNET = Path("/usr/share/wordnet")
-CACHE = Path.home() / ".cache" / "en-analysis" / "nltk_data"
-WNID = re.compile(r"^n\d{8}$")
-DISTANCES = ("wup", "path", "lch", "hops")
-# The 45 lexicographer files of WordNet 3.0, documented in lexnames(5WN); Debian omits the file.
-LEXNAMES = [
-    "adj.all",
-    "adj.pert",
-    "adv.all",
-    "noun.Tops",
-    "noun.act",
-    "noun.animal",
-    "noun.artifact",
-    "noun.attribute",
-    "noun.body",
-    "noun.cognition",
-    "noun.communication",
-    "noun.event",
-    "noun.feeling",
-    "noun.food",
-    "noun.group",
-    "noun.location",
-    "noun.motive",
-    "noun.object",
-    "noun.person",
-    "noun.phenomenon",
-    "noun.plant",
-    "noun.possession",
-    "noun.process",
-    "noun.quantity",
-    "noun.relation",
-    "noun.shape",
-    "noun.state",
-    "noun.substance",
-    "noun.time",
-    "verb.body",
-    "verb.change",
-    "verb.cognition",
-    "verb.communication",
-    "verb.competition",
-    "verb.consumption",
-    "verb.contact",
-    "verb.creation",
-    "verb.emotion",
-    "verb.motion",
-    "verb.perception",
-    "verb.possession",
-    "verb.social",
-    "verb.stative",
-    "verb.weather",
-    "adj.ppl",
+COLUMNS = [
+    "epoch",
+    "space",
+    "wordnet_distance",
+    "cluster_distance",
+    "spearman",
+    "ci_low",
+    "ci_high",
+    "tau_a",
+    "category_ci_low",
+    "category_ci_high",
+    "p_value",
+    "permutations",
+    "n_categories",
+    "note",
 ]
-SYNTACTIC_CATEGORY = {"adj": 3, "adv": 4, "noun": 1, "verb": 2}
 
 
-def _debian_folder() -> Path:
-    return Path(os.environ.get("EN_ANALYSIS_DEBIAN_WORDNET", DEBIAN_WORDNET))
+@dataclass
+class Comparison:
+    """The WordNet comparison of a run: the table and the last epoch's matrices."""
+
+    table: pd.DataFrame
+    categories: list[str]
+    wordnet: np.ndarray
+    clusters: np.ndarray  # ratio-space cluster distances at the last epoch
+    epoch: int
 
 
-def build_wordnet_folder(source: Path, target: Path) -> Path:
-    """An nltk ``corpora/wordnet`` folder from Debian's WordNet 3.0 files plus ``lexnames``."""
-    folder = target / "corpora" / "wordnet"
-    if (folder / "lexnames").exists() and (folder / "data.noun").exists():
-        return folder
-    tmp = target / "corpora" / f".wordnet-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for f in source.iterdir():
-        if f.is_file():
-            shutil.copy(f, tmp / f.name)
-    (tmp / "lexnames").write_text(
-        "".join(
-            f"{i:02d}\t{name}\t{SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
-            for i, name in enumerate(LEXNAMES)
-        )
+def _wordnet_matrix(run: Run, epoch: int) -> tuple[list[int], list[str], np.ndarray]:
+    """The categories of the subset (class indices, names) and their WordNet distances."""
+    r = run.ratios(epoch)
+    classes = r.present
+    if len(classes) < 3:
+        raise UserError("the WordNet comparison needs at least 3 categories")
+    names = [r.categories[c] for c in classes]
+    synsets = category_synsets(names, [r.synsets[c] for c in classes])
+    return classes, names, wordnet_distances(synsets, run.config.analysis.wordnet_distance)
+
+
+def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
+    """The WordNet comparison of every epoch (``COLUMNS``), with the analysis's settings."""
+    a = run.config.analysis
+    epochs = epochs or run.extracted_epochs()
+    classes, names, wn = _wordnet_matrix(run, epochs[0])
+    wn_upper = upper(wn)
+
+    def interval(
+        r: float, x: np.ndarray, labels: np.ndarray, counts: np.ndarray
+    ) -> tuple[float, float]:
+        if not len(counts):
+            return np.nan, np.nan
+        d = bootstrap.cluster_distances(x, labels, classes, counts, a.cluster_distance)
+        return bootstrap.centred_interval(r, bootstrap.spearman_rows(d, wn_upper))
+
+    def measured(x: np.ndarray, labels: np.ndarray, counts: np.ndarray) -> tuple:
+        """(r, p, interval, tau-a, category interval) of the space ``x``, and its distances."""
+        d = cluster_distances(x, labels, classes, a.cluster_distance)
+        r, p = mantel(wn, d, a.permutations, a.tsne_seed)
+        rng = np.random.default_rng([a.tsne_seed, 3])  # the same category draws for every space
+        tau, category = rsa_measures(wn, d, r, a.bootstrap, rng)
+        return (r, p, interval(r, x, labels, counts), tau, category), d
+
+    pixels = run.pixels()
+    rng = np.random.default_rng([a.tsne_seed, 0, 2])
+    pixel_result, _ = measured(
+        standardize(pixels["pixels"]),
+        pixels["labels"],
+        bootstrap.bootstrap_counts(pixels["labels"], a.bootstrap, rng),
     )
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # whole folder or none: a killed build leaves no partial corpus
-    return folder
+    rows = []
 
-
-def reader_for(folder: Path) -> WordNetCorpusReader:
-    """An nltk WordNet reader on a ``corpora/wordnet`` folder of WordNet 3.0 files."""
-    import nltk
-    from nltk.corpus.reader.wordnet import WordNetCorpusReader
-
-    root = str(Path(folder).parent.parent)
-    if root not in nltk.data.path:
-        nltk.data.path.insert(0, root)  # nltk >= 3.9 reads only folders on its path
-
-    class Debian30Reader(WordNetCorpusReader):
-        """nltk maps other WordNet versions to 3.0 through index.sense; these files are 3.0."""
-
-        def map_wn(self, version="wordnet"):
-            return None
-
-    with warnings.catch_warnings():  # "multilingual functions not available": OMW is not used
-        warnings.simplefilter("ignore", UserWarning)
-        return Debian30Reader(str(folder), None)
-
-
-def _nltk_own():
-    """nltk's WordNet if its data folders hold a complete copy, else None."""
-    import nltk
-
-    try:
-        nltk.data.find("corpora/wordnet")
-        from nltk.corpus import wordnet as wn
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            wn.ensure_loaded()
-        return wn
-    except (LookupError, OSError):
-        return None
-
-
-@cache
-def wordnet() -> WordNetCorpusReader:
-    """The WordNet 3.0 corpus reader (nltk), from local files only."""
-    own = _nltk_own()
-    if own is not None:
-        return own
-    source = _debian_folder()
-    if not (source / "data.noun").is_file():
-        raise UserError(
-            "WordNet is not installed. Install Debian's copy with `apt-get install wordnet-base`, "
-            "or nltk's with `python -c 'import nltk; nltk.download(\"wordnet\")'`"
-        )
-    return reader_for(build_wordnet_folder(source, CACHE))
-
-
-def resolve_synset(name: str) -> Synset:
-    """A synset from a name (``dog.n.01``) or an ImageNet wnid (``n02111889``)."""
-    wn = wordnet()
-    from nltk.corpus.reader.wordnet import WordNetError
-
-    if WNID.match(name):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            try:
-                synset = wn.synset_from_pos_and_offset("n", int(name[1:]))
-            except WordNetError:
-                synset = None
-        if synset is None:
-            raise UserError(f"wnid {name} is not a WordNet 3.0 noun offset")
-        return synset
-    try:
-        return wn.synset(name)
-    except (WordNetError, ValueError):
-        lemma = name.split(".")[0]
-        options = [s.name() for s in wn.synsets(lemma)] or difflib.get_close_matches(
-            lemma, list(wn.all_lemma_names("n")), n=5, cutoff=0.8
-        )
-        hint = f" Close matches: {', '.join(options[:8])}" if options else ""
-        raise UserError(f"unknown WordNet synset {name!r}.{hint}") from None
-
-
-def read_mapping_file(path: Path) -> dict[str, str]:
-    """A user's category -> synset mapping: CSV (columns category,synset) or TOML (key = value)."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise UserError(f"cannot read mapping file {path}: {e.strerror}") from None
-    if path.suffix == ".toml":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise UserError(f"{path} is not valid TOML: {e}") from None
-        data = data.get("synsets", data)
-        if not all(isinstance(v, str) for v in data.values()):
-            raise UserError(f"{path}: every value must be a synset name string")
-        return dict(data)
-    rows = list(csv.DictReader(text.splitlines()))
-    if not rows or not {"category", "synset"} <= set(rows[0]):
-        raise UserError(f"{path} must be a CSV with columns category,synset")
-    return {row["category"]: row["synset"].strip() for row in rows}
-
-
-def category_synsets(categories: list[str], synsets: list[str]) -> list:
-    """Synset objects for categories: the given synset names, else the category as a wnid."""
-    out = []
-    for category, synset in zip(categories, synsets):
-        if synset:
-            out.append(resolve_synset(synset))
-        elif WNID.match(category):
-            out.append(resolve_synset(category))
-        else:
-            raise UserError(
-                f"category {category!r} has no WordNet synset: give one in a mapping file "
-                f"(data.categories_file, columns category,synset)"
+    def row(epoch: int, space: str, result: tuple, note: str = "") -> None:
+        r, p, (lo, hi), tau, (category_lo, category_hi) = result
+        rows.append(
+            dict(
+                epoch=epoch,
+                space=space,
+                wordnet_distance=a.wordnet_distance,
+                cluster_distance=a.cluster_distance,
+                spearman=r,
+                ci_low=lo,
+                ci_high=hi,
+                tau_a=tau,
+                category_ci_low=category_lo,
+                category_ci_high=category_hi,
+                p_value=p,
+                permutations=a.permutations,
+                n_categories=len(classes),
+                note=note,
             )
-    return out
+        )
 
-
-def wordnet_distances(synsets: list, kind: str = "wup") -> np.ndarray:
-    """Symmetric distance matrix between synsets.
-
-    wup / path: 1 - similarity; lch: 1 - lch / lch(s, s) (so 0 on the diagonal, in [0, 1]);
-    hops: shortest-path length in the hypernym graph.
-    """
-    if kind not in DISTANCES:
-        raise UserError(f"WordNet distance must be one of {DISTANCES}, got {kind!r}")
-    n = len(synsets)
-    d = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            a, b = synsets[i], synsets[j]
-            if kind == "wup":
-                v = 1 - a.wup_similarity(b)
-            elif kind == "path":
-                v = 1 - a.path_similarity(b)
-            elif kind == "lch":
-                v = 1 - a.lch_similarity(b) / a.lch_similarity(a)
+    nothing = (np.nan, np.nan, (np.nan, np.nan), np.nan, (np.nan, np.nan))
+    clusters = np.zeros_like(wn)
+    for e in epochs:
+        r = run.ratios(e)
+        counts = bootstrap.bootstrap_counts(
+            r.labels, a.bootstrap, np.random.default_rng([a.tsne_seed, e, 2])
+        )
+        x = scale_ratios(r.ratios, a.scaling)
+        if is_degenerate(x):
+            note = "degenerate: every sample has the same ratio vector, no distances"
+            row(e, "ratios", nothing, note)
+            clusters = np.zeros_like(wn)
+        else:
+            result, clusters = measured(x, r.labels, counts)
+            row(e, "ratios", result)
+            if e in run.embedding_epochs:
+                row(e, "ratios-2d", measured(run.embedding(e).embedding, r.labels, counts)[0])
+            if r.random_head is not None:
+                xr = scale_ratios(r.random_head, a.scaling)
+                row(e, "random-head", measured(xr, r.labels, counts)[0])
+        if r.features is not None and r.features.size:
+            f = standardize(r.features)
+            if is_degenerate(f):
+                row(e, "features", nothing, "degenerate features")
             else:
-                v = a.shortest_path_distance(b, simulate_root=True)
-            d[i, j] = d[j, i] = v
-    return d
+                row(e, "features", measured(f, r.labels, counts)[0])
+        row(e, "pixels", pixel_result)
+    return Comparison(pd.DataFrame(rows, columns=COLUMNS), names, wn, clusters, epochs[-1])
 
 
-def cluster_distances(
-    x: np.ndarray, labels: np.ndarray, classes: list[int], kind: str = "centroid"
-) -> np.ndarray:
-    """Distances between categories in a space: between centroids, or mean pairwise distance."""
-    groups = [np.asarray(x[labels == c], np.float64) for c in classes]
-    if kind == "centroid":
-        centroids = np.stack([g.mean(0) for g in groups])
-        return cdist(centroids, centroids)
-    n = len(groups)
-    d = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            d[i, j] = d[j, i] = cdist(groups[i], groups[j]).mean()
-    return d
+def rsa_measures(
+    wn: np.ndarray, d: np.ndarray, r: float, n: int, rng: np.random.Generator
+) -> tuple[float, tuple[float, float]]:
+    """Kendall's tau-a between the WordNet and cluster distance matrices, and the 95% interval
+    of the Spearman ``r`` from ``n`` resamples of the categories (rsatoolbox)."""
+    from rsatoolbox.rdm import RDMs
+    from rsatoolbox.rdm import compare as compare_rdms
+
+    model, data = RDMs(upper(wn)[None]), RDMs(upper(d)[None])
+    tau = float(compare_rdms(model, data, method="tau-a")[0, 0])
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(wn), len(wn))
+        if len(np.unique(idx)) < 3:  # fewer than three distinct categories: no correlation
+            continue
+        sample = [rdms.subsample_pattern("index", idx) for rdms in (model, data)]
+        values.append(compare_rdms(*sample, method="spearman")[0, 0])
+    return tau, bootstrap.centred_interval(r, np.array(values))
 
 
-def upper(d: np.ndarray) -> np.ndarray:
-    return d[np.triu_indices(len(d), 1)]
+def extreme_pairs(d: np.ndarray, names: list[str], n: int = 3) -> tuple[list, list]:
+    """The n closest and n farthest category pairs of a distance matrix: [(a, b, distance)]."""
+    i, j = np.triu_indices(len(d), 1)
+    order = np.argsort(d[i, j], kind="stable")
+    pairs = [(names[i[k]], names[j[k]], float(d[i[k], j[k]])) for k in order]
+    return pairs[:n], pairs[::-1][:n]
 
 
-def mantel(
-    a: np.ndarray, b: np.ndarray, permutations: int = 999, seed: int = 0
-) -> tuple[float, float]:
-    """Spearman correlation of two distance matrices' upper triangles and its Mantel p-value.
-
-    The p-value is one-sided (are the two distances positively related?): the share of joint
-    row/column permutations of ``b`` whose correlation is at least the observed one, counting
-    the observed arrangement itself.
-    """
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape or a.shape[0] != a.shape[1] or len(a) < 3:
-        raise ValueError("mantel needs two square matrices of the same size, at least 3 x 3")
-    ua, ub = upper(a), upper(b)
-    if np.ptp(ua) == 0 or np.ptp(ub) == 0:
-        return float("nan"), float("nan")
-    rank_a = rankdata(ua)
-    observed = _pearson(rank_a, rankdata(ub))
-    rng = np.random.default_rng(seed)
-    iu = np.triu_indices(len(a), 1)
-    hits = 0
-    for _ in range(permutations):
-        p = rng.permutation(len(a))
-        if _pearson(rank_a, rankdata(b[p][:, p][iu])) >= observed - 1e-12:
-            hits += 1
-    return float(observed), (hits + 1) / (permutations + 1)
+def last_epoch_matrices(run: Run, table: pd.DataFrame) -> Comparison:
+    """The comparison of a written table: its last epoch's WordNet and ratio-cluster distances
+    recomputed (cheap: no permutations, no resamples)."""
+    a = run.config.analysis
+    epoch = int(table.epoch.max())
+    classes, names, wn = _wordnet_matrix(run, epoch)
+    r = run.ratios(epoch)
+    x = scale_ratios(r.ratios, a.scaling)
+    clusters = (
+        np.zeros_like(wn)
+        if is_degenerate(x)
+        else cluster_distances(x, r.labels, classes, a.cluster_distance)
+    )
+    return Comparison(table, names, wn, clusters, epoch)
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    x = x - x.mean()
-    y = y - y.mean()
-    return float((x @ y) / np.sqrt((x @ x) * (y @ y)))
+def write_comparison(
+    run: Run, epochs: list[int] | None = None, force: bool = False
+) -> tuple[Comparison, bool]:
+    """The ``wordnet`` step: ``wordnet.csv`` of the analysis, computed unless up to date;
+    (the comparison, whether it was written)."""
+    written = run.write_table("wordnet.csv", lambda e: compare(run, e).table, epochs, force)
+    return last_epoch_matrices(run, run.wordnet()), written

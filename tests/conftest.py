@@ -29,6 +29,11 @@ TINY = [
 ]
 
 
+def snapshot(folder: Path) -> dict[Path, bytes]:
+    """Every file under ``folder`` and its bytes: compare two to see that nothing changed."""
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def tiny_config(*overrides: str):
     return load_config(None, None, [*TINY, *overrides])
 
@@ -47,14 +52,14 @@ def trained_run(tmp_path_factory) -> Path:
 def analysed_run(tmp_path_factory, trained_run) -> Path:
     """The tiny run with ratios extracted and embedded (read-only)."""
     from en_analysis.embedding import embed
-    from en_analysis.ratios import extract
+    from en_analysis.extract import extract
     from en_analysis.runs import Run
 
     path = tmp_path_factory.mktemp("analysed") / "tiny"
     shutil.copytree(trained_run, path)
-    extract(path, progress=False)
     run = Run(path)
-    embed(run, run.config.analysis, progress=False)
+    extract(run, progress=False)
+    embed(run, progress=False)
     return path
 
 

@@ -9,15 +9,11 @@ from PIL import Image
 
 from en_analysis.cli import main
 
-from conftest import TINY
+from conftest import TINY, snapshot
 
 
 def sets(*extra: str) -> list[str]:
     return [x for o in (*TINY, *extra) for x in ("--set", o)]
-
-
-def snapshot(folder):
-    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
 def image_folder(root, channels: int, classes=("n02111889", "n07873807", "n01930112")):
@@ -81,7 +77,9 @@ def test_image_folder_without_splits_or_images(tmp_path, capsys):
     assert "notimages" in err
 
 
-def test_grayscale_checkpoint_on_rgb_images(tmp_path, trained_run, capsys):
+def test_a_step_cannot_swap_the_runs_data(tmp_path, trained_run, capsys):
+    """Before: `extract --set data.dataset=...` analysed the run's checkpoints on other data
+    (and only a channel mismatch stopped it); the data are the run's."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     folder = image_folder(tmp_path / "rgb", channels=3)
@@ -102,8 +100,8 @@ def test_grayscale_checkpoint_on_rgb_images(tmp_path, trained_run, capsys):
         ],
         capsys,
     )
-    assert "1-channel images but the data has 3" in err
-    assert all(snapshot(run)[p] == b for p, b in before.items())
+    assert "--set data.dataset=imagefolder: a step changes analysis settings" in err
+    assert snapshot(run) == before
 
 
 def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
@@ -160,7 +158,7 @@ def test_missing_epochs_and_unknown_mapping_synset(run_copy, tmp_path, capsys):
     cfg = Run(run_copy).config.data
     cfg.categories_file = str(mapping)
     data = build_datasets(cfg)
-    from en_analysis.wordnet import category_synsets
+    from en_analysis.data.wordnet import category_synsets
 
     with pytest.raises(UserError, match="unknown WordNet synset 'dgo.n.01'"):
         category_synsets(data.classes, data.synsets)
@@ -181,9 +179,9 @@ def test_unknown_preset_and_key(capsys):
 
 def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
     """The positive case: RGB PNGs in wnid folders train, extract and map to WordNet."""
-    from en_analysis.ratios import extract
+    from en_analysis.data.wordnet import category_synsets
+    from en_analysis.extract import extract
     from en_analysis.runs import Run
-    from en_analysis.wordnet import category_synsets
 
     folder = image_folder(tmp_path / "imgs", channels=3)
     run = tmp_path / "run"
@@ -206,7 +204,7 @@ def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
         )
         == 0
     )
-    assert extract(run, progress=False).written == [0, 1]
+    assert extract(Run(run), progress=False).written == [0, 1]
     r = Run(run).ratios(1)
     assert r.categories == ["n01930112", "n02111889", "n07873807"]  # sorted folder names
     names = [s.name() for s in category_synsets(r.categories, r.synsets)]
@@ -337,7 +335,7 @@ def test_a_new_run_never_overwrites_a_folder_it_did_not_start(tmp_path, analysed
     mine.mkdir()
     (mine / "config.toml").write_text("[train]\nlr = 0.5\n")
     err = run_cli(["train", "--out", str(mine), *sets()], capsys)
-    assert "holds the config.toml of another run (model.width is 16 (asked 4))" in err
+    assert "holds the config.toml of another run (model.width = 16 (asked 4))" in err
     assert (mine / "config.toml").read_text() == "[train]\nlr = 0.5\n"
     leftover = tmp_path / "leftover"
     shutil.copytree(analysed_run, leftover)  # a deleted run's ratios and embeddings remain
@@ -345,7 +343,10 @@ def test_a_new_run_never_overwrites_a_folder_it_did_not_start(tmp_path, analysed
     before = snapshot(leftover)
     for argv in (["train", "--out", str(leftover)], ["train", "--resume", "--out", str(leftover)]):
         err = run_cli([*argv, *sets()], capsys)
-        assert "already holds embeddings, ratios" in err and "choose another --out" in err
+        assert (
+            "already holds embeddings, provenance.json, ratios" in err
+            and "choose another --out" in err
+        )
     assert snapshot(leftover) == before
 
 

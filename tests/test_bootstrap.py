@@ -10,7 +10,7 @@ from sklearn.metrics import silhouette_score
 
 from en_analysis import bootstrap
 from en_analysis.metrics import knn_accuracy, neighbour_order
-from en_analysis.wordnet import cluster_distances, upper
+from en_analysis.statistics import cluster_distances, upper
 
 CENTRES = np.array([[0.0, 0.0], [2.0, 0.5], [1.0, 2.0]])  # one fixed population of 3 classes
 

@@ -75,9 +75,11 @@ def test_steps_on_a_run(run_copy, capsys):
     assert (run_copy / "analysis" / "clustering.csv").exists()
     assert main(["plot", str(run_copy), "--no-animation"]) == 0
     assert (run_copy / "figures" / "tsne_grid.png").exists()
-    assert main(["wordnet", str(run_copy), "--set", "analysis.wordnet_distance=hops"]) == 0
+    assert main(["wordnet", str(run_copy)]) == 0
     assert "closest" in capsys.readouterr().out
     assert main(["export", str(run_copy), "--wide"]) == 0
+    assert main(["metrics", str(run_copy)]) == 0  # a second time: nothing to do
+    assert "up to date: " + str(run_copy / "analysis" / "clustering.csv") in capsys.readouterr().out
 
 
 def test_parser_lists_all_steps():

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from en_analysis.checkpoints import list_checkpoints, load_checkpoint
-from en_analysis.ratios import extract
+from en_analysis.checkpoints import load_checkpoint
+from en_analysis.extract import extract
 from en_analysis.runs import Run
 
 from conftest import TINY
@@ -47,16 +47,16 @@ def ddp_run(tmp_path_factory) -> Path:
 
 
 def test_torchrun_trains_writes_once_and_resumes(ddp_run, tmp_path):
-    assert list(list_checkpoints(ddp_run)) == [0, 1]
+    assert Run(ddp_run).epochs == [0, 1]
     assert not list((ddp_run / "checkpoints").glob(".*tmp"))
     first = load_checkpoint(ddp_run / "checkpoints" / "epoch-001.pt")
     out = torchrun("train", "--quiet", "--out", str(ddp_run), "--resume")
     assert out.returncode == 0, out.stderr[-2000:]
-    assert list(list_checkpoints(ddp_run)) == [0, 1, 2]
+    assert Run(ddp_run).epochs == [0, 1, 2]
     again = load_checkpoint(ddp_run / "checkpoints" / "epoch-001.pt")
     assert all(torch.equal(first["model"][k], again["model"][k]) for k in first["model"])
     # the checkpoints load in a single-process extract
-    done = extract(ddp_run, progress=False)
+    done = extract(Run(ddp_run), progress=False)
     assert done.written == [0, 1, 2] and not done.failed
 
 
@@ -71,7 +71,7 @@ def test_two_process_extraction_equals_one(ddp_run, tmp_path):
     shutil.rmtree(one / "ratios", ignore_errors=True)
     run = Run(one)
     run.config.analysis.per_category = 7  # 28 samples: an odd share per process
-    extract(one, config=run.config, progress=False)
+    extract(run, progress=False)
     for epoch in Run(one).ratio_epochs:
         a, b = Run(two).ratios(epoch), Run(one).ratios(epoch)
         np.testing.assert_array_equal(a.sample_index, b.sample_index)

@@ -1,5 +1,8 @@
 """openTSNE per epoch: deterministic, aligned panels stay close, degenerate epochs handled."""
 
+import dataclasses
+import json
+
 import numpy as np
 from scipy.spatial import procrustes
 
@@ -47,14 +50,16 @@ def test_degenerate_epoch_is_marked_not_embedded():
     assert ys[0] is None and ys[1].shape == (len(x), 2) and np.isfinite(ys[1]).all()
 
 
-def test_embed_run_writes_settings_and_skips_when_current(run_copy):
+def test_embed_run_records_settings_and_skips_when_current(run_copy):
     run = Run(run_copy)
     d = run.embedding(0)
-    assert bool(d["degenerate"]) and (d["embedding"] == 0).all()  # uniform ratios at epoch 0
+    assert d.degenerate and (d.embedding == 0).all()  # uniform ratios at epoch 0
     d = run.embedding(2)
-    assert d["embedding"].shape == (32, 2) and not bool(d["degenerate"])
-    assert '"scaling": "zscore"' in str(d["settings"])
-    assert embed(run, run.config.analysis, progress=False) == ([], [0, 1, 2])
-    run.config.analysis.scaling = "raw"  # new settings: recomputed
-    written, _ = embed(run, run.config.analysis, progress=False)
-    assert written == [0, 1, 2] and '"scaling": "raw"' in str(run.embedding(2)["settings"])
+    assert d.embedding.shape == (32, 2) and not d.degenerate and d.epoch == 2
+    assert embed(run, progress=False) == ([], [0, 1, 2])
+    run.configure(dataclasses.replace(run.config.analysis, scaling="raw"), replace=True)
+    written, _ = embed(run, progress=False)  # new settings: recomputed, and recorded
+    assert written == [0, 1, 2] and embed(run, progress=False) == ([], [0, 1, 2])
+    record = json.loads(run.files.provenance.read_text())["embeddings/epoch-002.npz"]
+    assert record["settings"]["scaling"] == "raw"
+    assert sorted(record["inputs"]) == ["embeddings/epoch-001.npz", "ratios/epoch-002.npz"]

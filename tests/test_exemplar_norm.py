@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from en_analysis.errors import UserError
 from en_analysis.nn import ExemplarNorm2d
 from en_analysis.nn.exemplar_norm import _moments
 
@@ -246,11 +247,11 @@ def test_moments_match_torch():
 
 
 def test_bad_arguments_are_clear():
-    with pytest.raises(ValueError, match="normalizers"):
+    with pytest.raises(UserError, match="normalizers"):
         ExemplarNorm2d(4, normalizers=("in", "xn"))
-    with pytest.raises(ValueError, match="expects"):
+    with pytest.raises(UserError, match="expects"):
         ExemplarNorm2d(4)(torch.randn(2, 3, 4, 4))
-    with pytest.raises(ValueError, match="ratios"):
+    with pytest.raises(UserError, match="ratios"):
         ExemplarNorm2d(4).fix_ratios([0.5, 0.6, 0])
     with pytest.raises(TypeError):  # arguments after num_features are keyword-only
         ExemplarNorm2d(4, ("in", "bn"))

@@ -38,7 +38,7 @@ def test_page_holds_every_epoch_and_its_data(analysed_run):
         decoded = np.frombuffer(base64.b64decode(encoded), "<u2").reshape(n, layers, k) / 65535
         np.testing.assert_allclose(decoded, run.ratios(e).ratios, atol=1 / 65535)
     for frame, e in zip(ex.figure.frames, run.embedding_epochs):  # each frame is its epoch's map
-        emb = run.embedding(e)["embedding"]
+        emb = run.embedding(e).embedding
         rows = [row for trace in frame.data for row, _, _ in trace.customdata]
         xs = [x for trace in frame.data for x in trace.x]
         np.testing.assert_allclose(xs, np.round(emb[rows, 0], 2))

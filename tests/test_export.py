@@ -34,7 +34,8 @@ def test_statistics_equal_a_pandas_group_by(analysed_run):
 
 def test_export_files_open_in_pandas(run_copy):
     run = Run(run_copy)
-    paths = export(run, samples=True, wide_table=True)
+    paths, written = export(run, samples=True, wide_table=True)
+    assert written and export(run, samples=True, wide_table=True) == (paths, False)
     assert [p.name for p in paths] == [
         "category_stats.csv",
         "category_stats_wide.csv",

@@ -100,7 +100,7 @@ def test_kill_during_extraction_and_embedding_then_rerun(tmp_path, reference):
     for epoch in theirs.ratio_epochs:
         np.testing.assert_array_equal(ours.ratios(epoch).ratios, theirs.ratios(epoch).ratios)
         np.testing.assert_allclose(
-            ours.embedding(epoch)["embedding"], theirs.embedding(epoch)["embedding"], atol=1e-5
+            ours.embedding(epoch).embedding, theirs.embedding(epoch).embedding, atol=1e-5
         )
 
 

@@ -49,7 +49,7 @@ def test_scalings():
 
 def test_run_table_has_every_space_and_baseline(analysed_run):
     run = Run(analysed_run)
-    table = clustering_table(run, run.config.analysis)
+    table = clustering_table(run)
     assert set(table.space) == {"ratios", "random-head", "features", "pixels"}
     ratios = table[(table.space == "ratios") & (table.dims == "high")]
     assert set(ratios.metric) == {"silhouette", "knn", "centroid_shift"}

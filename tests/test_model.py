@@ -4,6 +4,7 @@ import pytest
 import torch
 import torchvision
 
+from en_analysis.errors import UserError
 from en_analysis.nn import ExemplarNorm2d, en_layers, en_resnet50
 
 
@@ -53,9 +54,9 @@ def test_en_model_trains_a_step():
 
 
 def test_bad_model_arguments():
-    with pytest.raises(ValueError, match="norm"):
+    with pytest.raises(UserError, match="norm"):
         en_resnet50(norm="gn")
-    with pytest.raises(ValueError, match="stem"):
+    with pytest.raises(UserError, match="stem"):
         en_resnet50(stem="tiny")
     assert isinstance(en_layers(en_resnet50(width=2))[0][1], ExemplarNorm2d)
 

@@ -46,11 +46,6 @@ def test_save_writes_png_and_pdf_and_leaves_no_temporary_file(run_copy, tmp_path
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_write_refuses_an_unknown_figure_name(run_copy):
-    with pytest.raises(ValueError, match="unknown figure"):
-        plotting.write(Run(run_copy), "tsne-grid", plotting.tsne_grid(Run(run_copy)))
-
-
 @pytest.mark.parametrize(
     "epochs, drops, expected",
     [

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from en_analysis.errors import UserError
+from en_analysis.extract import extract
 from en_analysis.nn import en_layers, en_resnet50
-from en_analysis.ratios import RatioRecorder, extract
+from en_analysis.ratios import RatioRecorder
 from en_analysis.runs import Run
 
 
@@ -76,9 +77,9 @@ def test_batch_of_one_equals_batch_of_64():
 
 
 def test_extract_with_batch_size_1_equals_batch_size_64(run_copy):
-    extract(run_copy, [2], batch_size=64, force=True, progress=False)
+    extract(Run(run_copy), [2], batch_size=64, force=True, progress=False)
     big = Run(run_copy).ratios(2).ratios
-    extract(run_copy, [2], batch_size=1, force=True, progress=False)
+    extract(Run(run_copy), [2], batch_size=1, force=True, progress=False)
     np.testing.assert_allclose(Run(run_copy).ratios(2).ratios, big, atol=1e-6, rtol=0)
 
 
@@ -152,7 +153,7 @@ def test_random_heads_see_the_layers_own_statistics():
 
 def test_random_heads_are_seeded(analysed_run, tmp_path):
     shutil.copytree(analysed_run, tmp_path / "run")
-    extract(tmp_path / "run", epochs=[2], force=True, progress=False)
+    extract(Run(tmp_path / "run"), epochs=[2], force=True, progress=False)
     again = Run(tmp_path / "run").ratios(2).random_head
     np.testing.assert_array_equal(again, Run(analysed_run).ratios(2).random_head)
 
@@ -176,11 +177,11 @@ def test_extracted_run_files(analysed_run):
 
 
 def test_extract_skips_up_to_date_and_reports_bad_checkpoints(run_copy):
-    assert extract(run_copy, progress=False).skipped == [0, 1, 2]
+    assert extract(Run(run_copy), progress=False).skipped == [0, 1, 2]
     bad = run_copy / "checkpoints" / "epoch-001.pt"
     bad.write_bytes(b"not a checkpoint")
     before = (run_copy / "ratios" / "epoch-001.npz").read_bytes()
-    done = extract(run_copy, force=True, progress=False)
+    done = extract(Run(run_copy), force=True, progress=False)
     assert done.written == [0, 2] and list(done.failed) == [str(bad)]
     assert (run_copy / "ratios" / "epoch-001.npz").read_bytes() == before  # nothing lost
 
@@ -189,11 +190,11 @@ def test_extract_with_categories_and_missing_epochs(run_copy):
     run = Run(run_copy)
     run.config.analysis.categories = ["car", "dog"]
     shutil.rmtree(run_copy / "ratios")
-    extract(run_copy, [2], run.config, progress=False)
+    extract(run, [2], progress=False)
     r = Run(run_copy).ratios(2)
     assert sorted(set(r.labels.tolist())) == [0, 2] and r.labels[0] == 2  # car first
     with pytest.raises(UserError, match="epoch.*7"):
-        extract(run_copy, [7], progress=False)
+        extract(run, [7], progress=False)
     run.config.analysis.categories = ["cta"]
     with pytest.raises(UserError, match="Did you mean cat"):
-        extract(run_copy, [2], run.config, force=True, progress=False)
+        extract(run, [2], force=True, progress=False)

@@ -9,8 +9,9 @@ import pytest
 
 from en_analysis.cli import main
 from en_analysis.errors import UserError
-from en_analysis.ratios import extract
+from en_analysis.extract import extract
 from en_analysis.replicates import compare, replicate
+from en_analysis.runs import Run
 
 from conftest import tiny_config
 
@@ -56,7 +57,9 @@ def test_compare_refuses_runs_that_analysed_other_images(replicated, tmp_path, c
     other = tmp_path / "other"
     shutil.copytree(out / "seed-1", other)
     shutil.rmtree(other / "ratios")
-    extract(other, config=tiny_config("analysis.per_category=6"), progress=False)
+    run = Run(other)
+    run.configure(tiny_config("analysis.per_category=6").analysis, replace=True)
+    extract(run, progress=False)
     with pytest.raises(UserError, match="other evaluation images"):
         compare([out / "seed-0", other])
     code = main(["compare", str(out / "seed-0"), str(other), "--out", str(tmp_path / "c")])

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from en_analysis.checkpoints import list_checkpoints, load_checkpoint
+from en_analysis.checkpoints import load_checkpoint
 from en_analysis.errors import UserError
+from en_analysis.runs import Run
 from en_analysis.train import lr_at, make_optimizer, train
 
 from conftest import tiny_config
@@ -22,7 +23,7 @@ def _equal(a, b):
 
 
 def test_run_folder_layout(trained_run):
-    assert list(list_checkpoints(trained_run)) == [0, 1, 2]
+    assert Run(trained_run).epochs == [0, 1, 2]
     metrics = pd.read_csv(trained_run / "metrics.csv")
     assert list(metrics.columns) == [
         "epoch",
@@ -55,7 +56,7 @@ def test_same_seed_same_weights_and_resume_equals_uninterrupted(tmp_path, traine
 
     partial = tmp_path / "partial"
     train(tiny_config("train.epochs=1"), partial, progress=False)
-    assert list(list_checkpoints(partial)) == [0, 1]
+    assert Run(partial).epochs == [0, 1]
     train(tiny_config(), partial, resume=True, progress=False)
     assert _equal(_weights(partial, 2), _weights(trained_run, 2))
     assert pd.read_csv(partial / "metrics.csv").epoch.tolist() == [0, 1, 2]
@@ -81,7 +82,7 @@ def test_existing_run_is_not_overwritten(tmp_path, trained_run):
 def test_nan_loss_stops_with_epoch_and_step(tmp_path):
     with pytest.raises(UserError, match=r"epoch 1, step \d+"):
         train(tiny_config("train.lr=1e30", "train.lr_drops=[]"), tmp_path / "nan", progress=False)
-    assert list(list_checkpoints(tmp_path / "nan")) == [0]  # the initial weights are kept
+    assert Run(tmp_path / "nan").epochs == [0]  # the initial weights are kept
 
 
 def test_lr_schedule_and_ratio_parameter_group():

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from en_analysis import wordnet as W
-from en_analysis.appearance import compare, extreme_pairs
+from en_analysis import statistics
+from en_analysis.data import mapping
+from en_analysis.data import wordnet as W
 from en_analysis.data.datasets import category_table
 from en_analysis.errors import UserError
 from en_analysis.runs import Run
+from en_analysis.wordnet import compare, extreme_pairs
 
 
 @pytest.fixture(scope="module")
@@ -83,14 +85,14 @@ def test_unknown_names_list_close_matches():
 def test_mapping_files(tmp_path):
     csv = tmp_path / "m.csv"
     csv.write_text("category,synset\nBag,bag.n.01\n")
-    assert W.read_mapping_file(csv) == {"Bag": "bag.n.01"}
+    assert mapping.read_mapping_file(csv) == {"Bag": "bag.n.01"}
     toml = tmp_path / "m.toml"
     toml.write_text('[synsets]\n"Ankle boot" = "boot.n.01"\n')
-    assert W.read_mapping_file(toml) == {"Ankle boot": "boot.n.01"}
+    assert mapping.read_mapping_file(toml) == {"Ankle boot": "boot.n.01"}
     bad = tmp_path / "bad.csv"
     bad.write_text("name,wn\nx,y\n")
     with pytest.raises(UserError, match="columns category,synset"):
-        W.read_mapping_file(bad)
+        mapping.read_mapping_file(bad)
 
 
 def _brute_force_mantel(a, b):
@@ -112,7 +114,7 @@ def test_mantel_agrees_with_brute_force():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(5, 2))
     a, b = _distances(pts), _distances(pts + rng.normal(0, 0.5, pts.shape))
-    r, p = W.mantel(a, b, permutations=20000, seed=1)
+    r, p = statistics.mantel(a, b, permutations=20000, seed=1)
     r_exact, p_exact = _brute_force_mantel(a, b)
     assert r == pytest.approx(r_exact)
     assert p == pytest.approx(p_exact, abs=0.01)
@@ -122,15 +124,15 @@ def test_mantel_planted_and_independent():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(12, 3))
     a = _distances(pts)
-    r, p = W.mantel(a, _distances(pts + rng.normal(0, 0.2, pts.shape)), 999, 0)
+    r, p = statistics.mantel(a, _distances(pts + rng.normal(0, 0.2, pts.shape)), 999, 0)
     assert r > 0.8 and p < 0.01
-    ps = [W.mantel(a, _distances(rng.normal(size=(12, 3))), 999, s)[1] for s in range(5)]
+    ps = [statistics.mantel(a, _distances(rng.normal(size=(12, 3))), 999, s)[1] for s in range(5)]
     assert np.median(ps) > 0.05
 
 
 def test_run_comparison(analysed_run):
     run = Run(analysed_run)
-    result = compare(run, run.config.analysis)
+    result = compare(run)
     t = result.table
     assert set(t.space) == {"ratios", "ratios-2d", "random-head", "features", "pixels"}
     assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
@@ -163,8 +165,8 @@ def _tau_a(x, y):
 def test_rsa_measures_tau_a_and_category_interval():
     from scipy.spatial.distance import squareform
 
-    from en_analysis.appearance import rsa_measures
-    from en_analysis.wordnet import upper
+    from en_analysis.statistics import upper
+    from en_analysis.wordnet import rsa_measures
 
     rng = np.random.default_rng(0)
     wn = squareform(np.round(rng.random(45), 1))  # ties, as Wu-Palmer distances have

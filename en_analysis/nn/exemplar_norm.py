@@ -23,8 +23,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-KNOWN_NORMALIZERS = ("in", "ln", "bn", "gn")
-DEFAULT_NORMALIZERS = ("in", "ln", "bn")
+from ..choices import DEFAULT_NORMALIZERS, NORMALIZERS
+from ..errors import UserError
+
 MIN_HIDDEN = 8
 
 
@@ -76,10 +77,10 @@ class ExemplarNorm2d(nn.Module):
     ) -> None:
         super().__init__()
         normalizers = tuple(normalizers)
-        unknown = [n for n in normalizers if n not in KNOWN_NORMALIZERS]
+        unknown = [n for n in normalizers if n not in NORMALIZERS]
         if unknown or not normalizers or len(set(normalizers)) != len(normalizers):
-            raise ValueError(
-                f"normalizers must be distinct names from {KNOWN_NORMALIZERS}, got {normalizers}"
+            raise UserError(
+                f"normalizers must be distinct names from {NORMALIZERS}, got {normalizers}"
             )
         self.num_features = num_features
         self.normalizers = normalizers
@@ -118,7 +119,7 @@ class ExemplarNorm2d(nn.Module):
             return
         r = torch.as_tensor(ratios, dtype=torch.float32).flatten()
         if r.numel() != len(self.normalizers) or (r < 0).any() or abs(float(r.sum()) - 1) > 1e-6:
-            raise ValueError(f"need {len(self.normalizers)} non-negative ratios summing to 1")
+            raise UserError(f"need {len(self.normalizers)} non-negative ratios summing to 1")
         self.fixed_ratios = r
 
     def _params(self) -> tuple[Tensor | None, ...]:
@@ -233,7 +234,7 @@ class ExemplarNorm2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
-            raise ValueError(
+            raise UserError(
                 f"ExemplarNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), "
                 f"got {tuple(x.shape)}"
             )

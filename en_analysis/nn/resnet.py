@@ -12,10 +12,10 @@ from functools import partial
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from .exemplar_norm import DEFAULT_NORMALIZERS, ExemplarNorm2d
+from ..choices import DEFAULT_NORMALIZERS, NORMS, STEMS, check
+from ..errors import UserError
+from .exemplar_norm import ExemplarNorm2d
 
-STEMS = ("imagenet", "small")
-NORMS = ("en", "bn")
 RESNET50_BLOCKS = (3, 4, 6, 3)
 
 
@@ -34,10 +34,9 @@ class ResNet(nn.Module):
         zero_init_residual: bool = False,
     ) -> None:
         super().__init__()
-        if stem not in STEMS:
-            raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
+        check("stem", stem, STEMS)
         if width < 1:
-            raise ValueError(f"width must be positive, got {width}")
+            raise UserError(f"width must be positive, got {width}")
         self.inplanes = width
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
@@ -108,7 +107,7 @@ def en_resnet50(
     elif norm == "bn":
         norm_layer = nn.BatchNorm2d
     else:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        check("norm", norm, NORMS)
     return ResNet(
         RESNET50_BLOCKS,
         num_classes,

@@ -1,0 +1,26 @@
+"""Every choice a setting can take, declared once: the modules that implement a choice and the
+config validation that checks it read these same tuples."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from .errors import UserError
+
+NORMS = ("en", "bn")  # model.norm: Exemplar Normalization or plain BatchNorm2d
+STEMS = ("small", "imagenet")  # model.stem
+NORMALIZERS = ("in", "ln", "bn", "gn")  # model.normalizers: EN's pool
+DEFAULT_NORMALIZERS = ("in", "ln", "bn")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")  # data.dataset
+AUGMENTS = ("none", "flip", "crop-flip")  # data.augment
+SCALINGS = ("raw", "zscore", "clr")  # analysis.scaling
+TSNE_MODES = ("aligned", "independent")  # analysis.tsne_mode
+WORDNET_DISTANCES = ("wup", "path", "lch", "hops")  # analysis.wordnet_distance
+CLUSTER_DISTANCES = ("centroid", "pairwise")  # analysis.cluster_distance
+
+
+def check(what: str, value: object, options: Iterable[object]) -> None:
+    """One line naming the setting, the value and the options when ``value`` is not one."""
+    options = tuple(options)
+    if value not in options:
+        raise UserError(f"{what} = {value!r} is not one of {', '.join(map(str, options))}")

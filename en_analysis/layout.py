@@ -1,0 +1,155 @@
+"""Every path of a run folder, defined once.
+
+::
+
+    RUN/
+      config.toml          the resolved settings; [analysis] is the default analysis's
+      run.json             the run's identity (every checkpoint carries it) and its resumes
+      metrics.csv          one row per epoch
+      checkpoints/         epoch-000.pt (the initial weights), epoch-001.pt, ...
+      ratios/ embeddings/ analysis/ figures/ projector/ provenance.json
+                           the default analysis: what each step wrote, and what from
+      analyses/NAME/       a named analysis: analysis.toml (its settings) and the same folders
+
+A run's training files sit at its top; each analysis (``--analysis NAME``) has its own folder
+of outputs, so analyses with other settings live side by side.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+DEFAULT_ANALYSIS = "default"
+ANALYSIS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+EPOCH_FILE = re.compile(r"^epoch-(\d{3,})(\.\w+)$")
+
+
+def epoch_file(folder: Path, epoch: int, suffix: str) -> Path:
+    return folder / f"epoch-{epoch:03d}{suffix}"
+
+
+def epoch_files(folder: Path, suffix: str) -> dict[int, Path]:
+    """Epoch -> file for every ``epoch-XXX<suffix>`` in ``folder``, in epoch order."""
+    found = {}
+    if folder.is_dir():
+        for p in folder.iterdir():
+            m = EPOCH_FILE.match(p.name)
+            if m and m.group(2) == suffix:
+                found[int(m.group(1))] = p
+    return dict(sorted(found.items()))
+
+
+def check_analysis_name(name: str) -> str:
+    if not ANALYSIS_NAME.match(name):
+        raise UserError(
+            f"analysis name {name!r} must be a plain name: letters, digits, '.', '_' or '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class AnalysisLayout:
+    """The folders and files of one analysis of a run."""
+
+    run: Path
+    name: str = DEFAULT_ANALYSIS
+
+    @property
+    def root(self) -> Path:
+        if self.name == DEFAULT_ANALYSIS:
+            return self.run
+        return self.run / "analyses" / self.name
+
+    @property
+    def settings(self) -> Path:
+        """Where the analysis's settings live (the run's config.toml for the default one)."""
+        if self.name == DEFAULT_ANALYSIS:
+            return self.run / "config.toml"
+        return self.root / "analysis.toml"
+
+    @property
+    def ratios(self) -> Path:
+        return self.root / "ratios"
+
+    def ratio_file(self, epoch: int) -> Path:
+        return epoch_file(self.ratios, epoch, ".npz")
+
+    @property
+    def pixels(self) -> Path:
+        return self.ratios / "pixels.npz"
+
+    @property
+    def embeddings(self) -> Path:
+        return self.root / "embeddings"
+
+    def embedding_file(self, epoch: int) -> Path:
+        return epoch_file(self.embeddings, epoch, ".npz")
+
+    @property
+    def tables(self) -> Path:
+        return self.root / "analysis"
+
+    def table(self, name: str) -> Path:
+        return self.tables / name
+
+    @property
+    def figures(self) -> Path:
+        return self.root / "figures"
+
+    @property
+    def projector(self) -> Path:
+        return self.root / "projector"
+
+    @property
+    def provenance(self) -> Path:
+        return self.root / "provenance.json"
+
+    def outputs(self) -> list[Path]:
+        """Every output file the analysis holds now."""
+        folders = (self.ratios, self.embeddings, self.tables, self.figures, self.projector)
+        return [p for f in folders if f.is_dir() for p in f.rglob("*") if p.is_file()]
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The training files of a run folder, and its analyses."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def identity(self) -> Path:
+        return self.root / "run.json"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return epoch_file(self.checkpoints, epoch, ".pt")
+
+    def analysis(self, name: str = DEFAULT_ANALYSIS) -> AnalysisLayout:
+        return AnalysisLayout(self.root, check_analysis_name(name))
+
+    def analysis_names(self) -> list[str]:
+        """The default analysis and every named one that has its settings stored."""
+        folder = self.root / "analyses"
+        named = sorted(
+            p.name
+            for p in (folder.iterdir() if folder.is_dir() else ())
+            if ANALYSIS_NAME.match(p.name) and (p / "analysis.toml").is_file()
+        )
+        return [DEFAULT_ANALYSIS, *named]
+
+    TRAINING = ("config.toml", "run.json", "metrics.csv", "checkpoints", ".lock")
