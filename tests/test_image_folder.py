@@ -123,3 +123,121 @@ def test_unusable_image_files_are_named_before_training_or_skipped(tmp_path):
     assert len(data.heldout) == 8
     for i in range(len(data.train)):
         data.train[i]  # every remaining file loads
+
+
+GRAY = np.array([[0, 1, 2, 64], [127, 128, 200, 255]], np.uint8)
+
+
+def _saved(path, image, fmt):
+    image.save(path, format=fmt)
+    return path
+
+
+def _expected_gray(values):
+    return np.repeat(values[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize(
+    "mode, fmt, make, expected",
+    [
+        ("L", "PNG", lambda: Image.fromarray(GRAY), _expected_gray(GRAY)),
+        ("L", "TIFF", lambda: Image.fromarray(GRAY), _expected_gray(GRAY)),
+        ("1", "PNG", lambda: Image.fromarray(GRAY > 127), _expected_gray((GRAY > 127) * 255)),
+        (
+            "LA",
+            "PNG",
+            lambda: Image.fromarray(np.stack([GRAY, 255 - GRAY], 2), "LA"),
+            _expected_gray(GRAY),
+        ),
+        (
+            "P",
+            "PNG",
+            lambda: Image.fromarray(GRAY).convert("P"),  # a palette of the grays: exact
+            _expected_gray(GRAY),
+        ),
+        (
+            "RGBA",
+            "PNG",
+            lambda: Image.fromarray(np.stack([GRAY, 255 - GRAY, GRAY // 2, GRAY], 2), "RGBA"),
+            np.stack([GRAY, 255 - GRAY, GRAY // 2], 2),  # alpha dropped, colours kept
+        ),
+        (
+            "RGB",
+            "BMP",
+            lambda: Image.fromarray(np.stack([GRAY, 255 - GRAY, GRAY // 2], 2)),
+            np.stack([GRAY, 255 - GRAY, GRAY // 2], 2),
+        ),
+        (
+            "I;16",
+            "PNG",  # 16-bit: PIL's own conversion clips every value above 255 to 255
+            lambda: Image.fromarray(GRAY.astype(np.uint16) * 257),
+            _expected_gray(GRAY),
+        ),
+        (
+            "I;16",
+            "TIFF",
+            lambda: Image.fromarray(GRAY.astype(np.uint16) * 256 + 100),
+            _expected_gray(np.round((GRAY * 256.0 + 100) / 257).astype(np.uint8)),
+        ),
+        (
+            "I",
+            "TIFF",  # 32-bit integers in the 16-bit range
+            lambda: Image.fromarray(GRAY.astype(np.int32) * 257),
+            _expected_gray(GRAY),
+        ),
+        (
+            "F",
+            "TIFF",  # 32-bit float in 0..1
+            lambda: Image.fromarray((GRAY / 255).astype(np.float32)),
+            _expected_gray(GRAY),
+        ),
+    ],
+)
+def test_every_image_mode_loads_with_its_values(tmp_path, mode, fmt, make, expected):
+    from en_analysis.data.datasets import load_image
+
+    image = make()
+    path = _saved(tmp_path / f"image.{fmt.lower()}", image, fmt)
+    with Image.open(path) as opened:
+        assert opened.mode == mode  # the file really is of this mode
+    loaded = load_image(str(path))
+    assert loaded.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(loaded), expected)
+
+
+@pytest.mark.parametrize(
+    "colour_mode, fmt", [("CMYK", "JPEG"), ("CMYK", "TIFF"), ("YCbCr", "TIFF"), ("LAB", "TIFF")]
+)
+def test_colour_spaces_load_through_pils_conversion(tmp_path, colour_mode, fmt):
+    from en_analysis.data.datasets import load_image
+
+    rgb = Image.fromarray(np.stack([GRAY, 255 - GRAY, GRAY // 2], 2))
+    path = _saved(tmp_path / f"image.{fmt.lower()}", rgb.convert(colour_mode), fmt)
+    with Image.open(path) as opened:
+        assert opened.mode == colour_mode
+        reference = np.asarray(opened.convert("RGB"))
+    loaded = np.asarray(load_image(str(path)))
+    np.testing.assert_array_equal(loaded, reference)
+    assert loaded.std() > 10  # not flattened to one colour
+
+
+@pytest.mark.parametrize(
+    "make, why",
+    [
+        (
+            lambda: Image.fromarray(np.full((4, 4), 2.5, np.float32)),
+            "F image with values outside 0..1",
+        ),
+        (
+            lambda: Image.fromarray(np.full((4, 4), 70000, np.int32)),
+            "I image with values outside 0..65535",
+        ),
+    ],
+)
+def test_images_whose_values_cannot_be_kept_are_refused_by_name_before_training(
+    tmp_path, make, why
+):
+    root = folder(tmp_path / "data")
+    make().save(root / "train" / "cat" / "odd.tiff")
+    with pytest.raises(UserError, match=rf"train/cat/odd.tiff \({why}\)"):
+        build_datasets(config(root).data)

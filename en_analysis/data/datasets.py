@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -25,7 +24,6 @@ from .subset import balanced_subset
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 CACHE = Path.home() / ".cache" / "en-analysis"
-WNID = re.compile(r"^n\d{8}$")
 STATS = {  # per-channel mean, std used to normalise inputs
     "fashion-mnist": ((0.2860,), (0.3530,)),
     "synthetic": ((0.5,), (0.25,)),
@@ -185,9 +183,43 @@ class _FitTo:
         return image if image.size == (self.size, self.size) else self.resize(image)
 
 
+SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # "I" (32-bit) is read as 0..65535
+
+
+def _values_problem(image) -> str | None:
+    """Why the pixel values of a high-bit-depth image cannot be kept (None if they can)."""
+    if image.mode not in (*SIXTEEN_BIT, "F"):
+        return None
+    a = np.asarray(image, dtype=np.float64)
+    top = 1.0 if image.mode == "F" else 65535.0
+    if not np.isfinite(a).all() or a.min() < 0 or a.max() > top:
+        return f"{image.mode} image with values outside 0..{top:g}"
+    return None
+
+
+def load_image(path: str):
+    """An image file as 8-bit RGB with its values intact: 8-bit modes (L, P, 1, LA, RGBA,
+    CMYK, YCbCr, LAB, ...) through PIL's conversion, 16-bit gray scaled by 255/65535 and 32-bit
+    float gray (0..1) by 255 - PIL's own conversion would clip both to 255. Values that cannot be
+    kept are refused by name."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        problem = _values_problem(image)
+        if problem:
+            raise UserError(f"{path}: {problem}; convert it to 8- or 16-bit")
+        if image.mode in SIXTEEN_BIT or image.mode == "F":
+            top = 1.0 if image.mode == "F" else 65535.0
+            gray = np.round(np.asarray(image, dtype=np.float64) * (255 / top)).astype(np.uint8)
+            return Image.fromarray(gray).convert("RGB")
+        return image.convert("RGB")
+
+
 def _image_problem(path: str) -> str | None:
-    """Why an image file cannot be used, from its header and its last bytes (no decoding):
-    empty, not an image PIL knows, or a JPEG / PNG cut short (no end marker). None if fine."""
+    """Why an image file cannot be used, from its header and its last bytes (pixels are decoded
+    only for high-bit-depth images, to check their range): empty, not an image PIL knows, a
+    JPEG / PNG cut short (no end marker), values that cannot be kept. None if fine."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
@@ -197,6 +229,9 @@ def _image_problem(path: str) -> str | None:
             return "empty file"
         with Image.open(p) as image:
             kind = image.format
+            values = _values_problem(image)
+        if values:
+            return values
         with open(p, "rb") as f:
             f.seek(max(0, size - 12))
             tail = f.read()
@@ -286,7 +321,7 @@ def _image_folder(cfg: DataConfig) -> Datasets:
     splits = {}
     for split in ("train", held_out):
         try:
-            splits[split] = ImageFolder(str(root / split))
+            splits[split] = ImageFolder(str(root / split), loader=load_image)
         except (FileNotFoundError, RuntimeError) as e:
             raise UserError(f"{root / split}: {e}") from None
     train, val = splits["train"], splits[held_out]
@@ -330,7 +365,7 @@ def _subset(ds: Dataset, labels: np.ndarray, n: int, seed: int) -> Dataset:
 def _user_table(cfg: DataConfig) -> list[tuple[str, str]]:
     if not cfg.categories_file:
         return []
-    from ..wordnet import read_mapping_file
+    from .mapping import read_mapping_file
 
     return list(read_mapping_file(Path(cfg.categories_file)).items())
 
