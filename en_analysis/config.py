@@ -286,7 +286,10 @@ def validate(config: Config) -> None:
     for key in ("epochs", "panels"):
         if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
             raise UserError(f"analysis.{key} must be a list of epoch numbers")
-    categories = [str(c) for c in config.analysis.categories]
+    categories = config.analysis.categories
+    if any(not isinstance(c, str) for c in categories):  # [1, 2] in TOML: numbers, not names
+        quoted = ", ".join(repr(str(c)) for c in categories)
+        raise UserError(f"analysis.categories must be names in quotes, e.g. [{quoted}]")
     duplicates = sorted({c for c in categories if categories.count(c) > 1})
     if duplicates:  # a category listed twice would be counted as two classes of the same images
         raise UserError(f"analysis.categories lists {', '.join(duplicates)} more than once")

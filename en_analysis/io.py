@@ -20,6 +20,9 @@ import numpy as np
 
 from .errors import UserError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: the mode ordinary new files get
+
 
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, fsync, rename it into place."""
@@ -30,6 +33,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror} (is the folder writable?)") from None
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as an ordinary file would be (mkstemp makes 0600)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -99,16 +103,6 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
         ) from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise UserError(f"{path} is corrupt or truncated ({e}); delete it to recompute") from None
-
-
-def npz_up_to_date(path: Path, source: Path, settings: str) -> bool:
-    """An npz output is current: newer than its source and made with the same ``settings``."""
-    if not path.exists() or path.stat().st_mtime < source.stat().st_mtime:
-        return False
-    try:
-        return str(load_npz(path)["settings"]) == settings
-    except (UserError, KeyError):
-        return False
 
 
 def write_csv(path: Path, frame) -> Path:

@@ -199,6 +199,39 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     return fig
 
 
+def analyses_figure(runs: list[Run], epoch: int | None = None) -> Figure:
+    """Analyses of one run side by side: each one's t-SNE map of ``epoch`` (default: the last
+    one they all embedded), titled with its settings that differ and its silhouette and k-NN
+    accuracy (with 95% intervals) from its ``clustering.csv``."""
+    if not runs or len({r.path.resolve() for r in runs}) != 1:
+        raise UserError("analyses_figure compares analyses of one run: Run(path, name) each")
+    shared = sorted(set.intersection(*(set(r.embedded_epochs()) for r in runs)))
+    if not shared or (epoch is not None and epoch not in shared):
+        raise UserError(f"epoch {epoch} is not embedded in every analysis; shared: {shared}")
+    epoch = shared[-1] if epoch is None else epoch
+    settings = [r.analysis_settings() for r in runs]
+    differ = [k for k in settings[0] if any(s[k] != settings[0][k] for s in settings)]
+    fig = _Figure(figsize=(4.2 * len(runs), 4.9))
+    axes = fig.subplots(1, len(runs), squeeze=False)[0]
+    r0 = runs[0].ratios(epoch)
+    for ax, run, s in zip(axes, runs, settings):
+        e = run.embedding(epoch)
+        scatter_panel(ax, e.embedding, e.labels, r0.present, e.degenerate)
+        lines = [f"analysis {run.analysis}: " + ", ".join(f"{k} {s[k]}" for k in differ)]
+        if run.files.table("clustering.csv").exists():
+            t = run.clustering()
+            t = t[(t.epoch == epoch) & (t.space == "ratios") & (t.dims == "high")]
+            for metric, name in (("silhouette", "silhouette"), ("knn", "k-NN")):
+                row = t[t.metric == metric].iloc[0]
+                lines.append(f"{name} {row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
+        ax.set_title("\n".join([lines[0], "; ".join(lines[1:])]), fontsize=9)
+    _legend(fig, display_names(r0.categories, r0.present), ncol=min(5, len(r0.present)))
+    data = describe_data(runs[0].config.data)
+    fig.suptitle(f"Epoch {epoch} of {data}, run {runs[0].path.name}", fontsize=11)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    return fig
+
+
 def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
     """An animated GIF of the (aligned) embeddings across all epochs, with fixed axes."""
     from matplotlib.animation import FuncAnimation, PillowWriter
@@ -299,7 +332,7 @@ def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
 
 def wordnet_figure(run: Run, result: Comparison) -> Figure:
     """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices
-    (``result`` from ``appearance.compare``)."""
+    (``result`` from ``wordnet.compare``)."""
     table = result.table
     labels = display_names(result.categories, list(range(len(result.categories))))
     fig = _Figure(figsize=(14, 4.4))

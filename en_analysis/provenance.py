@@ -92,9 +92,3 @@ class Provenance:
         for output in outputs:
             records[self._key(output)] = {"digest": digest(output), **source}
         atomic_write_text(self.file, json.dumps(records, indent=1, sort_keys=True) + "\n")
-
-    def forget(self, outputs: Iterable[Path]) -> None:
-        records = self._records()
-        for output in outputs:
-            records.pop(self._key(output), None)
-        atomic_write_text(self.file, json.dumps(records, indent=1, sort_keys=True) + "\n")

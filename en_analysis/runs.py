@@ -266,11 +266,21 @@ class Run:
         return Ratios.load(path)
 
     def embedding(self, epoch: int) -> Embedding:
-        """The 2-D t-SNE embedding of an epoch."""
+        """The 2-D t-SNE embedding of an epoch; one made from other images than the epoch's
+        ratio file (re-extracted since) is refused."""
         path = self.files.embedding_file(epoch)
         if not path.exists():
             raise UserError(f"no embedding for epoch {epoch} (run {self._hint('embed')})")
-        return Embedding.load(path)
+        embedding = Embedding.load(path)
+        ratios = self.files.ratio_file(epoch)
+        if ratios.exists() and not np.array_equal(
+            load_npz(ratios)["sample_index"], embedding.sample_index
+        ):
+            raise UserError(
+                f"the embedding of epoch {epoch} was made from other images than its ratios "
+                f"(extracted again since): run {self._hint('embed')}"
+            )
+        return embedding
 
     def pixels(self) -> dict[str, np.ndarray]:
         """The evaluation images' raw pixels (the input baseline)."""

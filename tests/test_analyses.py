@@ -153,6 +153,26 @@ def test_two_analyses_of_one_run_side_by_side(run):
     assert set(summary.steps.values()) == {"up to date"}
 
 
+def test_two_analyses_in_one_figure(run):
+    from en_analysis import plotting
+
+    reproduce(tiny_config(*FAST, "analysis.scaling=raw"), run, "raw", progress=False)
+    default, raw = Run(run), Run(run, "raw")
+    fig = plotting.analyses_figure([default, raw])
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[0].startswith("analysis default: scaling zscore")
+    assert titles[1].startswith("analysis raw: scaling raw")
+    silhouette = raw.clustering().query("epoch == 2 and space == 'ratios' and dims == 'high'")
+    value = silhouette[silhouette.metric == "silhouette"].value.iloc[0]
+    assert f"silhouette {value:.3f}" in titles[1]
+    other = run.parent / "other"
+    shutil.copytree(run, other)
+    with pytest.raises(UserError, match="analyses of one run"):
+        plotting.analyses_figure([default, Run(other)])
+    with pytest.raises(UserError, match="not embedded in every analysis"):
+        plotting.analyses_figure([default, raw], epoch=7)
+
+
 def test_force_replaces_an_analysis_and_stores_its_settings(run):
     reproduce(tiny_config(*FAST, "analysis.scaling=raw"), run, force=True, progress=False)
     assert read_config(run / "config.toml").analysis.scaling == "raw"

@@ -1,6 +1,8 @@
 """The README's "What happens when..." table, through the CLI: one clear line, exit status 2,
 no traceback, and nothing that existed before is changed."""
 
+import errno
+import os
 import shutil
 
 import numpy as np
@@ -356,3 +358,145 @@ def test_nothing_is_written_before_every_check_passed(tmp_path, capsys):
         ["train", "--out", str(run), *sets("data.dataset=fashion-mnist", "data.root=/nope")], capsys
     )
     assert not (run / "config.toml").exists()
+
+
+NOT_UTF8 = b"\xff\xfe\x00bad \x80\x81 bytes"
+
+
+def test_a_config_file_that_is_not_text(tmp_path, capsys):
+    bad = tmp_path / "settings.toml"
+    bad.write_bytes(NOT_UTF8)
+    err = run_cli(["train", "--config", str(bad), "--out", str(tmp_path / "run")], capsys)
+    assert f"{bad} is not UTF-8 text" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_categories_file_that_is_not_text(tmp_path, capsys):
+    bad = tmp_path / "synsets.csv"
+    bad.write_bytes(NOT_UTF8)
+    out = tmp_path / "run"
+    err = run_cli(["train", "--out", str(out), *sets(f"data.categories_file={bad}")], capsys)
+    assert f"{bad} is not UTF-8 text" in err
+    assert not out.exists() or snapshot(out) == {}
+
+
+def test_a_metrics_file_that_is_not_text(tmp_path, trained_run, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "metrics.csv").write_bytes(NOT_UTF8)
+    before = snapshot(run)
+    err = run_cli(["train", "--resume", "--out", str(run), *sets("train.epochs=3")], capsys)
+    assert "metrics.csv is not UTF-8 text" in err
+    assert snapshot(run) == before
+
+
+def test_integer_category_names(run_copy, capsys):
+    err = run_cli(["extract", str(run_copy), "--set", "analysis.categories=[1, 2]"], capsys)
+    assert "analysis.categories must be names in quotes, e.g. ['1', '2']" in err
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, analysed_run):
+    """The tiny run with every output a step may replace (read-only: copy it)."""
+    path = tmp_path_factory.mktemp("finished") / "run"
+    shutil.copytree(analysed_run, path)
+    for argv in (["export"], ["metrics"], ["plot", "--no-animation"]):
+        assert main([argv[0], str(path), *argv[1:]]) == 0
+    return path
+
+
+@pytest.mark.parametrize(
+    "step, error",
+    [
+        ("export", errno.ENOSPC),
+        ("export", errno.EROFS),
+        ("export", errno.EDQUOT),
+        ("metrics", errno.ENOSPC),
+        ("plot", errno.ENOSPC),
+        ("embed", errno.ENOSPC),
+        ("extract", errno.ENOSPC),
+    ],
+)
+def test_a_full_or_read_only_disk_while_writing(
+    tmp_path, finished_run, monkeypatch, capsys, step, error
+):
+    """Before: an OSError traceback (and EROFS is not a PermissionError). Now one line, and
+    every file that existed is as it was, with no temporary file left."""
+    import en_analysis.io
+
+    def fail(fd):
+        raise OSError(error, os.strerror(error))
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = snapshot(run)
+    monkeypatch.setattr(en_analysis.io.os, "fsync", fail)
+    err = run_cli([step, str(run), "--force"], capsys)
+    assert os.strerror(error) in err and "its previous version is kept" in err
+    assert snapshot(run) == before
+
+
+def test_a_full_disk_while_training_keeps_the_earlier_epochs(
+    tmp_path, trained_run, monkeypatch, capsys
+):
+    import en_analysis.io
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    before = snapshot(run)
+
+    def fail(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(en_analysis.io.os, "fsync", fail)
+    err = run_cli(["train", "--resume", "--out", str(run), *sets("train.epochs=3")], capsys)
+    assert "No space left on device" in err
+    assert snapshot(run) == before
+
+
+def test_a_read_only_run_folder_for_the_lock(run_copy, monkeypatch, capsys):
+    import en_analysis.io
+
+    def fail(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    before = snapshot(run_copy)
+    monkeypatch.setattr(en_analysis.io.os, "open", fail)
+    err = run_cli(["metrics", str(run_copy)], capsys)
+    assert f"cannot lock {run_copy}: Read-only file system" in err
+    assert snapshot(run_copy) == before
+
+
+def test_embeddings_of_other_images_or_deleted_while_plotting(run_copy, monkeypatch, capsys):
+    """Before: a ZeroDivisionError or IndexError."""
+    from en_analysis.runs import Run
+
+    before = snapshot(run_copy)
+    # ratios extracted again for another subset: the old embeddings no longer fit them
+    assert (
+        main(
+            [
+                "extract",
+                str(run_copy),
+                "--analysis",
+                "few",
+                "--set",
+                "analysis.per_category=4",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    few = run_copy / "analyses" / "few"
+    shutil.copytree(run_copy / "embeddings", few / "embeddings")
+    err = run_cli(["metrics", str(run_copy), "--analysis", "few"], capsys)
+    assert "the embedding of epoch 0 was made from other images than its ratios" in err
+    assert "en-analysis embed" in err and "--analysis few" in err
+    # an embedding that disappears after the epochs were listed
+    shutil.rmtree(few)
+    (run_copy / "embeddings" / "epoch-001.npz").unlink()
+    monkeypatch.setattr(Run, "embedded_epochs", lambda self: [0, 1, 2])
+    err = run_cli(["plot", str(run_copy), "--force"], capsys)
+    assert "no embedding for epoch 1" in err
+    del before[run_copy / "embeddings" / "epoch-001.npz"]
+    assert {p: b for p, b in snapshot(run_copy).items() if "analyses" not in str(p)} == before

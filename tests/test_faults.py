@@ -3,6 +3,7 @@ results of an uninterrupted run. Two writers of one run folder: the second is re
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -175,3 +176,12 @@ def test_analysis_steps_take_the_run_lock(step, run_copy, capsys):
     with locked_by_another_process(run_copy) as pid:
         assert main([step, str(run_copy), "--force"]) == 2
         assert f"in use by process {pid}" in capsys.readouterr().err
+
+
+def test_atomic_writes_get_an_ordinary_files_mode(tmp_path):
+    """mkstemp makes 0600 files: the tables and figures a run writes must stay readable by the
+    others who may read an ordinary file (the umask decides, as for open())."""
+    ordinary = tmp_path / "ordinary"
+    ordinary.write_bytes(b"x")
+    written = atomic_write(tmp_path / "written", lambda f: f.write(b"x"))
+    assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(ordinary.stat().st_mode)
