@@ -120,6 +120,19 @@ def test_mantel_agrees_with_brute_force():
     assert p == pytest.approx(p_exact, abs=0.01)
 
 
+def test_cluster_distances_known_values():
+    """Centroid: the distance between the category means; pairwise: the mean distance over
+    every pair of one image from each category."""
+    x = np.array([[0.0, 0.0], [2.0, 0.0], [1.0, 1.0], [1.0, 3.0]])
+    labels = np.array([0, 0, 1, 1])
+    centroid = statistics.cluster_distances(x, labels, [0, 1], "centroid")
+    pairwise = statistics.cluster_distances(x, labels, [0, 1], "pairwise")
+    assert centroid[0, 1] == centroid[1, 0] == pytest.approx(2.0)  # (1, 0) to (1, 2)
+    expected = (2 * np.sqrt(2) + 2 * np.sqrt(10)) / 4  # (0,0)-(1,1), (2,0)-(1,1), ... to (1,3)
+    assert pairwise[0, 1] == pairwise[1, 0] == pytest.approx(expected)
+    assert centroid[0, 0] == pairwise[0, 0] == 0
+
+
 def test_mantel_planted_and_independent():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(12, 3))
