@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from _timing import best_times
 
 from en_analysis.nn import ExemplarNorm2d, en_resnet50
+from en_analysis.nn.exemplar_norm import compile_small_graphs
 
 DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28)
 PAPER = dict(classes=1000, channels=3, width=64, stem="imagenet", batch=16, size=224)
@@ -38,6 +39,16 @@ def train_step(norm: str, compiled: bool = False, shapes: dict = DEFAULT):
         opt.step()
 
     return step
+
+
+def with_compiled(enabled: bool, step):
+    """``step`` with the EN layers' small graphs compiled or eager (``compile_small_graphs``)."""
+
+    def run():
+        compile_small_graphs(enabled)
+        step()
+
+    return run
 
 
 def layer_step(shape, naive: bool):
@@ -70,11 +81,17 @@ def main() -> None:
         ("paper's shapes (width 64, ImageNet stem, batch 16, 224 x 224)", PAPER, 2, 1.25),
     ):
         en, bn = train_step("en", shapes=shapes), train_step("bn", shapes=shapes)
-        t = best_times({"en": en, "bn": bn}, repeats=repeats, inner=2)
+        start = time.perf_counter()
+        with_compiled(True, en)()
+        compile_seconds = time.perf_counter() - start
+        cases = {"en": with_compiled(False, en), "compiled": with_compiled(True, en), "bn": bn}
+        t = best_times(cases, repeats=repeats, inner=2)
         print(
             f"train step, {name}: EN {t['en'] * 1e3:.0f} ms, BN {t['bn'] * 1e3:.0f} ms, "
             f"EN/BN = {t['en'] / t['bn']:.2f} (target <= {target}); EN layers: "
-            f"{en_share(en):.0%} of the EN step"
+            f"{en_share(with_compiled(False, en)):.0%} of the EN step; with compiled EN "
+            f"layers (train.compile_en_layers) {t['compiled'] * 1e3:.0f} ms, EN/BN = "
+            f"{t['compiled'] / t['bn']:.2f}, first step {compile_seconds:.0f} s"
         )
     for shape in [(64, 64, 14, 14), (64, 256, 7, 7), (64, 512, 2, 2)]:
         t = best_times(

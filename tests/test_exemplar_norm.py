@@ -272,3 +272,30 @@ def test_bf16_autocast_keeps_statistics_in_float32():
     torch.testing.assert_close(y.float(), y_ref, atol=0.1, rtol=0.02)
     torch.testing.assert_close(xb.grad.float(), gx_ref, atol=0.1, rtol=0.05)
     torch.testing.assert_close(layer.weight.grad, params_ref["weight"], atol=0.5, rtol=0.05)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_compiled_small_graphs_equal_the_formula(train):
+    """``compile_small_graphs``: the same layer, its small graphs compiled (one graph per
+    configuration, dynamic shapes: two channel counts, one compilation each way), equals
+    autograd through ``reference_forward``."""
+    from en_analysis.nn.exemplar_norm import compile_small_graphs
+
+    compile_small_graphs(True)
+    try:
+        for c in (8, 16):
+            x = torch.randn(6, c, 5, 7, generator=torch.Generator().manual_seed(c))
+            g = torch.randn(6, c, 5, 7, generator=torch.Generator().manual_seed(9))
+            layer = _layer(c=c).train(train)
+            reference = copy.deepcopy(layer)
+            y, gx, params, lam = _grads(layer, layer, x, g)
+            y_ref, gx_ref, params_ref, lam_ref = _grads(
+                reference, reference.reference_forward, x, g
+            )
+            torch.testing.assert_close(y, y_ref, **TOL)
+            torch.testing.assert_close(lam, lam_ref, **TOL)
+            torch.testing.assert_close(gx, gx_ref, atol=1e-4, rtol=1e-3)
+            for name in ("weight", "ratio_fc1.weight", "ratio_fc2.weight", "ratio_bias"):
+                torch.testing.assert_close(params[name], params_ref[name], atol=1e-4, rtol=1e-3)
+    finally:
+        compile_small_graphs(False)

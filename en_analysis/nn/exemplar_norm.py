@@ -49,9 +49,9 @@ class _Small(NamedTuple):
     hidden: Tensor | None  # (N, K, h) first FC before the ReLU
     scale: Tensor  # (N, C) before the affine
     shift: Tensor  # (N, C) before the affine
+    batch_stats: Tensor  # (2, C): BN's batch mean and unbiased variance (training), else empty
     bn_count: int  # samples in BN's batch statistics (all processes)
     synced: bool  # BN statistics all-reduced across processes
-    batch_stats: Tensor  # (2, C): BN's batch mean and unbiased variance (training), else empty
 
 
 class ExemplarNorm2d(nn.Module):
@@ -142,74 +142,47 @@ class ExemplarNorm2d(nn.Module):
             return (total[:c] / count)[None], (total[c : 2 * c] / count)[None], int(count), True
         return m.mean(0, keepdim=True), q.mean(0, keepdim=True), m.shape[0], False
 
+    def _graph(self, synced: bool) -> _Graph:
+        return _Graph(
+            self._stats_rows(),
+            len(self.normalizers),
+            self.training,
+            self.fixed_ratios is not None,
+            self.eps,
+            self.gn_groups,
+            self.affine,
+            synced,
+        )
+
     def _small_forward(self, m: Tensor, q: Tensor, hw: int) -> _Small:
         """From the IN moments (N, C) to the ratios and the output's scale and shift, with what
         the backward needs and BN's batch statistics for the running ones (a pure function:
         ``_update_running_stats`` applies them)."""
-        n, c = m.shape
-        means, e2s, running = [], [], []
-        bn_count, synced, batch_stats = n, False, m.new_empty(0)
-        for name in self._stats_rows():
-            if name == "in":
-                mk, ek = m, q
-            elif name == "ln":
-                mk, ek = m.mean(1, keepdim=True), q.mean(1, keepdim=True)
-            elif name == "gn":
-                g = self.gn_groups
-                mk = m.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
-                ek = q.view(n, g, c // g).mean(2).repeat_interleave(c // g, 1)
-            elif self.training:  # bn: batch statistics
-                mk, ek, bn_count, synced = self._batch_moments(m, q)
-                count = bn_count * hw
-                unbiased = (ek - mk.square()).clamp_min(0) * (count / max(count - 1, 1))
-                batch_stats = torch.cat([mk, unbiased])
-            else:  # bn: running statistics, no gradient
-                mk = self.running_mean[None].to(m)
-                ek = self.running_var[None].to(m) + mk.square()
-                running.append(len(means))
-            means.append(mk.expand(n, c))
-            e2s.append(ek.expand(n, c))
-        means_t, e2_t = torch.stack(means, 1), torch.stack(e2s, 1)  # (N, R, C)
-        raw_var = e2_t - means_t.square()
-        var = raw_var.clamp_min(0)
-        if running:  # the running variance itself, not E[x^2] - m^2 of it
-            var[:, running] = self.running_var.to(m)
-        inv_std = (var + self.eps).rsqrt()
-        k = len(self.normalizers)
-        descriptors = hidden = None
-        if self.fixed_ratios is not None:
-            lam = self.fixed_ratios.to(m)[None].expand(n, k)
-        else:
-            k_in = self._stats_rows().index("in")
-            log_var = torch.log(var + self.eps)
-            offset = (m[:, None] - means_t[:, :k]) * inv_std[:, :k]
-            spread = 0.5 * (log_var[:, k_in : k_in + 1] - log_var[:, :k])
-            descriptors = torch.cat([offset, spread], 2)  # (N, K, 2C)
-            hidden = F.linear(descriptors, self.ratio_fc1.weight.to(m), self.ratio_fc1.bias.to(m))
-            logits = F.linear(hidden.relu(), self.ratio_fc2.weight.to(m)).squeeze(2)
-            lam = (logits + (self.ratio_fc2.bias.to(m) + self.ratio_bias.to(m))).softmax(1)
-        lam_inv_std = lam[:, :, None] * inv_std[:, :k]
-        scale = lam_inv_std.sum(1)
-        shift = -(lam_inv_std * means_t[:, :k]).sum(1)
-        mask = raw_var >= 0
-        if running:
-            mask[:, running] = False
-        return _Small(
+        bn_m = bn_q = None
+        bn_count, synced = m.shape[0], False
+        if self.training and "bn" in self.normalizers:
+            bn_m, bn_q, bn_count, synced = self._batch_moments(m, q)
+        bn = "bn" in self.normalizers
+        fc1, fc2 = self.ratio_fc1, self.ratio_fc2
+        graph = self._graph(synced)
+        tensors = _kernel(_graph_forward, graph)(
+            graph,
             m,
-            means_t,
-            var,
-            mask,
-            inv_std,
-            lam,
-            lam_inv_std,
-            descriptors,
-            hidden,
-            scale,
-            shift,
+            q,
+            hw,
+            bn_m,
+            bn_q,
             bn_count,
-            synced,
-            batch_stats,
+            self.running_mean.to(m) if bn else None,
+            self.running_var.to(m) if bn else None,
+            self.fixed_ratios.to(m) if self.fixed_ratios is not None else None,
+            fc1.weight.to(m),
+            fc1.bias.to(m),
+            fc2.weight.to(m),
+            fc2.bias.to(m),
+            self.ratio_bias.to(m),
         )
+        return _Small(m, *tensors, bn_count, synced)
 
     @torch.no_grad()
     def _update_running_stats(self, batch_stats: Tensor) -> None:
@@ -338,6 +311,121 @@ def _param_grad(grad: Tensor, like: Tensor | None) -> Tensor | None:
     return grad.to(like.dtype) if like is not None and like.requires_grad else None
 
 
+class _Graph(NamedTuple):
+    """What the code of a layer's small graph depends on besides its tensors. Layers of one
+    configuration share it, so one compiled graph (dynamic shapes) serves all of them."""
+
+    rows: tuple[str, ...]  # ``_stats_rows``
+    k: int  # normalizers
+    training: bool
+    fixed: bool  # ``fix_ratios`` in use
+    eps: float
+    gn_groups: int
+    affine: bool
+    synced: bool  # BN statistics all-reduced (never compiled: the all-reduce stays eager)
+
+
+_COMPILED: dict = {}  # eager function -> its torch.compile'd twin
+COMPILE = {"enabled": False}  # ``compile_small_graphs`` switches it
+
+
+def compile_small_graphs(enabled: bool = True) -> None:
+    """Run every EN layer's small (N, K, C) graph - forward and backward - as one compiled
+    graph per layer configuration (``torch.compile``, dynamic shapes, no graph break) instead
+    of ~70 / ~120 separate operations: the fixed per-layer cost that makes EN slower than BN
+    at small shapes. The first step of each configuration compiles (seconds)."""
+    COMPILE["enabled"] = enabled
+
+
+def _kernel(fn, graph: _Graph):
+    if not COMPILE["enabled"] or graph.synced:
+        return fn
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return _COMPILED[fn]
+
+
+def _graph_forward(
+    g: _Graph,
+    m: Tensor,
+    q: Tensor,
+    hw: int,
+    bn_m: Tensor | None,
+    bn_q: Tensor | None,
+    bn_count: int,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    fixed_ratios: Tensor | None,
+    fc1_w: Tensor,
+    fc1_b: Tensor,
+    fc2_w: Tensor,
+    fc2_b: Tensor,
+    ratio_bias: Tensor,
+) -> tuple:
+    """The small forward graph: the fields of ``_Small`` from ``means`` to ``batch_stats``."""
+    n, c = m.shape
+    means, e2s, running = [], [], []
+    batch_stats = m.new_empty(0)
+    for name in g.rows:
+        if name == "in":
+            mk, ek = m, q
+        elif name == "ln":
+            mk, ek = m.mean(1, keepdim=True), q.mean(1, keepdim=True)
+        elif name == "gn":
+            size = c // g.gn_groups
+            mk = m.view(n, g.gn_groups, size).mean(2).repeat_interleave(size, 1)
+            ek = q.view(n, g.gn_groups, size).mean(2).repeat_interleave(size, 1)
+        elif g.training:  # bn: batch statistics
+            mk, ek = bn_m, bn_q
+            count = bn_count * hw
+            unbiased = (ek - mk.square()).clamp_min(0) * (count / max(count - 1, 1))
+            batch_stats = torch.cat([mk, unbiased])
+        else:  # bn: running statistics, no gradient
+            mk = running_mean[None]
+            ek = running_var[None] + mk.square()
+            running.append(len(means))
+        means.append(mk.expand(n, c))
+        e2s.append(ek.expand(n, c))
+    means_t, e2_t = torch.stack(means, 1), torch.stack(e2s, 1)  # (N, R, C)
+    raw_var = e2_t - means_t.square()
+    var = raw_var.clamp_min(0)
+    if running:  # the running variance itself, not E[x^2] - m^2 of it
+        var[:, running] = running_var
+    inv_std = (var + g.eps).rsqrt()
+    k = g.k
+    descriptors = hidden = None
+    if g.fixed:
+        lam = fixed_ratios[None].expand(n, k)
+    else:
+        k_in = g.rows.index("in")
+        log_var = torch.log(var + g.eps)
+        offset = (m[:, None] - means_t[:, :k]) * inv_std[:, :k]
+        spread = 0.5 * (log_var[:, k_in : k_in + 1] - log_var[:, :k])
+        descriptors = torch.cat([offset, spread], 2)  # (N, K, 2C)
+        hidden = F.linear(descriptors, fc1_w, fc1_b)
+        logits = F.linear(hidden.relu(), fc2_w).squeeze(2)
+        lam = (logits + (fc2_b + ratio_bias)).softmax(1)
+    lam_inv_std = lam[:, :, None] * inv_std[:, :k]
+    scale = lam_inv_std.sum(1)
+    shift = -(lam_inv_std * means_t[:, :k]).sum(1)
+    mask = raw_var >= 0
+    if running:
+        mask[:, running] = False
+    return (
+        means_t,
+        var,
+        mask,
+        inv_std,
+        lam,
+        lam_inv_std,
+        descriptors,
+        hidden,
+        scale,
+        shift,
+        batch_stats,
+    )
+
+
 class _ExemplarNormFunction(torch.autograd.Function):
     """The whole EN layer with a hand-written backward.
 
@@ -371,89 +459,128 @@ class _ExemplarNormFunction(torch.autograd.Function):
         dtype = s.m.dtype
         g = grad.to(dtype).flatten(2)
         xf = x.to(dtype).flatten(2)
-        n, c, hw = g.shape
-        k = s.lam.shape[1]
+        hw = g.shape[2]
         g_a = torch.linalg.vecdot(g, xf)  # d loss / d scale_out   (N, C)
         g_b = g.sum(2)  # d loss / d shift_out   (N, C)
-        g_weight = g_bias = None
-        if layer.affine:
-            w = weight.to(dtype)
-            g_weight = _param_grad((g_a * s.scale + g_b * s.shift).sum(0), weight)
-            g_bias = _param_grad(g_b.sum(0), bias)
-            g_a, g_b = g_a * w, g_b * w
-        # scale = sum_k lam_k u_k, shift = -sum_k lam_k u_k m_k   (u_k = 1 / s_k)
-        means, inv_std = s.means[:, :k], s.inv_std[:, :k]
-        g_mix = g_a[:, None] - g_b[:, None] * means  # d loss / d (lam_k u_k)   (N, K, C)
-        g_means = -s.lam_inv_std * g_b[:, None]
-        g_inv_std = g_mix * s.lam[:, :, None]
-        g_m = torch.zeros_like(s.m)
-        g_log_var = None
-        ratio_grads = [None] * 5
-        if s.descriptors is not None:
-            g_lam = (g_mix * inv_std).sum(2)
-            lam = s.lam
-            g_logits = lam * (g_lam - (lam * g_lam).sum(1, keepdim=True))  # softmax backward
-            w2 = fc2_w.to(dtype)
-            g_hidden = g_logits[:, :, None] * w2 * (s.hidden > 0)  # (N, K, h)
-            flat_g_hidden = g_hidden.flatten(0, 1)
-            g_desc = (flat_g_hidden @ fc1_w.to(dtype)).view(n, k, 2 * c)
-            ratio_grads = [
-                _param_grad(flat_g_hidden.T @ s.descriptors.flatten(0, 1), fc1_w),
-                _param_grad(flat_g_hidden.sum(0), fc1_b),
-                _param_grad(g_logits.flatten()[None] @ s.hidden.relu().flatten(0, 1), fc2_w),
-                _param_grad(g_logits.sum().reshape(1), fc2_b),
-                _param_grad(g_logits.sum(0), ratio_bias),
-            ]
-            g_offset, g_spread = g_desc[:, :, :c], g_desc[:, :, c:]
-            # offset_k = (m - m_k) u_k, spread_k = (log v_in - log v_k) / 2
-            g_offset_u = g_offset * inv_std
-            g_m += g_offset_u.sum(1)
-            g_means -= g_offset_u
-            g_inv_std += g_offset * (s.m[:, None] - means)
-            g_log_var = -0.5 * g_spread
-        rows = s.means.shape[1]
-        if rows > k:  # the extra IN row: used by the descriptors only
-            pad = (0, 0, 0, rows - k)
-            g_means, g_inv_std = F.pad(g_means, pad), F.pad(g_inv_std, pad)
-            g_log_var = None if g_log_var is None else F.pad(g_log_var, pad)
-        # u = exp(-log(v + eps) / 2)
-        g_var = -0.5 * g_inv_std * s.inv_std
-        if g_log_var is not None:
-            k_in = layer._stats_rows().index("in")
-            g_log_var[:, k_in] += 0.5 * g_spread.sum(1)
-            g_var += g_log_var
-        # then v = max(E[x^2] - m^2, 0): the gradient w.r.t. E[x^2], and m_k's share
-        g_var = torch.where(s.var_mask, g_var / (s.var + layer.eps), 0)
-        g_means -= 2 * s.means * g_var
-        g_m, g_q = _reduce_to_moments(layer, s, g_means, g_var, g_m)
+        graph = layer._graph(s.synced)
+        g_m, g_q, *grads = _kernel(_graph_backward, graph)(
+            graph,
+            hw,
+            s.bn_count,
+            g_a,
+            g_b,
+            *s[:11],
+            weight.to(dtype) if weight is not None else None,
+            fc1_w.to(dtype),
+            fc2_w.to(dtype),
+        )
         grad_x = torch.addcmul((g_m / hw)[:, :, None], xf, (2 * g_q / hw)[:, :, None])
         grad_x.addcmul_(g, scale_out[:, :, None])
-        return (grad_x.view_as(x).to(x.dtype), None, g_weight, g_bias, *ratio_grads)
+        params = (weight, bias, fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias)
+        grads = [None if gr is None else _param_grad(gr, p) for gr, p in zip(grads, params)]
+        return (grad_x.view_as(x).to(x.dtype), None, *grads)
+
+
+def _graph_backward(
+    g: _Graph,
+    hw: int,
+    bn_count: int,
+    g_a: Tensor,
+    g_b: Tensor,
+    m: Tensor,
+    all_means: Tensor,
+    all_var: Tensor,
+    var_mask: Tensor,
+    all_inv_std: Tensor,
+    lam: Tensor,
+    lam_inv_std: Tensor,
+    descriptors: Tensor | None,
+    hidden: Tensor | None,
+    scale: Tensor,
+    shift: Tensor,
+    weight: Tensor | None,
+    fc1_w: Tensor,
+    fc2_w: Tensor,
+) -> tuple:
+    """The small backward graph: from the gradients w.r.t. the output's scale and shift (before
+    the affine: ``g_a``, ``g_b``) to those w.r.t. the IN moments and every parameter (in
+    ``_params`` order; None where there is none)."""
+    n, c = m.shape
+    k = g.k
+    g_weight = g_bias = None
+    if g.affine:
+        g_weight = (g_a * scale + g_b * shift).sum(0)
+        g_bias = g_b.sum(0)
+        g_a, g_b = g_a * weight, g_b * weight
+    # scale = sum_k lam_k u_k, shift = -sum_k lam_k u_k m_k   (u_k = 1 / s_k)
+    means, inv_std = all_means[:, :k], all_inv_std[:, :k]
+    g_mix = g_a[:, None] - g_b[:, None] * means  # d loss / d (lam_k u_k)   (N, K, C)
+    g_means = -lam_inv_std * g_b[:, None]
+    g_inv_std = g_mix * lam[:, :, None]
+    g_m = torch.zeros_like(m)
+    g_log_var = g_spread = None
+    ratio_grads = [None] * 5
+    if descriptors is not None:
+        g_lam = (g_mix * inv_std).sum(2)
+        g_logits = lam * (g_lam - (lam * g_lam).sum(1, keepdim=True))  # softmax backward
+        g_hidden = g_logits[:, :, None] * fc2_w * (hidden > 0)  # (N, K, h)
+        flat_g_hidden = g_hidden.flatten(0, 1)
+        g_desc = (flat_g_hidden @ fc1_w).view(n, k, 2 * c)
+        ratio_grads = [
+            flat_g_hidden.T @ descriptors.flatten(0, 1),
+            flat_g_hidden.sum(0),
+            g_logits.flatten()[None] @ hidden.relu().flatten(0, 1),
+            g_logits.sum().reshape(1),
+            g_logits.sum(0),
+        ]
+        g_offset, g_spread = g_desc[:, :, :c], g_desc[:, :, c:]
+        # offset_k = (m - m_k) u_k, spread_k = (log v_in - log v_k) / 2
+        g_offset_u = g_offset * inv_std
+        g_m = g_m + g_offset_u.sum(1)
+        g_means = g_means - g_offset_u
+        g_inv_std = g_inv_std + g_offset * (m[:, None] - means)
+        g_log_var = -0.5 * g_spread
+    rows = all_means.shape[1]
+    if rows > k:  # the extra IN row: used by the descriptors only
+        pad = (0, 0, 0, rows - k)
+        g_means, g_inv_std = F.pad(g_means, pad), F.pad(g_inv_std, pad)
+        g_log_var = None if g_log_var is None else F.pad(g_log_var, pad)
+    # u = exp(-log(v + eps) / 2)
+    g_var = -0.5 * g_inv_std * all_inv_std
+    if g_log_var is not None:
+        k_in = g.rows.index("in")
+        g_log_var[:, k_in] += 0.5 * g_spread.sum(1)
+        g_var = g_var + g_log_var
+    # then v = max(E[x^2] - m^2, 0): the gradient w.r.t. E[x^2], and m_k's share
+    g_var = torch.where(var_mask, g_var / (all_var + g.eps), 0)
+    g_means = g_means - 2 * all_means * g_var
+    g_m, g_q = _reduce_to_moments(g, bn_count, g_means, g_var, g_m)
+    return (g_m, g_q, g_weight, g_bias, *ratio_grads)
 
 
 def _reduce_to_moments(
-    layer: ExemplarNorm2d, s: _Small, g_means: Tensor, g_e2: Tensor, g_m: Tensor
+    g: _Graph, bn_count: int, g_means: Tensor, g_e2: Tensor, g_m: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Each row's gradients w.r.t. its (mean, E[x^2]) (N, R, C), summed back onto the IN
     moments (N, C) they were derived from."""
     n, c = g_m.shape
     g_q = torch.zeros_like(g_m)
-    for row, name in enumerate(layer._stats_rows()):
+    for row, name in enumerate(g.rows):
         gm, ge = g_means[:, row], g_e2[:, row]
         if name == "in":
-            g_m += gm
-            g_q += ge
+            g_m = g_m + gm
+            g_q = g_q + ge
         elif name == "ln":
-            g_m += gm.sum(1, keepdim=True) / c
-            g_q += ge.sum(1, keepdim=True) / c
+            g_m = g_m + gm.sum(1, keepdim=True) / c
+            g_q = g_q + ge.sum(1, keepdim=True) / c
         elif name == "gn":
-            size = c // layer.gn_groups
-            g_m += (gm.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
-            g_q += (ge.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
-        elif layer.training:  # bn: batch statistics (running ones take no gradient)
+            size = c // g.gn_groups
+            g_m = g_m + (gm.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
+            g_q = g_q + (ge.view(n, -1, size).sum(2) / size).repeat_interleave(size, 1)
+        elif g.training:  # bn: batch statistics (running ones take no gradient)
             both = torch.cat([gm.sum(0), ge.sum(0)])
-            if s.synced:
+            if g.synced:
                 dist.all_reduce(both)
-            g_m += both[:c] / s.bn_count
-            g_q += both[c:] / s.bn_count
+            g_m = g_m + both[:c] / bn_count
+            g_q = g_q + both[c:] / bn_count
     return g_m, g_q
