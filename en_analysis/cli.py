@@ -21,6 +21,7 @@ from .config import (
     read_config,
 )
 from .errors import UserError
+from .layout import RunLayout
 
 if TYPE_CHECKING:  # the CLI imports the library when a step runs: --help stays fast
     from .runs import Run
@@ -99,7 +100,7 @@ def _asked_config(args: argparse.Namespace, continues: bool) -> tuple[Config, Pa
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
     )
     out = args.out if args.out is not None else Path("runs") / config.name
-    stored = out / "config.toml"
+    stored = RunLayout(out).config
     if continues and stored.is_file() and not args.preset:
         config = load_config(None, args.config, args.overrides, base=read_config(stored))
     return config, out

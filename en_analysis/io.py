@@ -19,6 +19,7 @@ from typing import IO, Any
 import numpy as np
 
 from .errors import UserError
+from .layout import RunLayout
 
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # read once: the mode ordinary new files get
@@ -116,7 +117,7 @@ def write_csv(path: Path, frame) -> Path:
 def run_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder/.lock`` so two processes never write one run; a stale lock is taken over."""
     folder = Path(folder)
-    lock = folder / ".lock"
+    lock = RunLayout(folder).lock
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -133,6 +133,11 @@ class RunLayout:
         return self.root / "metrics.csv"
 
     @property
+    def lock(self) -> Path:
+        """Held by the process writing the run (``io.run_lock``)."""
+        return self.root / ".lock"
+
+    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

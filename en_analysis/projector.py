@@ -19,6 +19,7 @@ from PIL import Image
 from .errors import UserError
 from .explorer import thumbnail_images
 from .io import atomic_write_bytes, atomic_write_text
+from .layout import epoch_file
 from .runs import Ratios, Run
 
 SPRITE_SIDE = 28  # pixels per thumbnail in the sprite (the projector shows them small)
@@ -65,7 +66,7 @@ def config_pbtxt(epochs: list[int], side: int) -> str:
     the log directory."""
     blocks = []
     for e in epochs:
-        folder = f"epoch-{e:03d}"
+        folder = epoch_file(Path(), e, "").name
         blocks.append(
             "embeddings {\n"
             f'  tensor_name: "EN ratios, epoch {e}"\n'
@@ -87,7 +88,7 @@ def write_projector(run: Run, epochs: list[int] | None = None) -> Path:
     loaded = [run.ratios(e) for e in epochs]
     out = run.files.projector
     for r in loaded:
-        folder = out / f"epoch-{r.epoch:03d}"
+        folder = epoch_file(out, r.epoch, "")
         atomic_write_text(folder / "tensor.tsv", tensor_tsv(r))
         atomic_write_text(folder / "metadata.tsv", metadata_tsv(r))
     png, side = sprite(thumbnail_images(run, loaded[0].sample_index, SPRITE_SIDE))
