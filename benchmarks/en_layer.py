@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from _timing import best_times
 
 from en_analysis.nn import ExemplarNorm2d, en_resnet50
-from en_analysis.nn.exemplar_norm import compile_small_graphs
+from en_analysis.nn.exemplar_norm import compile_layers
 
 DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28)
 PAPER = dict(classes=1000, channels=3, width=64, stem="imagenet", batch=16, size=224)
@@ -42,10 +42,10 @@ def train_step(norm: str, compiled: bool = False, shapes: dict = DEFAULT):
 
 
 def with_compiled(enabled: bool, step):
-    """``step`` with the EN layers' small graphs compiled or eager (``compile_small_graphs``)."""
+    """``step`` with the EN layers compiled or eager (``compile_layers``)."""
 
     def run():
-        compile_small_graphs(enabled)
+        compile_layers(enabled)
         step()
 
     return run

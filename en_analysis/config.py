@@ -66,7 +66,7 @@ class TrainConfig:
     channels_last: bool = False
     threads: int = 0  # torch CPU threads, 0 = torch's default
     compile: bool = False  # run the model under torch.compile (see the README's measurements)
-    compile_en_layers: bool = False  # each EN layer's small graph as one compiled graph
+    compile_en_layers: bool = False  # each EN layer as one compiled graph each way (README)
 
 
 @dataclass

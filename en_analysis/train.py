@@ -35,7 +35,7 @@ from .distributed import Process, all_sum, setup_process
 from .errors import UserError
 from .io import atomic_write_text, read_csv, run_lock, write_csv
 from .layout import RunLayout, epoch_files
-from .nn.exemplar_norm import compile_small_graphs
+from .nn.exemplar_norm import compile_layers
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
 RUNTIME_KEYS = (  # where and how a run computes: may change on resume
@@ -359,7 +359,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if proc.world > 1:
             ids = [proc.device.index] if proc.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        compile_small_graphs(t.compile_en_layers)
+        compile_layers(t.compile_en_layers)
         if t.compile:
             net = torch.compile(net)
         train_loader, val_loader, test_loader = _loaders(data, config, proc)

@@ -275,17 +275,17 @@ def test_bf16_autocast_keeps_statistics_in_float32():
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_compiled_small_graphs_equal_the_formula(train):
-    """``compile_small_graphs``: the same layer, its small graphs compiled (one graph per
-    configuration, dynamic shapes: two channel counts, one compilation each way), equals
-    autograd through ``reference_forward``."""
-    from en_analysis.nn.exemplar_norm import compile_small_graphs
+def test_compiled_layers_equal_the_formula(train):
+    """``compile_layers``: the same layer compiled (one graph per configuration each way,
+    dynamic shapes: two channel counts and sizes on one compilation), equals autograd through
+    ``reference_forward``; the eval-mode statistics path (``coefficients``) too."""
+    from en_analysis.nn import exemplar_norm as E
 
-    compile_small_graphs(True)
+    E.compile_layers(True)
     try:
-        for c in (8, 16):
-            x = torch.randn(6, c, 5, 7, generator=torch.Generator().manual_seed(c))
-            g = torch.randn(6, c, 5, 7, generator=torch.Generator().manual_seed(9))
+        for c, h in ((8, 5), (16, 4)):
+            x = torch.randn(6, c, h, 7, generator=torch.Generator().manual_seed(c))
+            g = torch.randn(6, c, h, 7, generator=torch.Generator().manual_seed(9))
             layer = _layer(c=c).train(train)
             reference = copy.deepcopy(layer)
             y, gx, params, lam = _grads(layer, layer, x, g)
@@ -297,5 +297,8 @@ def test_compiled_small_graphs_equal_the_formula(train):
             torch.testing.assert_close(gx, gx_ref, atol=1e-4, rtol=1e-3)
             for name in ("weight", "ratio_fc1.weight", "ratio_fc2.weight", "ratio_bias"):
                 torch.testing.assert_close(params[name], params_ref[name], atol=1e-4, rtol=1e-3)
+            with torch.no_grad():  # the statistics-only path (evaluation, extraction)
+                torch.testing.assert_close(layer(x), reference.reference_forward(x), **TOL)
+        assert {E._layer_forward, E._layer_backward, E._small_graph} <= set(E._COMPILED)
     finally:
-        compile_small_graphs(False)
+        E.compile_layers(False)

@@ -131,18 +131,8 @@ class ExemplarNorm2d(nn.Module):
         """The rows of the stacked statistics: the normalizers, then IN if it is not one."""
         return self.normalizers if "in" in self.normalizers else (*self.normalizers, "in")
 
-    def _batch_moments(self, m: Tensor, q: Tensor) -> tuple[Tensor, Tensor, int, bool]:
-        """BN mean and E[x^2] (1, C) over the batch, its size and whether it was synced across
-        processes (``sync_bn_stats``: two (C,) sums and a count in one all-reduce)."""
-        if self.sync_bn_stats and dist.is_available() and dist.is_initialized():
-            n = torch.full((1,), m.shape[0], dtype=m.dtype, device=m.device)
-            total = torch.cat([m.sum(0), q.sum(0), n])
-            dist.all_reduce(total)
-            c, count = self.num_features, total[-1]
-            return (total[:c] / count)[None], (total[c : 2 * c] / count)[None], int(count), True
-        return m.mean(0, keepdim=True), q.mean(0, keepdim=True), m.shape[0], False
-
-    def _graph(self, synced: bool) -> _Graph:
+    def _graph(self) -> _Graph:
+        synced = self.sync_bn_stats and dist.is_available() and dist.is_initialized()
         return _Graph(
             self._stats_rows(),
             len(self.normalizers),
@@ -151,38 +141,26 @@ class ExemplarNorm2d(nn.Module):
             self.eps,
             self.gn_groups,
             self.affine,
-            synced,
+            bool(synced),
+        )
+
+    def _state(self) -> tuple[Tensor | None, ...]:
+        """The buffers the small graph reads: running mean and variance, fixed ratios."""
+        bn = "bn" in self.normalizers
+        return (
+            self.running_mean if bn else None,
+            self.running_var if bn else None,
+            self.fixed_ratios,
         )
 
     def _small_forward(self, m: Tensor, q: Tensor, hw: int) -> _Small:
         """From the IN moments (N, C) to the ratios and the output's scale and shift, with what
         the backward needs and BN's batch statistics for the running ones (a pure function:
         ``_update_running_stats`` applies them)."""
-        bn_m = bn_q = None
-        bn_count, synced = m.shape[0], False
-        if self.training and "bn" in self.normalizers:
-            bn_m, bn_q, bn_count, synced = self._batch_moments(m, q)
-        bn = "bn" in self.normalizers
+        graph = self._graph()
         fc1, fc2 = self.ratio_fc1, self.ratio_fc2
-        graph = self._graph(synced)
-        tensors = _kernel(_graph_forward, graph)(
-            graph,
-            m,
-            q,
-            hw,
-            bn_m,
-            bn_q,
-            bn_count,
-            self.running_mean.to(m) if bn else None,
-            self.running_var.to(m) if bn else None,
-            self.fixed_ratios.to(m) if self.fixed_ratios is not None else None,
-            fc1.weight.to(m),
-            fc1.bias.to(m),
-            fc2.weight.to(m),
-            fc2.bias.to(m),
-            self.ratio_bias.to(m),
-        )
-        return _Small(m, *tensors, bn_count, synced)
+        params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.ratio_bias)
+        return _Small(*_kernel(_small_graph, graph)(graph, m, q, hw, *self._state(), *params))
 
     @torch.no_grad()
     def _update_running_stats(self, batch_stats: Tensor) -> None:
@@ -197,13 +175,7 @@ class ExemplarNorm2d(nn.Module):
         the ratios (N, K). Training mode updates the BN running statistics."""
         s = self._small_forward(m_in, ex2, hw)
         self._update_running_stats(s.batch_stats)
-        return (*self._affine(s.scale, s.shift), s.lam)
-
-    def _affine(self, scale: Tensor, shift: Tensor) -> tuple[Tensor, Tensor]:
-        if not self.affine:
-            return scale, shift
-        w, b = self.weight.to(scale), self.bias.to(scale)
-        return scale * w, torch.addcmul(b, shift, w)
+        return (*_affine(self.affine, s.scale, s.shift, self.weight, self.bias), s.lam)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != self.num_features:
@@ -326,23 +298,153 @@ class _Graph(NamedTuple):
 
 
 _COMPILED: dict = {}  # eager function -> its torch.compile'd twin
-COMPILE = {"enabled": False}  # ``compile_small_graphs`` switches it
+COMPILE = {"enabled": False}  # ``compile_layers`` switches it
 
 
-def compile_small_graphs(enabled: bool = True) -> None:
-    """Run every EN layer's small (N, K, C) graph - forward and backward - as one compiled
-    graph per layer configuration (``torch.compile``, dynamic shapes, no graph break) instead
-    of ~70 / ~120 separate operations: the fixed per-layer cost that makes EN slower than BN
-    at small shapes. The first step of each configuration compiles (seconds)."""
+def compile_layers(enabled: bool = True) -> None:
+    """Run every EN layer - its full-size passes and its small (N, K, C) graph, forward and
+    backward - as one compiled graph each way per layer configuration (``torch.compile``,
+    dynamic shapes, no graph break; one compilation serves all layers of a configuration)
+    instead of ~75 / ~120 separate operations. The first step compiles (~50 s on 2 CPU cores)
+    and needs a C++ compiler. Layers whose BN statistics are all-reduced stay eager."""
     COMPILE["enabled"] = enabled
 
 
 def _kernel(fn, graph: _Graph):
+    """``fn`` itself, or its compiled twin when ``compile_layers`` is on. Every size is
+    dynamic (parameters are passed as plain tensors: torch.compile takes a Parameter's sizes
+    as constants), so one graph serves every layer of a configuration; the compiler still
+    splits on a size range (reductions over more than 4096 elements are compiled apart).
+    Measured: one graph per layer shape instead compiles 20 times per function for about the
+    same speed."""
     if not COMPILE["enabled"] or graph.synced:
         return fn
     if fn not in _COMPILED:
         _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
-    return _COMPILED[fn]
+    compiled = _COMPILED[fn]
+
+    def plain(t):
+        return t.detach() if isinstance(t, nn.Parameter) else t
+
+    def call(*args):
+        return compiled(*(tuple(map(plain, a)) if type(a) is tuple else plain(a) for a in args))
+
+    return call
+
+
+def _batch_moments(m: Tensor, q: Tensor, synced: bool) -> tuple[Tensor, Tensor, int]:
+    """BN mean and E[x^2] (1, C) over the batch and its size; ``synced``: over every process
+    (two (C,) sums and a count in one all-reduce)."""
+    if synced:
+        n = torch.full((1,), m.shape[0], dtype=m.dtype, device=m.device)
+        total = torch.cat([m.sum(0), q.sum(0), n])
+        dist.all_reduce(total)
+        c, count = m.shape[1], total[-1]
+        return (total[:c] / count)[None], (total[c : 2 * c] / count)[None], int(count)
+    return m.mean(0, keepdim=True), q.mean(0, keepdim=True), m.shape[0]
+
+
+def _small_graph(
+    g: _Graph,
+    m: Tensor,
+    q: Tensor,
+    hw: int,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    fixed_ratios: Tensor | None,
+    fc1_w: Tensor,
+    fc1_b: Tensor,
+    fc2_w: Tensor,
+    fc2_b: Tensor,
+    ratio_bias: Tensor,
+) -> tuple:
+    """The fields of ``_Small`` from the IN moments (N, C)."""
+    bn_m = bn_q = None
+    bn_count = m.shape[0]
+    if g.training and "bn" in g.rows:
+        bn_m, bn_q, bn_count = _batch_moments(m, q, g.synced)
+    tensors = _graph_forward(
+        g,
+        m,
+        q,
+        hw,
+        bn_m,
+        bn_q,
+        bn_count,
+        None if running_mean is None else running_mean.to(m),
+        None if running_var is None else running_var.to(m),
+        None if fixed_ratios is None else fixed_ratios.to(m),
+        fc1_w.to(m),
+        fc1_b.to(m),
+        fc2_w.to(m),
+        fc2_b.to(m),
+        ratio_bias.to(m),
+    )
+    return (m, *tensors, bn_count, g.synced)
+
+
+def _affine(
+    affine: bool, scale: Tensor, shift: Tensor, weight: Tensor | None, bias: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    if not affine:
+        return scale, shift
+    w, b = weight.to(scale), bias.to(scale)
+    return scale * w, torch.addcmul(b, shift, w)
+
+
+def _layer_forward(
+    g: _Graph,
+    x: Tensor,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    fixed_ratios: Tensor | None,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    *ratio_params: Tensor,
+) -> tuple:
+    """The whole layer forward: (output, scale after the affine, the fields of ``_Small``)."""
+    m, q = _moments(x)
+    with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
+        small = _small_graph(
+            g, m, q, x.shape[2] * x.shape[3], running_mean, running_var, fixed_ratios, *ratio_params
+        )
+        scale, shift = _affine(g.affine, small[9], small[10], weight, bias)
+    return (_scale_shift(x, scale, shift), scale, *small)
+
+
+def _layer_backward(
+    g: _Graph,
+    grad: Tensor,
+    x: Tensor,
+    scale_out: Tensor,
+    bn_count: int,
+    small: tuple,
+    weight: Tensor | None,
+    fc1_w: Tensor,
+    fc2_w: Tensor,
+) -> tuple:
+    """The whole layer backward: the input gradient and the parameters' (``_params`` order,
+    None where there is none)."""
+    dtype = small[0].dtype
+    gf = grad.to(dtype).flatten(2)
+    xf = x.to(dtype).flatten(2)
+    hw = gf.shape[2]
+    g_a = torch.linalg.vecdot(gf, xf)  # d loss / d scale_out   (N, C)
+    g_b = gf.sum(2)  # d loss / d shift_out   (N, C)
+    g_m, g_q, *grads = _graph_backward(
+        g,
+        hw,
+        bn_count,
+        g_a,
+        g_b,
+        *small,
+        None if weight is None else weight.to(dtype),
+        fc1_w.to(dtype),
+        fc2_w.to(dtype),
+    )
+    grad_x = torch.addcmul((g_m / hw)[:, :, None], xf, (2 * g_q / hw)[:, :, None])
+    grad_x.addcmul_(gf, scale_out[:, :, None])
+    return (grad_x.view_as(x).to(x.dtype), *grads)
 
 
 def _graph_forward(
@@ -441,44 +543,28 @@ class _ExemplarNormFunction(torch.autograd.Function):
         """The output, the (N, K) ratios and BN's batch statistics (no gradient flows back
         through the last two). Nothing is mutated here: the caller updates the running
         statistics (``torch.compile`` traces the function only without side effects)."""
-        m, q = _moments(x)
-        with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
-            s = layer._small_forward(m, q, x.shape[2] * x.shape[3])
-            scale, shift = layer._affine(s.scale, s.shift)
+        graph = layer._graph()
+        weight, bias, *ratio_params = params
+        y, scale, *small = _kernel(_layer_forward, graph)(
+            graph, x, *layer._state(), weight, bias, *ratio_params
+        )
+        s = _Small(*small)
         ctx.save_for_backward(x)
-        ctx.small, ctx.layer, ctx.params, ctx.scale = s, layer, params, scale
+        ctx.small, ctx.graph, ctx.params, ctx.scale = s, graph, params, scale
         lam, batch_stats = s.lam.clone(), s.batch_stats.clone()
         ctx.mark_non_differentiable(lam, batch_stats)
-        return _scale_shift(x, scale, shift), lam, batch_stats
+        return y, lam, batch_stats
 
     @staticmethod
     def backward(ctx, grad: Tensor, *_: Tensor | None) -> tuple[Tensor | None, ...]:
         (x,) = ctx.saved_tensors
-        s, layer, scale_out = ctx.small, ctx.layer, ctx.scale
-        weight, bias, fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias = ctx.params
-        dtype = s.m.dtype
-        g = grad.to(dtype).flatten(2)
-        xf = x.to(dtype).flatten(2)
-        hw = g.shape[2]
-        g_a = torch.linalg.vecdot(g, xf)  # d loss / d scale_out   (N, C)
-        g_b = g.sum(2)  # d loss / d shift_out   (N, C)
-        graph = layer._graph(s.synced)
-        g_m, g_q, *grads = _kernel(_graph_backward, graph)(
-            graph,
-            hw,
-            s.bn_count,
-            g_a,
-            g_b,
-            *s[:11],
-            weight.to(dtype) if weight is not None else None,
-            fc1_w.to(dtype),
-            fc2_w.to(dtype),
+        s, graph, params = ctx.small, ctx.graph, ctx.params
+        weight, _, fc1_w, _, fc2_w, _, _ = params
+        grad_x, *grads = _kernel(_layer_backward, graph)(
+            graph, grad, x, ctx.scale, s.bn_count, tuple(s[:11]), weight, fc1_w, fc2_w
         )
-        grad_x = torch.addcmul((g_m / hw)[:, :, None], xf, (2 * g_q / hw)[:, :, None])
-        grad_x.addcmul_(g, scale_out[:, :, None])
-        params = (weight, bias, fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias)
         grads = [None if gr is None else _param_grad(gr, p) for gr, p in zip(grads, params)]
-        return (grad_x.view_as(x).to(x.dtype), None, *grads)
+        return (grad_x, None, *grads)
 
 
 def _graph_backward(
