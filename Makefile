@@ -4,8 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := dataset-fashion-mnist wordnet-base
-# the explorer page is tested in a real browser (Debian's, driven by playwright)
-TEST_APT_PACKAGES := chromium
+# the explorer page is tested in a real browser (Debian's, driven by playwright); the compiled
+# EN layer (train.compile_en_layers) in C++ that torch.compile builds with g++ and Python's headers
+TEST_APT_PACKAGES := chromium g++ python3-dev
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup setup-test reproduce quick test lint format bench clean
