@@ -299,6 +299,6 @@ def test_compiled_layers_equal_the_formula(train):
                 torch.testing.assert_close(params[name], params_ref[name], atol=1e-4, rtol=1e-3)
             with torch.no_grad():  # the statistics-only path (evaluation, extraction)
                 torch.testing.assert_close(layer(x), reference.reference_forward(x), **TOL)
-        assert {E._layer_forward, E._layer_backward, E._small_graph} <= set(E._COMPILED)
+        assert {E._layer_forward, E._layer_backward, E._graph_forward} <= set(E._COMPILED)
     finally:
         E.compile_layers(False)

@@ -160,7 +160,7 @@ class ExemplarNorm2d(nn.Module):
         graph = self._graph()
         fc1, fc2 = self.ratio_fc1, self.ratio_fc2
         params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias, self.ratio_bias)
-        return _Small(*_kernel(_small_graph, graph)(graph, m, q, hw, *self._state(), *params))
+        return _Small(*_kernel(_graph_forward, graph)(graph, m, q, hw, *self._state(), *params))
 
     @torch.no_grad()
     def _update_running_stats(self, batch_stats: Tensor) -> None:
@@ -344,45 +344,6 @@ def _batch_moments(m: Tensor, q: Tensor, synced: bool) -> tuple[Tensor, Tensor, 
     return m.mean(0, keepdim=True), q.mean(0, keepdim=True), m.shape[0]
 
 
-def _small_graph(
-    g: _Graph,
-    m: Tensor,
-    q: Tensor,
-    hw: int,
-    running_mean: Tensor | None,
-    running_var: Tensor | None,
-    fixed_ratios: Tensor | None,
-    fc1_w: Tensor,
-    fc1_b: Tensor,
-    fc2_w: Tensor,
-    fc2_b: Tensor,
-    ratio_bias: Tensor,
-) -> tuple:
-    """The fields of ``_Small`` from the IN moments (N, C)."""
-    bn_m = bn_q = None
-    bn_count = m.shape[0]
-    if g.training and "bn" in g.rows:
-        bn_m, bn_q, bn_count = _batch_moments(m, q, g.synced)
-    tensors = _graph_forward(
-        g,
-        m,
-        q,
-        hw,
-        bn_m,
-        bn_q,
-        bn_count,
-        None if running_mean is None else running_mean.to(m),
-        None if running_var is None else running_var.to(m),
-        None if fixed_ratios is None else fixed_ratios.to(m),
-        fc1_w.to(m),
-        fc1_b.to(m),
-        fc2_w.to(m),
-        fc2_b.to(m),
-        ratio_bias.to(m),
-    )
-    return (m, *tensors, bn_count, g.synced)
-
-
 def _affine(
     affine: bool, scale: Tensor, shift: Tensor, weight: Tensor | None, bias: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -405,7 +366,7 @@ def _layer_forward(
     """The whole layer forward: (output, scale after the affine, the fields of ``_Small``)."""
     m, q = _moments(x)
     with torch.autocast(x.device.type, enabled=False):  # statistics stay float32
-        small = _small_graph(
+        small = _graph_forward(
             g, m, q, x.shape[2] * x.shape[3], running_mean, running_var, fixed_ratios, *ratio_params
         )
         scale, shift = _affine(g.affine, small[9], small[10], weight, bias)
@@ -452,9 +413,6 @@ def _graph_forward(
     m: Tensor,
     q: Tensor,
     hw: int,
-    bn_m: Tensor | None,
-    bn_q: Tensor | None,
-    bn_count: int,
     running_mean: Tensor | None,
     running_var: Tensor | None,
     fixed_ratios: Tensor | None,
@@ -464,7 +422,14 @@ def _graph_forward(
     fc2_b: Tensor,
     ratio_bias: Tensor,
 ) -> tuple:
-    """The small forward graph: the fields of ``_Small`` from ``means`` to ``batch_stats``."""
+    """The small forward graph: the fields of ``_Small`` from the IN moments (N, C)."""
+    bn_m = bn_q = None
+    bn_count = m.shape[0]
+    if g.training and "bn" in g.rows:
+        bn_m, bn_q, bn_count = _batch_moments(m, q, g.synced)
+    fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias = (
+        t.to(m) for t in (fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias)
+    )
     n, c = m.shape
     means, e2s, running = [], [], []
     batch_stats = m.new_empty(0)
@@ -483,8 +448,8 @@ def _graph_forward(
             unbiased = (ek - mk.square()).clamp_min(0) * (count / max(count - 1, 1))
             batch_stats = torch.cat([mk, unbiased])
         else:  # bn: running statistics, no gradient
-            mk = running_mean[None]
-            ek = running_var[None] + mk.square()
+            mk = running_mean[None].to(m)
+            ek = running_var[None].to(m) + mk.square()
             running.append(len(means))
         means.append(mk.expand(n, c))
         e2s.append(ek.expand(n, c))
@@ -492,12 +457,12 @@ def _graph_forward(
     raw_var = e2_t - means_t.square()
     var = raw_var.clamp_min(0)
     if running:  # the running variance itself, not E[x^2] - m^2 of it
-        var[:, running] = running_var
+        var[:, running] = running_var.to(m)
     inv_std = (var + g.eps).rsqrt()
     k = g.k
     descriptors = hidden = None
     if g.fixed:
-        lam = fixed_ratios[None].expand(n, k)
+        lam = fixed_ratios.to(m)[None].expand(n, k)
     else:
         k_in = g.rows.index("in")
         log_var = torch.log(var + g.eps)
@@ -514,6 +479,7 @@ def _graph_forward(
     if running:
         mask[:, running] = False
     return (
+        m,
         means_t,
         var,
         mask,
@@ -525,6 +491,8 @@ def _graph_forward(
         scale,
         shift,
         batch_stats,
+        bn_count,
+        g.synced,
     )
 
 
