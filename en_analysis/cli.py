@@ -99,7 +99,7 @@ def _asked_config(args: argparse.Namespace, continues: bool) -> tuple[Config, Pa
     config = load_config(
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
     )
-    out = args.out if args.out is not None else Path("runs") / config.name
+    out = _out(args, config)
     stored = RunLayout(out).config
     if continues and stored.is_file() and not args.preset:
         config = load_config(None, args.config, args.overrides, base=read_config(stored))

@@ -113,11 +113,11 @@ def extract(
         raise UserError(f"{run.path} has no checkpoints (run `en-analysis train` first)")
     chosen = select_epochs(list(checkpoints), epochs or config.analysis.epochs, "checkpoint")
     shared = settings(config)
+    inputs = {epoch: [checkpoints[epoch], *_mapping(config)] for epoch in chosen}
     result = Extraction()
     todo = []
     for epoch in chosen:
-        inputs = [checkpoints[epoch], *_mapping(config)]
-        if not force and run.provenance.current(run.files.ratio_file(epoch), inputs, shared):
+        if not force and run.provenance.current(run.files.ratio_file(epoch), inputs[epoch], shared):
             result.skipped.append(epoch)
         else:
             todo.append(epoch)
@@ -167,6 +167,6 @@ def extract(
             synsets=np.array(data.synsets),
             epoch=epoch,
         )
-        run.provenance.record([output], [path, *_mapping(config)], shared)
+        run.provenance.record([output], inputs[epoch], shared)
         result.written.append(epoch)
     return result

@@ -88,12 +88,13 @@ def save_npz(path: Path, **arrays: Any) -> Path:
     )
 
 
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read an npz fully, refusing object arrays (pickles); a damaged file is a clear error."""
+def load_npz(path: Path, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Read an npz (every array, or only ``keys``), refusing object arrays (pickles); a damaged
+    file is a clear error."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
+            return {k: data[k] for k in (data.files if keys is None else keys)}
     except FileNotFoundError:
         raise UserError(f"{path} does not exist") from None
     except ValueError as e:

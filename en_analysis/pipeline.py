@@ -73,13 +73,14 @@ def reproduce(
         return result
 
     layout = RunLayout(run_dir)
-    trained = epoch_files(layout.checkpoints, ".pt")
-    if layout.config.exists() and trained:
+    last = max(epoch_files(layout.checkpoints, ".pt"), default=None)
+    finished = last is not None and last >= config.train.epochs
+    if layout.config.exists() and last is not None:
         stored = read_config(layout.config)
         refuse_conflicts(stored, config, run_dir)
-        if max(trained) >= config.train.epochs:
-            _refuse_unused_changes(stored, config, run_dir, max(trained))
-    if trained and max(trained) >= config.train.epochs:
+        if finished:
+            _refuse_unused_changes(stored, config, run_dir, last)
+    if finished:
         summary.steps["train"] = "up to date"
     else:
         step("train", lambda: (train(config, run_dir, resume=True, progress=progress), True))

@@ -67,21 +67,24 @@ class Provenance:
 
     def current(self, output: Path, inputs: Iterable[Path], settings: dict[str, Any]) -> bool:
         """True when ``output`` is the file recorded as made from ``inputs`` with ``settings``."""
-        output = Path(output)
-        record = self._records().get(self._key(output))
-        if record is None or not output.is_file() or record.get("digest") != digest(output):
-            return False
-        try:
-            source = self.source(inputs, settings)
-        except FileNotFoundError:
-            return False
-        return {k: record.get(k) for k in source} == source
+        return self.all_current([output], inputs, settings)
 
     def all_current(
         self, outputs: Iterable[Path], inputs: Iterable[Path], settings: dict[str, Any]
     ) -> bool:
-        inputs = list(inputs)
-        return all(self.current(o, inputs, settings) for o in outputs)
+        """``current`` for every one of ``outputs`` (the record is read once)."""
+        records = self._records()
+        try:
+            source = self.source(inputs, settings)
+        except FileNotFoundError:  # an input is gone: nothing made from it is current
+            return False
+        for output in map(Path, outputs):
+            record = records.get(self._key(output))
+            if record is None or not output.is_file() or record.get("digest") != digest(output):
+                return False
+            if {k: record.get(k) for k in source} != source:
+                return False
+        return True
 
     def record(
         self, outputs: Iterable[Path], inputs: Iterable[Path], settings: dict[str, Any]

@@ -274,7 +274,7 @@ class Run:
         embedding = Embedding.load(path)
         ratios = self.files.ratio_file(epoch)
         if ratios.exists() and not np.array_equal(
-            load_npz(ratios)["sample_index"], embedding.sample_index
+            load_npz(ratios, ("sample_index",))["sample_index"], embedding.sample_index
         ):
             raise UserError(
                 f"the embedding of epoch {epoch} was made from other images than its ratios "
