@@ -196,22 +196,23 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return read_csv(path)
 
 
-# what a resume may change: where and how fast it runs, and the schedule from the resumed epoch on
+# what takes effect from the resumed epoch on: recorded in run.json with that epoch
+SCHEDULE_KEYS = (
+    "epochs",
+    "lr",
+    "lr_drops",
+    "lr_gamma",
+    "warmup_epochs",
+    "momentum",
+    "weight_decay",
+    "ratio_lr_mult",
+    "ratio_weight_decay",
+)
+# what a resume may change: where and how fast it runs (not recorded), and the schedule
 RESUMABLE = {
     "model": (),
     "data": ("num_workers", "root"),
-    "train": (
-        *RUNTIME_KEYS,
-        "epochs",
-        "lr",
-        "lr_drops",
-        "lr_gamma",
-        "warmup_epochs",
-        "momentum",
-        "weight_decay",
-        "ratio_lr_mult",
-        "ratio_weight_decay",
-    ),
+    "train": (*RUNTIME_KEYS, *SCHEDULE_KEYS),
 }
 
 
@@ -266,14 +267,9 @@ def _check_fresh_folder(run_dir: Path, config: Config) -> None:
 
 
 def resume_changes(stored: Config, asked: Config) -> dict[str, list]:
-    """The resumable settings a resume changes: ``{"train.lr": [old, new], ...}``."""
-    old, new = stored.to_dict(), asked.to_dict()
-    return {
-        f"{section}.{key}": [old[section][key], new[section][key]]
-        for section, keys in RESUMABLE.items()
-        for key in keys
-        if key not in RUNTIME_KEYS and key != "root" and old[section][key] != new[section][key]
-    }
+    """The schedule settings a resume changes: ``{"train.lr": [old, new], ...}``."""
+    old, new = stored.to_dict()["train"], asked.to_dict()["train"]
+    return {f"train.{k}": [old[k], new[k]] for k in SCHEDULE_KEYS if old[k] != new[k]}
 
 
 def _resolve_resume(

@@ -66,6 +66,19 @@ def test_a_resume_after_a_nan_loss_with_a_lower_lr_trains(tmp_path):
     assert pd.read_csv(path / "metrics.csv").train_loss.iloc[1:].notna().all()
 
 
+def test_device_and_loading_settings_are_no_schedule_change(run):
+    """Where a run computes may change on any resume or rerun: nothing recorded, nothing
+    refused (reproduce on the finished run, a resume with other workers)."""
+    from en_analysis.train import resume_changes
+
+    asked = tiny_config("data.num_workers=1", "train.threads=1", "data.root=/elsewhere")
+    assert resume_changes(tiny_config(), asked) == {}
+    reproduce(tiny_config("data.num_workers=1", "analysis.bootstrap=20"), run, progress=False)
+    train(tiny_config("train.epochs=3", "data.num_workers=1"), run, resume=True, progress=False)
+    changes = json.loads((run / "run.json").read_text())["changes"]
+    assert changes == [{"from_epoch": 3, "settings": {"train.epochs": [2, 3]}}]
+
+
 def test_a_resume_applies_new_optimizer_settings(run):
     config = tiny_config("train.epochs=3", "train.momentum=0.5", "train.weight_decay=0.001")
     train(config, run, resume=True, progress=False)
