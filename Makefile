@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := dataset-fashion-mnist wordnet-base
+# g++ and ninja build the EN layer's C++ kernel on first use (en_analysis/nn/cpu_kernel.py)
+APT_PACKAGES := dataset-fashion-mnist wordnet-base g++ ninja-build
 # the explorer page is tested in a real browser (Debian's, driven by playwright); the compiled
-# EN layer (train.compile_en_layers) in C++ that torch.compile builds with g++ and Python's headers
-TEST_APT_PACKAGES := chromium g++ python3-dev
+# EN layer (train.compile_en_layers) in C++ that torch.compile builds with Python's headers
+TEST_APT_PACKAGES := chromium python3-dev
 TORCH := torch==2.14.1 torchvision==0.29.1
 
 .PHONY: setup setup-test reproduce quick test lint format bench clean

@@ -2,8 +2,10 @@
 
 1. Train step of EN-ResNet50 / BN-ResNet50 at the default's shapes (width 16, small stem,
    batch 64, 28 x 28, 1 channel) and at the paper's (width 64, ImageNet stem, batch 16,
-   224 x 224, 3 channels), with the EN layers' share of the EN step.
-2. One EN layer, forward + backward: the layer (hand-written backward) / naive (K normalized
+   224 x 224, 3 channels), with the EN layers' share of the EN step: EN layers as the C++
+   kernel (the default on CPU), as the Python layer (hand-written backward), and as the
+   Python layer compiled (``train.compile_en_layers``).
+2. One EN layer, forward + backward: the C++ kernel and the Python layer / naive (K normalized
    copies, autograd through ``reference_forward``).
 """
 
@@ -15,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from _timing import best_times
 
-from en_analysis.nn import ExemplarNorm2d, en_resnet50
+from en_analysis.nn import ExemplarNorm2d, cpu_kernel, en_resnet50
 from en_analysis.nn.exemplar_norm import compile_layers
 
 DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28)
@@ -41,23 +43,25 @@ def train_step(norm: str, compiled: bool = False, shapes: dict = DEFAULT):
     return step
 
 
-def with_compiled(enabled: bool, step):
-    """``step`` with the EN layers compiled or eager (``compile_layers``)."""
+def with_layer(implementation: str, step):
+    """``step`` with the EN layers as the C++ kernel, the Python layer or the compiled Python
+    layer (``cpu_kernel.use``, ``compile_layers``)."""
 
     def run():
-        compile_layers(enabled)
+        cpu_kernel.use(implementation == "kernel")
+        compile_layers(implementation == "compiled")
         step()
 
     return run
 
 
-def layer_step(shape, naive: bool):
+def layer_step(shape, implementation: str):
     layer = ExemplarNorm2d(shape[1])
     x = torch.randn(*shape, requires_grad=True)
     g = torch.randn(*shape)
-    forward = layer.reference_forward if naive else layer
+    forward = layer.reference_forward if implementation == "naive" else layer
 
-    return lambda: forward(x).backward(g)
+    return with_layer(implementation, lambda: forward(x).backward(g))
 
 
 def en_share(step) -> float:
@@ -70,8 +74,17 @@ def en_share(step) -> float:
         step()
         wall = time.perf_counter() - start
     events = prof.key_averages()
-    inside = sum(e.cpu_time_total for e in events if e.key.startswith("_ExemplarNormFunction"))
+    inside = sum(e.cpu_time_total for e in events if _is_en_layer(e.key))
     return inside / 1e6 / wall
+
+
+def _is_en_layer(event: str) -> bool:
+    """A profiler event of an EN layer, forward or backward, in either implementation."""
+    return (
+        event == "en_layer::exemplar_norm"  # the kernel's forward
+        or (event.startswith("torch::autograd::CppNode<") and "ExemplarNorm" in event)
+        or event.startswith("_ExemplarNormFunction")  # the Python layer, both ways
+    )
 
 
 def main() -> None:
@@ -82,27 +95,34 @@ def main() -> None:
     ):
         en, bn = train_step("en", shapes=shapes), train_step("bn", shapes=shapes)
         start = time.perf_counter()
-        with_compiled(True, en)()
+        with_layer("compiled", en)()
         compile_seconds = time.perf_counter() - start
-        cases = {"en": with_compiled(False, en), "compiled": with_compiled(True, en), "bn": bn}
-        t = best_times(cases, repeats=repeats, inner=2)
+        t = best_times(
+            {name: with_layer(name, en) for name in ("kernel", "python", "compiled")} | {"bn": bn},
+            repeats=repeats,
+            inner=2,
+        )
         print(
-            f"train step, {name}: EN {t['en'] * 1e3:.0f} ms, BN {t['bn'] * 1e3:.0f} ms, "
-            f"EN/BN = {t['en'] / t['bn']:.2f} (target <= {target}); EN layers: "
-            f"{en_share(with_compiled(False, en)):.0%} of the EN step; with compiled EN "
-            f"layers (train.compile_en_layers) {t['compiled'] * 1e3:.0f} ms, EN/BN = "
+            f"train step, {name}: EN {t['kernel'] * 1e3:.0f} ms, BN {t['bn'] * 1e3:.0f} ms, "
+            f"EN/BN = {t['kernel'] / t['bn']:.2f} (target <= {target}); EN layers: "
+            f"{en_share(with_layer('kernel', en)):.0%} of the EN step. Python layer: "
+            f"{t['python'] * 1e3:.0f} ms, EN/BN = {t['python'] / t['bn']:.2f}; compiled Python "
+            f"layer (train.compile_en_layers): {t['compiled'] * 1e3:.0f} ms, EN/BN = "
             f"{t['compiled'] / t['bn']:.2f}, first step {compile_seconds:.0f} s"
         )
     for shape in [(64, 64, 14, 14), (64, 256, 7, 7), (64, 512, 2, 2)]:
         t = best_times(
-            {"fused": layer_step(shape, False), "naive": layer_step(shape, True)},
+            {name: layer_step(shape, name) for name in ("kernel", "python", "naive")},
             repeats=5,
             inner=5,
         )
         print(
-            f"EN layer fwd+bwd {shape}: layer {t['fused'] * 1e3:.2f} ms, naive "
-            f"{t['naive'] * 1e3:.2f} ms, layer/naive = {t['fused'] / t['naive']:.2f}"
+            f"EN layer fwd+bwd {shape}: C++ kernel {t['kernel'] * 1e3:.2f} ms, Python layer "
+            f"{t['python'] * 1e3:.2f} ms, naive {t['naive'] * 1e3:.2f} ms; kernel/naive = "
+            f"{t['kernel'] / t['naive']:.2f}, Python layer/naive = {t['python'] / t['naive']:.2f}"
         )
+    cpu_kernel.use(True)
+    compile_layers(False)
 
 
 if __name__ == "__main__":

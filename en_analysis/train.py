@@ -35,6 +35,7 @@ from .distributed import Process, all_sum, setup_process
 from .errors import UserError
 from .io import atomic_write_text, read_csv, run_lock, write_csv
 from .layout import RunLayout, epoch_files
+from .nn import cpu_kernel
 from .nn.exemplar_norm import compile_layers
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
@@ -103,6 +104,15 @@ def evaluate(
             count += len(y)
     loss_sum, correct, count = all_sum([loss_sum, correct, count], proc)
     return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _build_cpu_kernel(report: bool) -> None:
+    """Build the EN layer's C++ kernel before the first step (once per machine, cached), so
+    that the pause is explained; without a compiler the Python layer runs (one warning)."""
+    start = time.perf_counter()
+    if cpu_kernel.available() and report and time.perf_counter() - start > 2:
+        seconds = time.perf_counter() - start
+        tqdm.write(f"built the EN layer's C++ kernel in {seconds:.0f} s (cached for later runs)")
 
 
 def _loaders(
@@ -356,6 +366,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
             ids = [proc.device.index] if proc.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
         compile_layers(t.compile_en_layers)
+        if config.model.norm == "en" and proc.device.type == "cpu":
+            _build_cpu_kernel(progress and proc.main)
         if t.compile:
             net = torch.compile(net)
         train_loader, val_loader, test_loader = _loaders(data, config, proc)

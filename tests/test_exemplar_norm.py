@@ -1,7 +1,11 @@
 """Properties of the EN layer: ratios, equivalences, invariances, and the hand-written backward
-against autograd of the independently written formula (every normalizer set, mode, option)."""
+against autograd of the independently written formula (every normalizer set, mode, option) - for
+both implementations of the layer: the C++ kernel (CPU, float32/64) and the Python one."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,10 +13,31 @@ import torch.nn.functional as F
 from torch import nn
 
 from en_analysis.errors import UserError
-from en_analysis.nn import ExemplarNorm2d
+from en_analysis.nn import ExemplarNorm2d, cpu_kernel
 from en_analysis.nn.exemplar_norm import _moments
 
 TOL = dict(atol=2e-5, rtol=1e-4)
+
+
+@pytest.fixture(params=["kernel", "python"])
+def implementation(request):
+    """Run EN layers through the C++ kernel or through the Python implementation."""
+    cpu_kernel.use(request.param == "kernel")
+    yield request.param
+    cpu_kernel.use(True)
+
+
+def _made_by(y: torch.Tensor) -> str:
+    """Which implementation computed y: the kernel's C++ autograd node or the Python one's."""
+    return "kernel" if "CppNode" in y.grad_fn.name() else "python"
+
+
+def test_the_kernel_is_built_here():
+    """The test machine has g++: were the build broken, the kernel tests below would silently
+    run the Python layer twice."""
+    assert cpu_kernel.available()
+    y = ExemplarNorm2d(8)(torch.randn(2, 8, 3, 3, requires_grad=True))
+    assert _made_by(y) == "kernel"
 
 
 def _layer(c=8, **kw):
@@ -33,7 +58,7 @@ def _x(n=6, c=8, h=5, w=7, seed=1):
     return torch.randn(n, c, h, w, generator=g) * 3 + torch.linspace(-2, 2, c)[:, None, None]
 
 
-def test_ratios_are_a_distribution_per_sample():
+def test_ratios_are_a_distribution_per_sample(implementation):
     layer = _layer()
     layer(_x())
     lam = layer.last_ratios
@@ -50,7 +75,7 @@ def test_fresh_layer_starts_at_uniform_ratios():
 
 
 @pytest.mark.parametrize("train", [True, False])
-def test_one_hot_ratios_equal_bn_in_ln(train):
+def test_one_hot_ratios_equal_bn_in_ln(train, implementation):
     x = _x()
     en = _layer()
     bn = nn.BatchNorm2d(8)
@@ -78,7 +103,7 @@ def test_one_hot_ratios_equal_bn_in_ln(train):
         torch.testing.assert_close(one_hot.running_var, bn.running_var, **TOL)
 
 
-def test_one_hot_gn_equals_group_norm():
+def test_one_hot_gn_equals_group_norm(implementation):
     x = _x(c=8)
     en = _layer(normalizers=("in", "gn"), gn_groups=4)
     en.fix_ratios([0, 1])
@@ -99,13 +124,15 @@ def _grads(layer, forward, x, g):
     y = forward(x)
     y.backward(g)
     params = {n: p.grad for n, p in layer.named_parameters()}
-    return y.detach(), x.grad, params, layer.last_ratios
+    return y, x.grad, params, layer.last_ratios
 
 
 @pytest.mark.parametrize("normalizers", NORMALIZER_SETS, ids="-".join)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("variant", ["learned", "fixed", "no-affine"])
-def test_hand_written_backward_equals_autograd_of_the_formula(normalizers, train, variant):
+def test_hand_written_backward_equals_autograd_of_the_formula(
+    normalizers, train, variant, implementation
+):
     """Output, ratios, input gradient and every parameter gradient (the ratio sub-network's
     included) of the fast layer equal autograd through ``reference_forward``."""
     x, g = _x(), torch.randn(6, 8, 5, 7, generator=torch.Generator().manual_seed(9))
@@ -120,6 +147,7 @@ def test_hand_written_backward_equals_autograd_of_the_formula(normalizers, train
     reference = copy.deepcopy(layer)
     y, gx, params, lam = _grads(layer, layer, x, g)
     y_ref, gx_ref, params_ref, lam_ref = _grads(reference, reference.reference_forward, x, g)
+    assert _made_by(y) == implementation
     torch.testing.assert_close(y, y_ref, **TOL)
     torch.testing.assert_close(lam, lam_ref, **TOL)
     torch.testing.assert_close(gx, gx_ref, atol=1e-4, rtol=1e-3)
@@ -179,7 +207,7 @@ def _naive_ratios(layer: ExemplarNorm2d, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("normalizers", NORMALIZER_SETS, ids="-".join)
-def test_ratios_equal_a_naive_implementation_of_the_descriptors(normalizers):
+def test_ratios_equal_a_naive_implementation_of_the_descriptors(normalizers, implementation):
     layer = _layer(normalizers=normalizers, gn_groups=4)
     x = _x()
     with torch.no_grad():
@@ -192,13 +220,15 @@ def test_ratios_equal_a_naive_implementation_of_the_descriptors(normalizers):
 @pytest.mark.parametrize(
     "normalizers, affine", [(("in", "ln", "bn"), True), (("ln", "bn", "gn"), False)]
 )
-def test_gradcheck_in_double_precision(normalizers, affine):
+def test_gradcheck_in_double_precision(normalizers, affine, implementation):
     layer = _layer(c=4, normalizers=normalizers, gn_groups=2, affine=affine).double()
     x = _x(n=3, c=4, h=3, w=2).double().requires_grad_()
     params = [p for p in layer.parameters()]
 
     def f(t, *_):  # the parameters are inputs too: their gradients are checked as well
         return layer(t)
+
+    assert _made_by(f(x)) == implementation
 
     assert torch.autograd.gradcheck(f, (x, *params), atol=1e-6)
 
@@ -216,7 +246,7 @@ def test_extra_repr_and_reset_running_stats():
     assert torch.equal(layer.running_var, torch.ones(8)) and layer.num_batches_tracked == 0
 
 
-def test_eval_ratios_and_output_do_not_depend_on_the_batch():
+def test_eval_ratios_and_output_do_not_depend_on_the_batch(implementation):
     layer = _layer()
     layer(_x(n=16, seed=3))  # running statistics
     layer.eval()
@@ -282,6 +312,7 @@ def test_compiled_layers_equal_the_formula(train):
     from en_analysis.nn import exemplar_norm as E
 
     E.compile_layers(True)
+    cpu_kernel.use(False)  # the kernel takes precedence on CPU
     try:
         for c, h in ((8, 5), (16, 4)):
             x = torch.randn(6, c, h, 7, generator=torch.Generator().manual_seed(c))
@@ -302,3 +333,49 @@ def test_compiled_layers_equal_the_formula(train):
         assert {E._layer_forward, E._layer_backward, E._graph_forward} <= set(E._COMPILED)
     finally:
         E.compile_layers(False)
+        cpu_kernel.use(True)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_channels_last_equals_contiguous(train, implementation):
+    """A channels_last input (``train.channels_last``) gives the same output, ratios, gradients
+    and running statistics as a contiguous one, and keeps its layout."""
+    x, g = _x(c=16), torch.randn(6, 16, 5, 7, generator=torch.Generator().manual_seed(9))
+    layer = _layer(c=16).train(train)
+    last = copy.deepcopy(layer)
+    y, gx, params, lam = _grads(layer, layer, x, g)
+    nhwc = torch.channels_last
+    y_l, gx_l, params_l, lam_l = _grads(
+        last, last, x.to(memory_format=nhwc), g.to(memory_format=nhwc)
+    )
+    assert _made_by(y_l) == implementation
+    assert y_l.is_contiguous(memory_format=nhwc) and gx_l.is_contiguous(memory_format=nhwc)
+    torch.testing.assert_close(y_l, y, **TOL)
+    torch.testing.assert_close(lam_l, lam, **TOL)
+    torch.testing.assert_close(gx_l, gx, **TOL)
+    for name, grad in params.items():
+        torch.testing.assert_close(params_l[name], grad, atol=1e-4, rtol=1e-3, msg=name)
+    torch.testing.assert_close(last.running_var, layer.running_var, **TOL)
+
+
+def test_without_a_compiler_the_python_layer_runs_with_one_warning(tmp_path):
+    """No C++ compiler (here: one that always fails, and an empty build cache): one warning
+    that names the way out, then the Python layer, with the same numbers."""
+    code = (
+        "import warnings, torch\n"
+        "from en_analysis.nn import ExemplarNorm2d\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    layer = ExemplarNorm2d(8)\n"
+        "    for _ in range(2):\n"
+        "        y = layer(torch.randn(2, 8, 3, 3, requires_grad=True))\n"
+        "print(y.grad_fn.name())\n"
+        "print(len(caught), caught[0].message)\n"
+    )
+    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "_ExemplarNormFunctionBackward"
+    assert out[1].startswith("1 the EN layer's C++ kernel could not be built")
+    assert "Install g++" in out[1]

@@ -5,7 +5,10 @@ and GN statistics are derived from the per-(sample, channel) ones, as Switchable
 does. The output ``gamma * sum_k lam_k (x - m_k) / s_k + beta`` is applied as one fused
 ``x * A + B`` with per-(sample, channel) ``A`` and ``B``, so no normalized copies are built.
 
-Training goes through ``_ExemplarNormFunction``, whose backward is written out by hand for the
+On CPU in float32/64 the layer runs ``exemplar_norm.cpp`` (``cpu_kernel``): the same maths as
+``_layer_forward``/``_layer_backward`` below, written as loops in C++ with its own backward.
+Elsewhere (GPU, bf16, all-reduced BN statistics, inside ``torch.compile``, or no C++ compiler)
+training goes through ``_ExemplarNormFunction``, whose backward is written out by hand for the
 whole layer: the small graph (statistics -> descriptors -> FC -> ReLU -> FC -> softmax -> scale
 and shift) works on the K normalizers stacked as (N, K, C) tensors, so each step is one tensor
 operation whatever K is, and no autograd graph is built or walked inside the layer.
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 
 from ..choices import DEFAULT_NORMALIZERS, NORMALIZERS
 from ..errors import UserError
+from . import cpu_kernel
 
 MIN_HIDDEN = 8
 
@@ -111,6 +115,7 @@ class ExemplarNorm2d(nn.Module):
         nn.init.zeros_(self.ratio_fc2.bias)
         self.last_ratios: Tensor | None = None
         self.fixed_ratios: Tensor | None = None
+        self._row_codes = [cpu_kernel.ROW_CODES[r] for r in self._stats_rows()]
 
     def fix_ratios(self, ratios: Sequence[float] | Tensor | None) -> None:
         """Use these K ratios for every sample (``None`` returns to learned ratios)."""
@@ -183,10 +188,28 @@ class ExemplarNorm2d(nn.Module):
                 f"ExemplarNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), "
                 f"got {tuple(x.shape)}"
             )
+        params = self._params()
+        if self._runs_cpu_kernel(x):
+            bn = "bn" in self.normalizers
+            y, self.last_ratios = torch.ops.en_layer.exemplar_norm(
+                x,
+                *params,
+                *(self.running_mean, self.running_var, self.num_batches_tracked)
+                if bn
+                else 3 * [None],
+                self.fixed_ratios,
+                self._row_codes,
+                len(self.normalizers),
+                self.training,
+                self.eps,
+                self.momentum,
+                self.gn_groups,
+            )
+            return y
         if torch.is_grad_enabled() and (
-            x.requires_grad or any(p is not None and p.requires_grad for p in self._params())
+            x.requires_grad or any(p is not None and p.requires_grad for p in params)
         ):
-            y, lam, batch_stats = _ExemplarNormFunction.apply(x, self, *self._params())
+            y, lam, batch_stats = _ExemplarNormFunction.apply(x, self, *params)
             self._update_running_stats(batch_stats)
             self.last_ratios = lam
             return y
@@ -195,6 +218,19 @@ class ExemplarNorm2d(nn.Module):
             scale, shift, lam = self.coefficients(m, q, x.shape[2] * x.shape[3])
         self.last_ratios = lam.detach()
         return _scale_shift(x, scale, shift)
+
+    def _runs_cpu_kernel(self, x: Tensor) -> bool:
+        """Whether this call runs the C++ kernel (``exemplar_norm.cpp``, the same maths as
+        ``_layer_forward``/``_layer_backward``, in x's dtype like them): x float32/64 on CPU,
+        BN statistics not all-reduced, not inside ``torch.compile``, and the kernel built
+        (``cpu_kernel.available``)."""
+        return (
+            x.device.type == "cpu"
+            and x.dtype in (torch.float32, torch.float64)
+            and not (self.sync_bn_stats and dist.is_available() and dist.is_initialized())
+            and not torch.compiler.is_compiling()
+            and cpu_kernel.available()
+        )
 
     def reference_forward(self, x: Tensor) -> Tensor:
         """The textbook formula, written apart from the fast path: each normalizer's statistics
