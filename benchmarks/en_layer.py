@@ -17,8 +17,10 @@ import torch
 import torch.nn.functional as F
 from _timing import best_times
 
+from en_analysis.config import TrainConfig
 from en_analysis.nn import ExemplarNorm2d, cpu_kernel, en_resnet50
 from en_analysis.nn.exemplar_norm import compile_layers
+from en_analysis.train import make_optimizer
 
 DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28)
 PAPER = dict(classes=1000, channels=3, width=64, stem="imagenet", batch=16, size=224)
@@ -30,7 +32,7 @@ def train_step(norm: str, compiled: bool = False, shapes: dict = DEFAULT):
     model = en_resnet50(
         s["classes"], in_channels=s["channels"], width=s["width"], stem=s["stem"], norm=norm
     )
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    opt = make_optimizer(model, TrainConfig())  # as training makes it
     x = torch.randn(s["batch"], s["channels"], s["size"], s["size"])
     y = torch.randint(0, s["classes"], (s["batch"],))
     forward = torch.compile(model) if compiled else model

@@ -66,7 +66,9 @@ class TrainConfig:
     channels_last: bool = False
     threads: int = 0  # torch CPU threads, 0 = torch's default
     compile: bool = False  # run the model under torch.compile (see the README's measurements)
-    compile_en_layers: bool = False  # each EN layer as one compiled graph each way (README)
+    # the Python EN layer as one compiled graph each way, where the C++ kernel does not run
+    # (GPU, bf16, synced BN statistics; README)
+    compile_en_layers: bool = False
 
 
 @dataclass

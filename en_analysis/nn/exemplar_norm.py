@@ -342,7 +342,8 @@ def compile_layers(enabled: bool = True) -> None:
     backward - as one compiled graph each way per layer configuration (``torch.compile``,
     dynamic shapes, no graph break; one compilation serves all layers of a configuration)
     instead of ~75 / ~120 separate operations. The first step compiles (~50 s on 2 CPU cores)
-    and needs a C++ compiler. Layers whose BN statistics are all-reduced stay eager."""
+    and needs a C++ compiler. Layers whose BN statistics are all-reduced stay eager; on CPU in
+    float32/64 the C++ kernel (``cpu_kernel``) takes precedence."""
     COMPILE["enabled"] = enabled
 
 
