@@ -49,6 +49,7 @@ format: setup
 
 bench: setup  ## timing ratios (see benchmarks/)
 	$(BIN)/python benchmarks/en_layer.py
+	$(BIN)/python benchmarks/options.py
 	$(BIN)/python benchmarks/extract.py
 	$(BIN)/python benchmarks/tsne.py
 

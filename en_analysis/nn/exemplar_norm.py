@@ -190,14 +190,14 @@ class ExemplarNorm2d(nn.Module):
             )
         params = self._params()
         if self._runs_cpu_kernel(x):
-            bn = "bn" in self.normalizers
+            running_mean, running_var, fixed_ratios = self._state()
             y, self.last_ratios = torch.ops.en_layer.exemplar_norm(
                 x,
                 *params,
-                *(self.running_mean, self.running_var, self.num_batches_tracked)
-                if bn
-                else 3 * [None],
-                self.fixed_ratios,
+                running_mean,
+                running_var,
+                getattr(self, "num_batches_tracked", None),  # updated in place, with the two
+                fixed_ratios,
                 self._row_codes,
                 len(self.normalizers),
                 self.training,
