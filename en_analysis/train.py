@@ -60,8 +60,8 @@ def lr_at(cfg: TrainConfig, epoch: int, progress: float = 1.0) -> float:
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
     """SGD; the EN ratio sub-network gets ``ratio_lr_mult`` x lr and its own weight decay.
-    Fused (one kernel for every parameter): 0.92 of the default's train step with the
-    per-parameter loop (benchmarks/epoch.py)."""
+    Fused (one kernel for every parameter): the optimizer's time per default epoch went from
+    1.2 s to 0.35 s (benchmarks/epoch.py)."""
     ratio, rest = [], []
     for name, p in model.named_parameters():
         (ratio if ".ratio_" in f".{name}" else rest).append(p)
