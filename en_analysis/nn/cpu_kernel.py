@@ -9,8 +9,11 @@ Python implementation, with one warning saying why.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
+
+import torch
 
 SOURCE = Path(__file__).with_name("exemplar_norm.cpp")
 # the row codes of exemplar_norm.cpp
@@ -44,7 +47,9 @@ def _build() -> bool:
         from torch.utils import cpp_extension
 
         cpp_extension.load(
-            name="en_layer",
+            # cpp_extension rebuilds when the source or flags change, not when torch does: the
+            # torch version in the name keeps a build against another libtorch from loading
+            name="en_layer_torch_" + re.sub(r"\W", "_", torch.__version__),
             sources=[str(SOURCE)],
             extra_cflags=["-O3", "-fopenmp-simd"],
             is_python_module=False,
