@@ -125,6 +125,22 @@ void channel_affine(
   });
 }
 
+// LN and GN statistics: per sample, per group of `size` consecutive channels [c0, c1), the
+// means of the two values `get(n, c)` returns, handed to `use(n, c0, c1, mean_a, mean_b)`
+template <typename T, typename Get, typename Use>
+void group_means(int64_t N, int64_t C, int64_t size, Get get, Use use) {
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c0 = 0; c0 < C; c0 += size) {
+      T sa = 0, sb = 0;
+      for (int64_t c = c0; c < c0 + size; ++c) {
+        const auto [a, b] = get(n, c);
+        sa += a;
+        sb += b;
+      }
+      use(n, c0, c0 + size, sa / size, sb / size);
+    }
+}
+
 int64_t index_of(const std::vector<int64_t>& rows, int64_t code) {
   return std::find(rows.begin(), rows.end(), code) - rows.begin();
 }
@@ -189,20 +205,15 @@ std::vector<at::Tensor> forward_impl(
           for (int64_t c = 0; c < C; ++c) put(n, c, from_moments(pm[n * C + c], pq[n * C + c]));
         break;
       case LN:
-      case GN: {
-        const int64_t size = rows[r] == LN ? C : C / groups;
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t c0 = 0; c0 < C; c0 += size) {
-            T sm = 0, sq = 0;
-            for (int64_t c = c0; c < c0 + size; ++c) {
-              sm += pm[n * C + c];
-              sq += pq[n * C + c];
-            }
-            const Stat s = from_moments(sm / size, sq / size);
-            for (int64_t c = c0; c < c0 + size; ++c) put(n, c, s);
-          }
+      case GN:
+        group_means<T>(
+            N, C, rows[r] == LN ? C : C / groups,
+            [&](int64_t n, int64_t c) { return std::pair(pm[n * C + c], pq[n * C + c]); },
+            [&](int64_t n, int64_t c0, int64_t c1, T mean, T e2) {
+              const Stat s = from_moments(mean, e2);
+              for (int64_t c = c0; c < c1; ++c) put(n, c, s);
+            });
         break;
-      }
       case BN:
         if (training) {
           std::vector<T> sm(C, 0), sq(C, 0);
@@ -439,22 +450,17 @@ std::vector<at::Tensor> backward_impl(
           }
         break;
       case LN:
-      case GN: {
-        const int64_t size = rows[r] == LN ? C : C / groups;
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t c0 = 0; c0 < C; c0 += size) {
-            T sm = 0, sq = 0;
-            for (int64_t c = c0; c < c0 + size; ++c) {
-              sm += at_(g_means, n, c);
-              sq += at_(g_var, n, c);
-            }
-            for (int64_t c = c0; c < c0 + size; ++c) {
-              g_m[n * C + c] += sm / size;
-              g_q[n * C + c] += sq / size;
-            }
-          }
+      case GN:  // the adjoint of the forward's group means: each channel gets the group's mean
+        group_means<T>(
+            N, C, rows[r] == LN ? C : C / groups,
+            [&](int64_t n, int64_t c) { return std::pair(at_(g_means, n, c), at_(g_var, n, c)); },
+            [&](int64_t n, int64_t c0, int64_t c1, T gm, T gq) {
+              for (int64_t c = c0; c < c1; ++c) {
+                g_m[n * C + c] += gm;
+                g_q[n * C + c] += gq;
+              }
+            });
         break;
-      }
       case BN:
         if (training) {  // running statistics take no gradient
           std::vector<T> sm(C, 0), sq(C, 0);

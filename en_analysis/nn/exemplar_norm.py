@@ -136,8 +136,11 @@ class ExemplarNorm2d(nn.Module):
         """The rows of the stacked statistics: the normalizers, then IN if it is not one."""
         return self.normalizers if "in" in self.normalizers else (*self.normalizers, "in")
 
+    def _synced(self) -> bool:
+        """Whether BN's statistics are all-reduced across processes in this call."""
+        return bool(self.sync_bn_stats and dist.is_available() and dist.is_initialized())
+
     def _graph(self) -> _Graph:
-        synced = self.sync_bn_stats and dist.is_available() and dist.is_initialized()
         return _Graph(
             self._stats_rows(),
             len(self.normalizers),
@@ -146,7 +149,7 @@ class ExemplarNorm2d(nn.Module):
             self.eps,
             self.gn_groups,
             self.affine,
-            bool(synced),
+            self._synced(),
         )
 
     def _state(self) -> tuple[Tensor | None, ...]:
@@ -227,7 +230,7 @@ class ExemplarNorm2d(nn.Module):
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
-            and not (self.sync_bn_stats and dist.is_available() and dist.is_initialized())
+            and not self._synced()
             and not torch.compiler.is_compiling()
             and cpu_kernel.available()
         )
