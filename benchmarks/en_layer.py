@@ -26,15 +26,28 @@ DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28
 PAPER = dict(classes=1000, channels=3, width=64, stem="imagenet", batch=16, size=224)
 
 
-def train_step(norm: str, compiled: bool = False, shapes: dict = DEFAULT):
+def train_step(
+    norm: str,
+    compiled: bool = False,
+    shapes: dict = DEFAULT,
+    fused: bool = True,
+    channels_last: bool = False,
+):
+    """One SGD step on a fixed batch, the optimizer as training makes it (``fused=False``:
+    SGD's per-parameter loop instead)."""
     torch.manual_seed(0)
     s = shapes
     model = en_resnet50(
         s["classes"], in_channels=s["channels"], width=s["width"], stem=s["stem"], norm=norm
     )
-    opt = make_optimizer(model, TrainConfig())  # as training makes it
     x = torch.randn(s["batch"], s["channels"], s["size"], s["size"])
     y = torch.randint(0, s["classes"], (s["batch"],))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, TrainConfig())
+    for group in opt.param_groups:
+        group["fused"] = fused
     forward = torch.compile(model) if compiled else model
 
     def step():

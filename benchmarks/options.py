@@ -10,32 +10,8 @@ with one option changed at a time, against the same step without it:
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from _timing import best_times
-
-from en_analysis.config import TrainConfig
-from en_analysis.nn import en_resnet50
-from en_analysis.train import make_optimizer
-
-
-def train_step(norm: str, fused: bool = True, channels_last: bool = False):
-    torch.manual_seed(0)
-    model = en_resnet50(10, in_channels=1, width=16, stem="small", norm=norm)
-    x = torch.randn(64, 1, 28, 28)
-    y = torch.randint(0, 10, (64,))
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, TrainConfig())
-    for group in optimizer.param_groups:
-        group["fused"] = fused
-
-    def step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    return step
+from en_layer import train_step
 
 
 def main() -> None:

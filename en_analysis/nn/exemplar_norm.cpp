@@ -322,8 +322,7 @@ template <typename T>
 std::vector<at::Tensor> backward_impl(
     const at::Tensor& grad_in, const at::Tensor& x_in, at::TensorList saved,
     const std::optional<at::Tensor>& weight, const at::Tensor& fc1_w, const at::Tensor& fc2_w,
-    const std::vector<int64_t>& rows, int64_t K, bool training, double eps_, int64_t groups,
-    int64_t bn_count) {
+    const std::vector<int64_t>& rows, int64_t K, bool training, double eps_, int64_t groups) {
   const Shape shape = shape_of(x_in);
   const at::Tensor x = in_layout(x_in, shape);
   const at::Tensor grad = in_layout(grad_in.to(x.scalar_type()), shape);
@@ -471,8 +470,8 @@ std::vector<at::Tensor> backward_impl(
             }
           for (int64_t n = 0; n < N; ++n)
             for (int64_t c = 0; c < C; ++c) {
-              g_m[n * C + c] += sm[c] / bn_count;
-              g_q[n * C + c] += sq[c] / bn_count;
+              g_m[n * C + c] += sm[c] / N;
+              g_q[n * C + c] += sq[c] / N;
             }
         }
         break;
@@ -550,8 +549,7 @@ class ExemplarNormFunction : public torch::autograd::Function<ExemplarNormFuncti
     const std::vector<at::Tensor> grads =
         AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "en_layer_backward", [&] {
           return backward_impl<scalar_t>(
-              grad_outputs[0], x, state, w, fc1_w, fc2_w, rows, k, training, eps, groups,
-              x.size(0));
+              grad_outputs[0], x, state, w, fc1_w, fc2_w, rows, k, training, eps, groups);
         });
     // one gradient per forward input: x, then the 7 parameters (an empty one: none)
     variable_list result(18);
