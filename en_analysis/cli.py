@@ -20,6 +20,7 @@ from .config import (
     preset_names,
     read_config,
 )
+from .distributed import leave_process_group
 from .errors import UserError
 from .layout import RunLayout
 
@@ -449,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("en-analysis: interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave_process_group()  # under torchrun: before the interpreter exits
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Processes under torchrun: setting one up, summing numbers over all, gathering their shards.
+"""Processes under torchrun: setting one up, summing numbers over all, gathering their shards,
+leaving.
 
 Without torchrun there is one process (rank 0 of 1) and every helper is the identity.
 """
@@ -44,6 +45,17 @@ def setup_process(device: str) -> Process:
     if cuda:
         torch.cuda.set_device(local)
     return Process(dist.get_rank(), world, torch.device(f"cuda:{local}" if cuda else "cpu"))
+
+
+def leave_process_group() -> None:
+    """Destroy the process group this process joined, if any, while the interpreter is whole.
+
+    Left to the interpreter's exit, Gloo's worker threads can still hold the tensors of the last
+    collective and abort the process (SIGABRT) as they free them; a process that leaves right
+    after a collective, as extraction's non-main processes do, is the one that dies.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def all_sum(values: list[float], proc: Process) -> list[float]:

@@ -10,8 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.distributed as dist
 
+from en_analysis import cli
 from en_analysis.checkpoints import load_checkpoint
+from en_analysis.errors import UserError
 from en_analysis.extract import extract
 from en_analysis.runs import Run
 
@@ -78,3 +81,18 @@ def test_two_process_extraction_equals_one(ddp_run, tmp_path):
         assert len(np.unique(a.sample_index)) == len(a.sample_index) == 28
         np.testing.assert_allclose(a.ratios, b.ratios, atol=1e-6, rtol=0)
         np.testing.assert_array_equal(a.predictions, b.predictions)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_cli_leaves_the_process_group_it_joined(fails, monkeypatch, tmp_path):
+    # a step joins a group (as train and extract do under torchrun), then ends or fails: left
+    # to the interpreter's exit, Gloo's threads could abort the process (SIGABRT)
+    def step(args):
+        store = f"file://{tmp_path / 'store'}"
+        dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
+        if fails:
+            raise UserError("failed after joining")
+
+    monkeypatch.setattr(cli, "cmd_presets", step)
+    assert cli.main(["presets"]) == (2 if fails else 0)
+    assert not dist.is_initialized()
