@@ -358,6 +358,58 @@ def test_channels_last_equals_contiguous(train, implementation):
     torch.testing.assert_close(last.running_var, layer.running_var, **TOL)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_the_kernel_split_across_threads_equals_the_formula(layout, train):
+    """A batch large enough that the kernel's loops split over 2 threads (per sample, per
+    (sample, channel), per block of 16 channels plus a tail of 8): the same numbers as autograd
+    through ``reference_forward``, in float64 so that a misplaced value cannot hide in float32's
+    rounding over 64 samples."""
+    n, c = 64, 72
+    x = _x(n=n, c=c, h=5, w=6).double()
+    g = torch.randn(n, c, 5, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    if layout == "channels_last":
+        x, g = x.to(memory_format=torch.channels_last), g.to(memory_format=torch.channels_last)
+    layer = _layer(c=c).double()
+    layer(x * 1.3 + 0.2)  # non-trivial running statistics for eval mode
+    layer.train(train)
+    reference = copy.deepcopy(layer)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        y, gx, params, lam = _grads(layer, layer, x, g)
+    finally:
+        torch.set_num_threads(threads)
+    y_ref, gx_ref, params_ref, lam_ref = _grads(reference, reference.reference_forward, x, g)
+    assert _made_by(y) == "kernel"
+    tol = dict(atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(y, y_ref, **tol)
+    torch.testing.assert_close(lam, lam_ref, **tol)
+    torch.testing.assert_close(gx, gx_ref, **tol)
+    for name, grad in params.items():
+        torch.testing.assert_close(grad, params_ref[name], **tol, msg=name)
+    torch.testing.assert_close(layer.running_var, reference.running_var, **tol)
+
+
+def test_the_kernel_build_follows_atens_instruction_set():
+    """AVX2 loops only where ATen runs AVX2 itself, and the build's name says which (a cached
+    AVX2 build never loads where ``ATEN_CPU_CAPABILITY=default``)."""
+    code = "from en_analysis.nn import cpu_kernel; print(cpu_kernel.build_options())"
+    options = {}
+    for capability in ("default", "avx2"):
+        env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
+        options[capability] = eval(out.stdout)
+    assert "-mavx2" not in options["default"]["extra_cflags"]
+    assert not options["default"]["name"].endswith("_avx2")
+    assert "-fopenmp" in options["default"]["extra_cflags"]
+    if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512"):  # this CPU has AVX2
+        assert "-mavx2" in options["avx2"]["extra_cflags"]
+        assert options["avx2"]["name"] == options["default"]["name"] + "_avx2"
+
+
 def test_without_a_compiler_the_python_layer_runs_with_one_warning(tmp_path):
     """No C++ compiler (here: one that always fails, and an empty build cache): one warning
     that names the way out, then the Python layer, with the same numbers."""

@@ -6,8 +6,10 @@
 //   forward  2: the moments (sum x, sum x^2 in one read), then y = x * A + B;
 //   backward 2: sum(dy * x) and sum(dy) in one read, then dx = dy * A + x * P + Q.
 // Everything else works on (N, R, C) statistics (R: the normalizers, plus an IN row when IN is
-// not one of them: the descriptors use it); the ratio network's first FC goes through at::addmm
-// and at::mm. Rows are coded IN = 0, LN = 1, BN = 2, GN = 3 (cpu_kernel.ROW_CODES).
+// not one of them: the descriptors use it), sample by sample in parallel, with sums over the
+// samples only where the maths has them (BN's statistics, the parameters' gradients); the ratio
+// network's FCs go through at::addmm and at::mm. Rows are coded IN = 0, LN = 1, BN = 2, GN = 3
+// (cpu_kernel.ROW_CODES).
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -43,10 +45,18 @@ at::Tensor in_layout(const at::Tensor& t, const Shape& s) {
 // parallel tasks of about ATen's grain (32768 values) of units of `size` values
 int64_t grain(int64_t size) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(size, 1)); }
 
-// per (sample, channel), over the H*W positions: dot = sum(a * b), sum = sum(a)
-// (b == nullptr: dot = sum(a * a)); one read of a and b
+// f(n) for every sample n, in parallel: `work` is about the number of values f(n) touches
+template <typename F>
+void per_sample(int64_t N, int64_t work, const F& f) {
+  at::parallel_for(0, N, grain(work), [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) f(n);
+  });
+}
+
+// per (sample, channel), over the H*W positions: dot = sum(a * b) * scale, sum = sum(a) * scale
+// (b == nullptr: dot = sum(a * a) * scale); one read of a and b
 template <typename T>
-void channel_sums(const T* a, const T* b, const Shape& s, T* dot, T* sum) {
+void channel_sums(const T* a, const T* b, const Shape& s, T scale, T* dot, T* sum) {
   if (!b) b = a;
   const int64_t C = s.c, HW = s.hw;
   if (!s.nhwc) {
@@ -59,24 +69,38 @@ void channel_sums(const T* a, const T* b, const Shape& s, T* dot, T* sum) {
           sa += pa[j];
           sd += pa[j] * pb[j];
         }
-        dot[i] = sd;
-        sum[i] = sa;
+        dot[i] = sd * scale;
+        sum[i] = sa * scale;
       }
     });
     return;
   }
-  at::parallel_for(0, s.n, grain(HW * C), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      T *sd = dot + n * C, *sa = sum + n * C;
-      std::fill(sd, sd + C, T(0));
-      std::fill(sa, sa + C, T(0));
+  // NHWC: the column sums of each sample's (H*W, C) matrix, a block of B channels at a time in
+  // local accumulators (which the compiler keeps in registers)
+  constexpr int64_t B = 16;
+  per_sample(s.n, HW * C, [&](int64_t n) {
+    const T *an = a + n * HW * C, *bn = b + n * HW * C;
+    for (int64_t c0 = 0; c0 < C; c0 += B) {
+      const int64_t width = std::min(B, C - c0);
+      T sa[B] = {}, sd[B] = {};
       for (int64_t p = 0; p < HW; ++p) {
-        const T *pa = a + (n * HW + p) * C, *pb = b + (n * HW + p) * C;
+        const T *pa = an + p * C + c0, *pb = bn + p * C + c0;
+        if (width == B) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          sa[c] += pa[c];
-          sd[c] += pa[c] * pb[c];
+          for (int64_t c = 0; c < B; ++c) {
+            sa[c] += pa[c];
+            sd[c] += pa[c] * pb[c];
+          }
+        } else {
+          for (int64_t c = 0; c < width; ++c) {
+            sa[c] += pa[c];
+            sd[c] += pa[c] * pb[c];
+          }
         }
+      }
+      for (int64_t c = 0; c < width; ++c) {
+        dot[n * C + c0 + c] = sd[c] * scale;
+        sum[n * C + c0 + c] = sa[c] * scale;
       }
     }
   });
@@ -105,40 +129,53 @@ void channel_affine(
     });
     return;
   }
-  at::parallel_for(0, s.n, grain(HW * C), [&](int64_t begin, int64_t end) {
-    for (int64_t n = begin; n < end; ++n) {
-      const T *un = u + n * C, *wn = w + n * C, *vn = v ? v + n * C : nullptr;
-      for (int64_t p = 0; p < HW; ++p) {
-        const int64_t o = (n * HW + p) * C;
-        const T* pa = a + o;
-        T* po = out + o;
-        if (b) {
-          const T* pb = b + o;
+  per_sample(s.n, HW * C, [&](int64_t n) {
+    const T *un = u + n * C, *wn = w + n * C, *vn = v ? v + n * C : nullptr;
+    for (int64_t p = 0; p < HW; ++p) {
+      const int64_t o = (n * HW + p) * C;
+      const T* pa = a + o;
+      T* po = out + o;
+      if (b) {
+        const T* pb = b + o;
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) po[c] = pa[c] * un[c] + pb[c] * vn[c] + wn[c];
-        } else {
+        for (int64_t c = 0; c < C; ++c) po[c] = pa[c] * un[c] + pb[c] * vn[c] + wn[c];
+      } else {
 #pragma omp simd
-          for (int64_t c = 0; c < C; ++c) po[c] = pa[c] * un[c] + wn[c];
-        }
+        for (int64_t c = 0; c < C; ++c) po[c] = pa[c] * un[c] + wn[c];
       }
     }
   });
 }
 
-// LN and GN statistics: per sample, per group of `size` consecutive channels [c0, c1), the
-// means of the two values `get(n, c)` returns, handed to `use(n, c0, c1, mean_a, mean_b)`
+// LN and GN statistics of one sample: per group of `size` consecutive channels [c0, c1), the
+// means of the two values `get(c)` returns, handed to `use(c0, c1, mean_a, mean_b)`
 template <typename T, typename Get, typename Use>
-void group_means(int64_t N, int64_t C, int64_t size, Get get, Use use) {
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c0 = 0; c0 < C; c0 += size) {
-      T sa = 0, sb = 0;
-      for (int64_t c = c0; c < c0 + size; ++c) {
-        const auto [a, b] = get(n, c);
-        sa += a;
-        sb += b;
-      }
-      use(n, c0, c0 + size, sa / size, sb / size);
+void group_means(int64_t C, int64_t size, const Get& get, const Use& use) {
+  for (int64_t c0 = 0; c0 < C; c0 += size) {
+    T sa = 0, sb = 0;
+    for (int64_t c = c0; c < c0 + size; ++c) {
+      const auto [a, b] = get(c);
+      sa += a;
+      sb += b;
     }
+    use(c0, c0 + size, sa / size, sb / size);
+  }
+}
+
+// per channel, the sums over the samples of the (N, C) values a and b (BN's statistics and
+// their adjoint)
+template <typename T>
+void sample_sums(const T* a, const T* b, int64_t N, int64_t C, int64_t stride, T* sa, T* sb) {
+  std::fill(sa, sa + C, T(0));
+  std::fill(sb, sb + C, T(0));
+  for (int64_t n = 0; n < N; ++n) {
+    const T *an = a + n * stride, *bn = b + n * stride;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      sa[c] += an[c];
+      sb[c] += bn[c];
+    }
+  }
 }
 
 int64_t index_of(const std::vector<int64_t>& rows, int64_t code) {
@@ -156,18 +193,14 @@ std::vector<at::Tensor> forward_impl(
   const Shape shape = shape_of(x_in);
   const at::Tensor x = in_layout(x_in, shape);
   const int64_t N = shape.n, C = shape.c, HW = shape.hw;
-  const int64_t R = rows.size(), NC = N * C;
+  const int64_t R = rows.size();
   const T eps = static_cast<T>(eps_);
   const auto opts = x.options();
 
   // the IN moments: mean and mean of squares per (sample, channel)
   at::Tensor m = at::empty({N, C}, opts), q = at::empty({N, C}, opts);
   T *pm = m.data_ptr<T>(), *pq = q.data_ptr<T>();
-  channel_sums<T>(x.data_ptr<T>(), nullptr, shape, pq, pm);
-  for (int64_t i = 0; i < NC; ++i) {
-    pm[i] /= HW;
-    pq[i] /= HW;
-  }
+  channel_sums<T>(x.data_ptr<T>(), nullptr, shape, T(1) / HW, pq, pm);
 
   // each row's mean, variance, 1 / std (N, R, C) and, for the descriptors, log(var + eps):
   // computed once per distinct statistic (per sample for LN, per channel for BN)
@@ -175,10 +208,11 @@ std::vector<at::Tensor> forward_impl(
   at::Tensor means = at::empty({N, R, C}, opts), var = at::empty({N, R, C}, opts);
   at::Tensor inv_std = at::empty({N, R, C}, opts);
   at::Tensor mask = at::empty({N, R, C}, opts.dtype(at::kBool));
+  at::Tensor log_var = at::empty({learned ? N * R * C : 0}, opts);
   at::Tensor batch_stats = at::empty({0}, opts);
   T *pmeans = means.data_ptr<T>(), *pvar = var.data_ptr<T>(), *pinv = inv_std.data_ptr<T>();
+  T* plog = log_var.data_ptr<T>();
   bool* pmask = mask.data_ptr<bool>();
-  std::vector<T> log_var(learned ? N * R * C : 0);
   struct Stat {
     T mean, var, inv, log_var;
     bool mask;  // the variance has a gradient: not clamped at 0, not a running one
@@ -189,95 +223,115 @@ std::vector<at::Tensor> forward_impl(
             has_grad && var_ >= 0};
   };
   auto from_moments = [&](T mean, T e2) { return stat(mean, e2 - mean * mean, true); };
-  std::vector<Stat> per_channel(C);
-  for (int64_t r = 0; r < R; ++r) {
-    auto put = [&](int64_t n, int64_t c, const Stat& s) {
-      const int64_t i = (n * R + r) * C + c;
-      pmeans[i] = s.mean;
-      pvar[i] = s.var;
-      pinv[i] = s.inv;
-      pmask[i] = s.mask;
-      if (learned) log_var[i] = s.log_var;
-    };
-    switch (rows[r]) {
-      case IN:
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t c = 0; c < C; ++c) put(n, c, from_moments(pm[n * C + c], pq[n * C + c]));
-        break;
-      case LN:
-      case GN:
-        group_means<T>(
-            N, C, rows[r] == LN ? C : C / groups,
-            [&](int64_t n, int64_t c) { return std::pair(pm[n * C + c], pq[n * C + c]); },
-            [&](int64_t n, int64_t c0, int64_t c1, T mean, T e2) {
-              const Stat s = from_moments(mean, e2);
-              for (int64_t c = c0; c < c1; ++c) put(n, c, s);
-            });
-        break;
-      case BN:
-        if (training) {
-          std::vector<T> sm(C, 0), sq(C, 0);
-          for (int64_t n = 0; n < N; ++n)
-            for (int64_t c = 0; c < C; ++c) {
-              sm[c] += pm[n * C + c];
-              sq[c] += pq[n * C + c];
-            }
-          batch_stats = at::empty({2, C}, opts);
-          T* pb = batch_stats.data_ptr<T>();
-          const double count = static_cast<double>(N) * HW;
-          const T unbias = static_cast<T>(count / std::max(count - 1, 1.0));
-          for (int64_t c = 0; c < C; ++c) {
-            per_channel[c] = from_moments(sm[c] / N, sq[c] / N);
-            pb[c] = per_channel[c].mean;
-            pb[C + c] = per_channel[c].var * unbias;
-          }
-        } else {  // the running statistics: no gradient
-          const at::Tensor rmean = running_mean->to(opts.dtype()).contiguous();
-          const at::Tensor rvar = running_var->to(opts.dtype()).contiguous();
-          const T *pr = rmean.data_ptr<T>(), *pv = rvar.data_ptr<T>();
-          for (int64_t c = 0; c < C; ++c) per_channel[c] = stat(pr[c], pv[c], false);
-        }
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t c = 0; c < C; ++c) put(n, c, per_channel[c]);
-        break;
-      default:
-        TORCH_CHECK(false, "en_layer: unknown row code ", rows[r]);
+
+  // BN's per-channel statistics: the batch's (training) or the running ones
+  std::vector<Stat> per_channel;
+  if (index_of(rows, BN) < R) {
+    per_channel.resize(C);
+    if (training) {
+      std::vector<T> sm(C), sq(C);
+      sample_sums<T>(pm, pq, N, C, C, sm.data(), sq.data());
+      batch_stats = at::empty({2, C}, opts);
+      T* pb = batch_stats.data_ptr<T>();
+      const double count = static_cast<double>(N) * HW;
+      const T unbias = static_cast<T>(count / std::max(count - 1, 1.0));
+      for (int64_t c = 0; c < C; ++c) {
+        per_channel[c] = from_moments(sm[c] / N, sq[c] / N);
+        pb[c] = per_channel[c].mean;
+        pb[C + c] = per_channel[c].var * unbias;
+      }
+    } else {  // the running statistics: no gradient
+      const at::Tensor rmean = running_mean->to(opts.dtype()).contiguous();
+      const at::Tensor rvar = running_var->to(opts.dtype()).contiguous();
+      const T *pr = rmean.data_ptr<T>(), *pv = rvar.data_ptr<T>();
+      for (int64_t c = 0; c < C; ++c) per_channel[c] = stat(pr[c], pv[c], false);
     }
   }
 
-  // the ratios (N, K)
-  at::Tensor lam = at::empty({N, K}, opts), descriptors = at::empty({0}, opts);
-  at::Tensor hidden = at::empty({0}, opts);
-  T* plam = lam.data_ptr<T>();
-  if (!learned) {
-    const at::Tensor f = fixed_ratios->to(opts.dtype()).contiguous();
-    const T* pf = f.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < K; ++k) plam[n * K + k] = pf[k];
-  } else {
-    const int64_t k_in = index_of(rows, IN);
-    descriptors = at::empty({N * K, 2 * C}, opts);
-    T* pd = descriptors.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < K; ++k) {
-        T* d = pd + (n * K + k) * 2 * C;
-        const int64_t i = (n * R + k) * C, i_in = (n * R + k_in) * C;
-        for (int64_t c = 0; c < C; ++c) {
-          d[c] = (pm[n * C + c] - pmeans[i + c]) * pinv[i + c];
-          d[C + c] = T(0.5) * (log_var[i_in + c] - log_var[i + c]);
-        }
+  // per sample: each row's statistics, then the descriptors (N * K, 2C):
+  // offset_k = (m - m_k) / s_k, spread_k = (log v_in - log v_k) / 2
+  at::Tensor descriptors = at::empty({learned ? N * K : 0, 2 * C}, opts);
+  T* pd = descriptors.data_ptr<T>();
+  const int64_t k_in = index_of(rows, IN);
+  per_sample(N, R * C * (learned ? 3 : 1), [&](int64_t n) {
+    const T *mn = pm + n * C, *qn = pq + n * C;
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t o = (n * R + r) * C;
+      auto put = [&](int64_t c, const Stat& s) {
+        pmeans[o + c] = s.mean;
+        pvar[o + c] = s.var;
+        pinv[o + c] = s.inv;
+        pmask[o + c] = s.mask;
+        if (learned) plog[o + c] = s.log_var;
+      };
+      switch (rows[r]) {
+        case IN:
+          for (int64_t c = 0; c < C; ++c) put(c, from_moments(mn[c], qn[c]));
+          break;
+        case LN:
+        case GN:
+          group_means<T>(
+              C, rows[r] == LN ? C : C / groups,
+              [&](int64_t c) { return std::pair(mn[c], qn[c]); },
+              [&](int64_t c0, int64_t c1, T mean, T e2) {
+                const Stat s = from_moments(mean, e2);
+                for (int64_t c = c0; c < c1; ++c) put(c, s);
+              });
+          break;
+        case BN:
+          for (int64_t c = 0; c < C; ++c) put(c, per_channel[c]);
+          break;
+        default:
+          TORCH_CHECK(false, "en_layer: unknown row code ", rows[r]);
       }
-    hidden = at::addmm(fc1_b.to(opts.dtype()), descriptors, fc1_w.to(opts.dtype()).t());
-    const at::Tensor w2 = fc2_w.to(opts.dtype()).contiguous();
-    const at::Tensor rb = ratio_bias.to(opts.dtype()).contiguous();
-    const T b2 = fc2_b.to(opts.dtype()).item<T>();
-    const int64_t H = hidden.size(1);
-    const T *ph = hidden.data_ptr<T>(), *pw2 = w2.data_ptr<T>(), *prb = rb.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n) {
-      T* l = plam + n * K;
+    }
+    if (!learned) return;
+    const T* log_in = plog + (n * R + k_in) * C;
+    for (int64_t k = 0; k < K; ++k) {
+      T* d = pd + (n * K + k) * 2 * C;
+      const int64_t o = (n * R + k) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        d[c] = (mn[c] - pmeans[o + c]) * pinv[o + c];
+        d[C + c] = T(0.5) * (log_in[c] - plog[o + c]);
+      }
+    }
+  });
+
+  // the ratio network's first FC (N * K, H)
+  at::Tensor hidden = at::empty({0}, opts);
+  if (learned) hidden = at::addmm(fc1_b.to(opts.dtype()), descriptors, fc1_w.to(opts.dtype()).t());
+  const int64_t H = learned ? hidden.size(1) : 0;
+  const at::Tensor w2 = learned ? fc2_w.to(opts.dtype()).contiguous() : at::Tensor();
+  const at::Tensor rb = learned ? ratio_bias.to(opts.dtype()).contiguous() : at::Tensor();
+  const at::Tensor f = learned ? at::Tensor() : fixed_ratios->to(opts.dtype()).contiguous();
+  const T b2 = learned ? fc2_b.to(opts.dtype()).item<T>() : T(0);
+  const T* ph = learned ? hidden.data_ptr<T>() : nullptr;
+  const T* pw2 = learned ? w2.data_ptr<T>() : nullptr;
+  const T* prb = learned ? rb.data_ptr<T>() : nullptr;
+  const T* pf = learned ? nullptr : f.data_ptr<T>();
+
+  // per sample: the ratios (ReLU, FC2, softmax), then
+  // scale = sum_k lam_k / s_k, shift = -sum_k lam_k m_k / s_k and the affine: A, B
+  at::Tensor lam = at::empty({N, K}, opts), lam_inv_std = at::empty({N, K, C}, opts);
+  at::Tensor scale = at::empty({N, C}, opts), shift = at::empty({N, C}, opts);
+  at::Tensor a = at::empty({N, C}, opts), b = at::empty({N, C}, opts);
+  T *plam = lam.data_ptr<T>(), *plis = lam_inv_std.data_ptr<T>();
+  T *ps = scale.data_ptr<T>(), *pt = shift.data_ptr<T>();
+  T *pa = a.data_ptr<T>(), *pb = b.data_ptr<T>();
+  const at::Tensor w = weight ? weight->to(opts.dtype()).contiguous() : at::Tensor();
+  const at::Tensor bb = bias ? bias->to(opts.dtype()).contiguous() : at::Tensor();
+  const T* pw = w.defined() ? w.data_ptr<T>() : nullptr;
+  const T* pbias = bb.defined() ? bb.data_ptr<T>() : nullptr;
+  per_sample(N, K * (C + H) + 4 * C, [&](int64_t n) {
+    T* l = plam + n * K;
+    if (!learned) {
+      std::copy(pf, pf + K, l);
+    } else {
       for (int64_t k = 0; k < K; ++k) {
+        const T* hk = ph + (n * K + k) * H;
         T z = b2 + prb[k];
-        for (int64_t j = 0; j < H; ++j) z += std::max<T>(ph[(n * K + k) * H + j], 0) * pw2[j];
+        for (int64_t j = 0; j < H; ++j) z += std::max<T>(hk[j], 0) * pw2[j];
         l[k] = z;
       }
       const T top = *std::max_element(l, l + K);
@@ -285,33 +339,24 @@ std::vector<at::Tensor> forward_impl(
       for (int64_t k = 0; k < K; ++k) total += (l[k] = std::exp(l[k] - top));
       for (int64_t k = 0; k < K; ++k) l[k] /= total;
     }
-  }
-
-  // scale = sum_k lam_k / s_k, shift = -sum_k lam_k m_k / s_k; then the affine: A, B
-  at::Tensor lam_inv_std = at::empty({N, K, C}, opts);
-  at::Tensor scale = at::empty({N, C}, opts), shift = at::empty({N, C}, opts);
-  at::Tensor a = at::empty({N, C}, opts), b = at::empty({N, C}, opts);
-  T *plis = lam_inv_std.data_ptr<T>(), *ps = scale.data_ptr<T>(), *pt = shift.data_ptr<T>();
-  T *pa = a.data_ptr<T>(), *pb = b.data_ptr<T>();
-  const at::Tensor w = weight ? weight->to(opts.dtype()).contiguous() : at::Tensor();
-  const at::Tensor bb = bias ? bias->to(opts.dtype()).contiguous() : at::Tensor();
-  const T* pw = w.defined() ? w.data_ptr<T>() : nullptr;
-  const T* pbias = bb.defined() ? bb.data_ptr<T>() : nullptr;
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      T s = 0, t = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const int64_t i = (n * R + k) * C + c;
-        const T li = plam[n * K + k] * pinv[i];
-        plis[(n * K + k) * C + c] = li;
-        s += li;
-        t -= li * pmeans[i];
+    T *sn = ps + n * C, *tn = pt + n * C;
+    std::fill(sn, sn + C, T(0));
+    std::fill(tn, tn + C, T(0));
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t o = (n * R + k) * C;
+      T* li = plis + (n * K + k) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        li[c] = l[k] * pinv[o + c];
+        sn[c] += li[c];
+        tn[c] -= li[c] * pmeans[o + c];
       }
-      ps[n * C + c] = s;
-      pt[n * C + c] = t;
-      pa[n * C + c] = pw ? s * pw[c] : s;
-      pb[n * C + c] = pw ? pbias[c] + t * pw[c] : t;
     }
+    for (int64_t c = 0; c < C; ++c) {
+      pa[n * C + c] = pw ? sn[c] * pw[c] : sn[c];
+      pb[n * C + c] = pw ? pbias[c] + tn[c] * pw[c] : tn[c];
+    }
+  });
   at::Tensor y = at::empty_like(x);
   channel_affine<T>(x.data_ptr<T>(), pa, nullptr, nullptr, pb, shape, y.data_ptr<T>());
   return {y,   a,           m,   means,       var,   mask,  inv_std,
@@ -335,6 +380,7 @@ std::vector<at::Tensor> backward_impl(
   const T eps = static_cast<T>(eps_);
   const auto opts = x.options();
   const bool learned = descriptors.numel() > 0;
+  const int64_t H = learned ? hidden.size(1) : 0, k_in = index_of(rows, IN);
   const T *pm = m.data_ptr<T>(), *pmeans = means.data_ptr<T>(), *pvar = var.data_ptr<T>();
   const T *pinv = inv_std.data_ptr<T>(), *plam = lam.data_ptr<T>(), *plis = lis.data_ptr<T>();
   const bool* pmask = mask.data_ptr<bool>();
@@ -342,153 +388,168 @@ std::vector<at::Tensor> backward_impl(
   // d loss / d A and d loss / d B (N, C): one read of dy and x
   at::Tensor g_a = at::empty({N, C}, opts), g_b = at::empty({N, C}, opts);
   T *pga = g_a.data_ptr<T>(), *pgb = g_b.data_ptr<T>();
-  channel_sums<T>(grad.data_ptr<T>(), x.data_ptr<T>(), shape, pga, pgb);
+  channel_sums<T>(grad.data_ptr<T>(), x.data_ptr<T>(), shape, T(1), pga, pgb);
 
+  // the affine: A = scale * w, B = bias + shift * w
   at::Tensor g_weight = at::empty({0}, opts), g_bias = at::empty({0}, opts);
+  const at::Tensor w = weight ? weight->to(opts.dtype()).contiguous() : at::Tensor();
+  const T* pw = weight ? w.data_ptr<T>() : nullptr;
   if (weight) {
-    const at::Tensor w = weight->to(opts.dtype()).contiguous();
-    const T *pw = w.data_ptr<T>(), *ps = scale.data_ptr<T>(), *pt = shift.data_ptr<T>();
-    g_weight = at::zeros({C}, opts);
-    g_bias = at::zeros({C}, opts);
-    T *pgw = g_weight.data_ptr<T>(), *pgbias = g_bias.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = 0; c < C; ++c) {
-        const int64_t i = n * C + c;
-        pgw[c] += pga[i] * ps[i] + pgb[i] * pt[i];
-        pgbias[c] += pgb[i];
-        pga[i] *= pw[c];
-        pgb[i] *= pw[c];
-      }
+    const T *ps = scale.data_ptr<T>(), *pt = shift.data_ptr<T>();
+    at::Tensor terms = at::empty({N, C}, opts);
+    T* pterms = terms.data_ptr<T>();
+    for (int64_t i = 0; i < NC; ++i) pterms[i] = pga[i] * ps[i] + pgb[i] * pt[i];
+    g_weight = at::empty({C}, opts);
+    g_bias = at::empty({C}, opts);
+    sample_sums<T>(pterms, pgb, N, C, C, g_weight.data_ptr<T>(), g_bias.data_ptr<T>());
   }
 
-  // scale = sum_k lam_k u_k, shift = -sum_k lam_k u_k m_k   (u_k = 1 / s_k)
-  std::vector<T> g_m(NC, 0), g_q(NC, 0), g_means(N * R * C, 0), g_inv(N * R * C, 0);
-  std::vector<T> g_log_var(N * R * C, 0), g_lam(N * K, 0);
-  for (int64_t n = 0; n < N; ++n)
+  // per sample: scale = sum_k lam_k u_k, shift = -sum_k lam_k u_k m_k (u_k = 1 / s_k), then the
+  // softmax and FC2 (ReLU): the gradients of the means, the u_k, the ratios' logits and FC1's
+  // output
+  at::Tensor g_means = at::empty({N, R, C}, opts), g_inv = at::empty({N, R, C}, opts);
+  at::Tensor g_log_var = at::zeros({N, R, C}, opts), g_logits = at::empty({N, K}, opts);
+  at::Tensor g_hidden = at::empty({N * K, H}, opts);
+  T *pg_means = g_means.data_ptr<T>(), *pg_inv = g_inv.data_ptr<T>();
+  T *pg_log = g_log_var.data_ptr<T>(), *pg_logits = g_logits.data_ptr<T>();
+  T* pgh = g_hidden.data_ptr<T>();
+  const at::Tensor w2 = learned ? fc2_w.to(opts.dtype()).contiguous() : at::Tensor();
+  const T* ph = learned ? hidden.data_ptr<T>() : nullptr;
+  const T* pw2 = learned ? w2.data_ptr<T>() : nullptr;
+  per_sample(N, K * (3 * C + H), [&](int64_t n) {
+    std::vector<T> g_lam(K);
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t i = (n * R + k) * C;
+      const int64_t o = (n * R + k) * C;
       const T *ga = pga + n * C, *gb = pgb + n * C, *li = plis + (n * K + k) * C;
       const T l = plam[n * K + k];
       T g = 0;
 #pragma omp simd reduction(+ : g)
       for (int64_t c = 0; c < C; ++c) {
-        const T g_mix = ga[c] - gb[c] * pmeans[i + c];
-        g_means[i + c] = -li[c] * gb[c];
-        g_inv[i + c] = g_mix * l;
-        g += g_mix * pinv[i + c];
+        const T wc = pw ? pw[c] : T(1);
+        const T g_mix = (ga[c] - gb[c] * pmeans[o + c]) * wc;
+        pg_means[o + c] = -li[c] * gb[c] * wc;
+        pg_inv[o + c] = g_mix * l;
+        g += g_mix * pinv[o + c];
       }
-      g_lam[n * K + k] = g;
+      g_lam[k] = g;
     }
+    // a row after the K normalizers (the descriptors' IN) is not in the mixture
+    std::fill(pg_means + (n * R + K) * C, pg_means + (n + 1) * R * C, T(0));
+    std::fill(pg_inv + (n * R + K) * C, pg_inv + (n + 1) * R * C, T(0));
+    if (!learned) return;
+    T mean_g = 0;
+    for (int64_t k = 0; k < K; ++k) mean_g += plam[n * K + k] * g_lam[k];
+    for (int64_t k = 0; k < K; ++k) {
+      const T g_logit = plam[n * K + k] * (g_lam[k] - mean_g);
+      pg_logits[n * K + k] = g_logit;
+      const T* hk = ph + (n * K + k) * H;
+      T* ghk = pgh + (n * K + k) * H;
+      for (int64_t j = 0; j < H; ++j) ghk[j] = hk[j] > 0 ? g_logit * pw2[j] : T(0);
+    }
+  });
 
-  // the ratio network: softmax, FC2, ReLU, FC1, then the descriptors
+  // the ratio network's parameters (sums over the samples), then the descriptors' gradient
   at::Tensor g_fc1_w = at::empty({0}, opts), g_fc1_b = at::empty({0}, opts);
   at::Tensor g_fc2_w = at::empty({0}, opts), g_fc2_b = at::empty({0}, opts);
-  at::Tensor g_ratio_bias = at::empty({0}, opts);
+  at::Tensor g_ratio_bias = at::empty({0}, opts), g_desc = at::empty({0}, opts);
   if (learned) {
-    const int64_t H = hidden.size(1), k_in = index_of(rows, IN);
-    const at::Tensor w2 = fc2_w.to(opts.dtype()).contiguous();
-    const T *ph = hidden.data_ptr<T>(), *pw2 = w2.data_ptr<T>();
-    at::Tensor g_hidden = at::empty({N * K, H}, opts);
-    g_fc2_w = at::zeros({1, H}, opts);
-    g_fc2_b = at::zeros({1}, opts);
-    g_ratio_bias = at::zeros({K}, opts);
-    T *pgh = g_hidden.data_ptr<T>(), *pgw2 = g_fc2_w.data_ptr<T>();
-    T *pgb2 = g_fc2_b.data_ptr<T>(), *pgrb = g_ratio_bias.data_ptr<T>();
-    for (int64_t n = 0; n < N; ++n) {
-      T mean_g = 0;
-      for (int64_t k = 0; k < K; ++k) mean_g += plam[n * K + k] * g_lam[n * K + k];
-      for (int64_t k = 0; k < K; ++k) {
-        const T g_logit = plam[n * K + k] * (g_lam[n * K + k] - mean_g);
-        pgb2[0] += g_logit;
-        pgrb[k] += g_logit;
-        for (int64_t j = 0; j < H; ++j) {
-          const T h = ph[(n * K + k) * H + j];
-          pgw2[j] += g_logit * std::max<T>(h, 0);
-          pgh[(n * K + k) * H + j] = h > 0 ? g_logit * pw2[j] : T(0);
-        }
-      }
-    }
+    g_fc2_w = at::mm(g_logits.view({1, N * K}), hidden.relu());
+    g_fc2_b = g_logits.sum().view({1});
+    g_ratio_bias = g_logits.sum(0);
     g_fc1_b = g_hidden.sum(0);
     g_fc1_w = at::mm(g_hidden.t(), descriptors);
-    const at::Tensor g_desc = at::mm(g_hidden, fc1_w.to(opts.dtype()));
-    const T* pgd = g_desc.data_ptr<T>();
-    // offset_k = (m - m_k) u_k, spread_k = (log v_in - log v_k) / 2
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t k = 0; k < K; ++k)
+    g_desc = at::mm(g_hidden, fc1_w.to(opts.dtype()));
+  }
+  const T* pgd = g_desc.data_ptr<T>();
+
+  // per sample: the descriptors' gradient onto m and each row's mean, u and log(v + eps); then
+  // u = (v + eps)^(-1/2), log(v + eps), v = max(E[x^2] - m^2, 0): each row's gradient w.r.t. its
+  // E[x^2] (g_var) and mean (g_means), summed back onto the IN moments it was derived from
+  // (BN's rows below: they need the whole batch)
+  at::Tensor g_m = at::empty({N, C}, opts), g_q = at::empty({N, C}, opts);
+  T *pg_m = g_m.data_ptr<T>(), *pg_q = g_q.data_ptr<T>();
+  T* pg_var = pg_log;
+  per_sample(N, R * C * 4, [&](int64_t n) {
+    T *gm = pg_m + n * C, *gq = pg_q + n * C;
+    std::fill(gm, gm + C, T(0));
+    std::fill(gq, gq + C, T(0));
+    if (learned) {
+      const T* mn = pm + n * C;
+      std::vector<T> spread(C, 0);  // the spreads' sum, onto IN's log(v + eps)
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t o = (n * R + k) * C;
+        const T* gd = pgd + (n * K + k) * 2 * C;
+#pragma omp simd
         for (int64_t c = 0; c < C; ++c) {
-          const int64_t i = (n * R + k) * C + c, nc = n * C + c;
-          const T g_offset = pgd[(n * K + k) * 2 * C + c];
-          const T g_spread = pgd[(n * K + k) * 2 * C + C + c];
-          const T g_offset_u = g_offset * pinv[i];
-          g_m[nc] += g_offset_u;
-          g_means[i] -= g_offset_u;
-          g_inv[i] += g_offset * (pm[nc] - pmeans[i]);
-          g_log_var[i] -= T(0.5) * g_spread;
-          g_log_var[(n * R + k_in) * C + c] += T(0.5) * g_spread;
+          const T g_offset_u = gd[c] * pinv[o + c];
+          gm[c] += g_offset_u;
+          pg_means[o + c] -= g_offset_u;
+          pg_inv[o + c] += gd[c] * (mn[c] - pmeans[o + c]);
+          pg_log[o + c] -= T(0.5) * gd[C + c];
+          spread[c] += T(0.5) * gd[C + c];
         }
-  }
-
-  // u = (v + eps)^(-1/2) and log(v + eps); v = max(E[x^2] - m^2, 0): the gradients w.r.t.
-  // each row's E[x^2] (in g_var) and mean (in g_means)
-  std::vector<T>& g_var = g_log_var;
-  for (int64_t i = 0; i < N * R * C; ++i) {
-    const T g = pmask[i] ? (T(-0.5) * g_inv[i] * pinv[i] + g_log_var[i]) / (pvar[i] + eps) : T(0);
-    g_var[i] = g;
-    g_means[i] -= 2 * pmeans[i] * g;
-  }
-
-  // each row's gradients summed back onto the IN moments it was derived from
-  for (int64_t r = 0; r < R; ++r) {
-    auto at_ = [&](const std::vector<T>& v, int64_t n, int64_t c) { return v[(n * R + r) * C + c]; };
-    switch (rows[r]) {
-      case IN:
-        for (int64_t n = 0; n < N; ++n)
-          for (int64_t c = 0; c < C; ++c) {
-            g_m[n * C + c] += at_(g_means, n, c);
-            g_q[n * C + c] += at_(g_var, n, c);
-          }
-        break;
-      case LN:
-      case GN:  // the adjoint of the forward's group means: each channel gets the group's mean
-        group_means<T>(
-            N, C, rows[r] == LN ? C : C / groups,
-            [&](int64_t n, int64_t c) { return std::pair(at_(g_means, n, c), at_(g_var, n, c)); },
-            [&](int64_t n, int64_t c0, int64_t c1, T gm, T gq) {
-              for (int64_t c = c0; c < c1; ++c) {
-                g_m[n * C + c] += gm;
-                g_q[n * C + c] += gq;
-              }
-            });
-        break;
-      case BN:
-        if (training) {  // running statistics take no gradient
-          std::vector<T> sm(C, 0), sq(C, 0);
-          for (int64_t n = 0; n < N; ++n)
-            for (int64_t c = 0; c < C; ++c) {
-              sm[c] += at_(g_means, n, c);
-              sq[c] += at_(g_var, n, c);
-            }
-          for (int64_t n = 0; n < N; ++n)
-            for (int64_t c = 0; c < C; ++c) {
-              g_m[n * C + c] += sm[c] / N;
-              g_q[n * C + c] += sq[c] / N;
-            }
-        }
-        break;
-      default:
-        TORCH_CHECK(false, "en_layer: unknown row code ", rows[r]);
+      }
+      T* glog_in = pg_log + (n * R + k_in) * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) glog_in[c] += spread[c];
     }
-  }
+#pragma omp simd
+    for (int64_t i = n * R * C; i < (n + 1) * R * C; ++i) {
+      const T g = pmask[i] ? (T(-0.5) * pg_inv[i] * pinv[i] + pg_log[i]) / (pvar[i] + eps) : T(0);
+      pg_var[i] = g;
+      pg_means[i] -= 2 * pmeans[i] * g;
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      const T *gmr = pg_means + (n * R + r) * C, *gvr = pg_var + (n * R + r) * C;
+      switch (rows[r]) {
+        case IN:
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            gm[c] += gmr[c];
+            gq[c] += gvr[c];
+          }
+          break;
+        case LN:
+        case GN:  // the adjoint of the forward's group means: each channel gets the group's mean
+          group_means<T>(
+              C, rows[r] == LN ? C : C / groups,
+              [&](int64_t c) { return std::pair(gmr[c], gvr[c]); },
+              [&](int64_t c0, int64_t c1, T g_mean, T g_e2) {
+                for (int64_t c = c0; c < c1; ++c) {
+                  gm[c] += g_mean;
+                  gq[c] += g_e2;
+                }
+              });
+          break;
+        default:  // BN: below; running statistics (eval) take no gradient
+          break;
+      }
+    }
+  });
 
-  // dx = dy * A + x * (2 g_q / HW) + g_m / HW: one read of dy and x
-  std::vector<T> p(NC), q(NC);
-  for (int64_t i = 0; i < NC; ++i) {
-    p[i] = 2 * g_q[i] / HW;
-    q[i] = g_m[i] / HW;
-  }
+  // BN: the batch's mean and E[x^2] are means over the samples, so every sample gets the mean of
+  // the gradients; then dx = dy * A + x * (2 g_q / HW) + g_m / HW, one read of dy and x
+  std::vector<T> bn_m(C, 0), bn_q(C, 0);
+  for (int64_t r = 0; r < R; ++r)
+    if (rows[r] == BN && training) {
+      std::vector<T> sm(C), sq(C);
+      sample_sums<T>(pg_means + r * C, pg_var + r * C, N, C, R * C, sm.data(), sq.data());
+      for (int64_t c = 0; c < C; ++c) {
+        bn_m[c] += sm[c] / N;
+        bn_q[c] += sq[c] / N;
+      }
+    }
+  per_sample(N, C, [&](int64_t n) {
+    T *gm = pg_m + n * C, *gq = pg_q + n * C;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      gq[c] = 2 * (gq[c] + bn_q[c]) / HW;
+      gm[c] = (gm[c] + bn_m[c]) / HW;
+    }
+  });
   at::Tensor grad_x = at::empty_like(x);
   channel_affine<T>(
-      grad.data_ptr<T>(), a.data_ptr<T>(), x.data_ptr<T>(), p.data(), q.data(), shape,
+      grad.data_ptr<T>(), a.data_ptr<T>(), x.data_ptr<T>(), pg_q, pg_m, shape,
       grad_x.data_ptr<T>());
   return {grad_x, g_weight, g_bias, g_fc1_w, g_fc1_b, g_fc2_w, g_fc2_b, g_ratio_bias};
 }
