@@ -14,7 +14,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 setup: $(VENV)/.installed
 
-setup-test: setup
+setup-test: $(VENV)/.installed-test
 	@dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_APT_PACKAGES); }
 
@@ -27,6 +27,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e .
+	touch $@
+
+# the test tools (pytest, ruff, playwright, jupyter's kernel, tensorboard) only where they are used
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -39,11 +44,11 @@ quick: setup  ## the same on the under-2-minute preset
 test: setup-test lint  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -q
 
-lint: setup
+lint: setup-test
 	$(BIN)/ruff check en_analysis tests benchmarks
 	$(BIN)/ruff format --check en_analysis tests benchmarks
 
-format: setup
+format: setup-test
 	$(BIN)/ruff format en_analysis tests benchmarks
 	$(BIN)/ruff check --fix en_analysis tests benchmarks
 
