@@ -44,11 +44,11 @@ quick: setup  ## the same on the under-2-minute preset
 test: setup-test lint  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -q
 
-lint: setup-test
+lint: $(VENV)/.installed-test
 	$(BIN)/ruff check en_analysis tests benchmarks
 	$(BIN)/ruff format --check en_analysis tests benchmarks
 
-format: setup-test
+format: $(VENV)/.installed-test
 	$(BIN)/ruff format en_analysis tests benchmarks
 	$(BIN)/ruff check --fix en_analysis tests benchmarks
 
