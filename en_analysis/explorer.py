@@ -177,7 +177,13 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
         margin=dict(l=30, r=30, t=90, b=120),
         xaxis=dict(domain=[0, 0.46], range=[lo[0] - pad[0], hi[0] + pad[0]], visible=False),
         yaxis=dict(range=[lo[1] - pad[1], hi[1] + pad[1]], visible=False),
-        xaxis2=dict(domain=[0.68, 1], anchor="y2", title_text="EN layer (input → output)"),
+        # a fixed range: a click while a frame is animating restyles the bars without autorange
+        xaxis2=dict(
+            domain=[0.68, 1],
+            anchor="y2",
+            range=[0.5, layers + 0.5],
+            title_text="EN layer (input → output)",
+        ),
         yaxis2=dict(anchor="x2", range=[0, 1], title_text="ratio (stacked)"),
         barmode="stack",
         bargap=0.1,

@@ -149,6 +149,9 @@ def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
         bars = page.evaluate("document.getElementById('explorer').data.slice(-4)")
         k_ratios = np.array([b["y"] for b in bars[:3]]).T  # (L, K)
         assert k_ratios.shape == (layers, 3)
+        # every layer's bar is inside the panel (the click came while the epoch frame animated)
+        lo, hi = page.evaluate("document.getElementById('explorer')._fullLayout.xaxis2.range")
+        assert lo < 1 and hi > layers
         expected = run.ratios(epochs[-1]).ratios[row]
         np.testing.assert_allclose(k_ratios, expected, atol=2 / 65535)
         assert page.evaluate(
