@@ -371,10 +371,10 @@ _SCRIPT = """
   gd.on('plotly_click', function (ev) {
     const p = ev.points[0];
     if (p.curveNumber >= EN.categories) return;
-    showRatios(p.customdata[0], p.customdata[1]);
+    showRatios(p.customdata[0], p.customdata[1], p.customdata[2]);
   });
 
-  function showRatios(row, k) {
+  function showRatios(row, k, sample) {  // row of the page's arrays; sample: dataset index
     const r = ratiosOf(k);
     const label = EN.labels[row];
     const members = [];
@@ -406,7 +406,7 @@ _SCRIPT = """
     }, traces);
     const annotations = gd.layout.annotations.map(function (a) {
       if (a.name !== 'ratio-title') return a;
-      return Object.assign({}, a, {text: 'Sample ' + row + ' (' + EN.names[label] +
+      return Object.assign({}, a, {text: 'Sample ' + sample + ' (' + EN.names[label] +
         '), epoch ' + EN.epochs[k] + ': ratios per layer; ticks: category mean'});
     });
     Plotly.relayout(gd, {annotations: annotations});

@@ -156,7 +156,7 @@ def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
         np.testing.assert_allclose(k_ratios, expected, atol=2 / 65535)
         assert page.evaluate(
             "document.getElementById('explorer').layout.annotations[0].text"
-        ).startswith(f"Sample {row} (")
+        ).startswith(f"Sample {run.ratios(epochs[-1]).sample_index[row]} (")  # as the hover
         page.screenshot(path=str(tmp_path / "explorer.png"))
         browser.close()
     assert not requests, f"the page tried the network: {requests}"
