@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/pip install -q --no-compile
 COMPILE := $(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; \
 	print(sysconfig.get_paths()["purelib"])')" >/dev/null || :
 
-.PHONY: setup setup-test reproduce quick test lint format bench clean
+.PHONY: setup setup-test reproduce quick test test-numerics lint format bench clean
 
 setup: $(VENV)/.installed
 
@@ -50,6 +50,18 @@ quick: setup  ## the same on the under-2-minute preset
 
 test: setup-test lint  ## the test suite (CI runs exactly this)
 	$(BIN)/python -m pytest -q
+
+# The numerics-sensitive tests again on other kernels: ATen's generic (non-AVX) code, which is
+# also the EN kernel's build without AVX2 (a CPU without AVX2), AVX2 where this CPU has AVX-512,
+# and one thread. A tolerance that only this CPU's kernels meet fails here first (CI runs it).
+NUMERICS := tests/test_exemplar_norm.py tests/test_ratios.py tests/test_model.py \
+	tests/test_resume.py tests/test_train.py tests/test_bootstrap.py tests/test_metrics.py
+test-numerics: setup-test
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS)
+	@if grep -qw avx512f /proc/cpuinfo; then \
+		echo ATEN_CPU_CAPABILITY=avx2; \
+		ATEN_CPU_CAPABILITY=avx2 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS); fi
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check en_analysis tests benchmarks

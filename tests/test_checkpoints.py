@@ -76,7 +76,7 @@ def test_round_trip_restores_the_model(tmp_path):
     for k, v in original.state_dict().items():
         assert torch.equal(v, rebuilt.state_dict()[k]), k
     x = torch.randn(3, 1, 16, 16)
-    with torch.no_grad():
+    with torch.no_grad():  # bit-equality is the property: the same weights, code and machine
         torch.testing.assert_close(rebuilt(x), original(x), rtol=0, atol=0)
 
 

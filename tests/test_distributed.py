@@ -57,6 +57,7 @@ def test_torchrun_trains_writes_once_and_resumes(ddp_run, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert Run(ddp_run).epochs == [0, 1, 2]
     again = load_checkpoint(ddp_run / "checkpoints" / "epoch-001.pt")
+    # bit-equal: a resume leaves earlier checkpoints as they were
     assert all(torch.equal(first["model"][k], again["model"][k]) for k in first["model"])
     # the checkpoints load in a single-process extract
     done = extract(Run(ddp_run), progress=False)
@@ -79,7 +80,9 @@ def test_two_process_extraction_equals_one(ddp_run, tmp_path):
         a, b = Run(two).ratios(epoch), Run(one).ratios(epoch)
         np.testing.assert_array_equal(a.sample_index, b.sample_index)
         assert len(np.unique(a.sample_index)) == len(a.sample_index) == 28
-        np.testing.assert_allclose(a.ratios, b.ratios, atol=1e-6, rtol=0)
+        # other batches in each process: float32 convolutions round differently (see
+        # test_ratios' batch-size test), so float32's default tolerances
+        torch.testing.assert_close(torch.from_numpy(a.ratios), torch.from_numpy(b.ratios))
         np.testing.assert_array_equal(a.predictions, b.predictions)
 
 

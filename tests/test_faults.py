@@ -77,7 +77,7 @@ def test_kill_mid_epoch_then_resume_is_bit_identical(tmp_path, reference):
     kill_when(train_args(run), lambda: (run / "checkpoints" / "epoch-001.pt").exists())
     no_partial_files(run)
     subprocess.run(train_args(run, "--resume"), env=ENV, check=True, capture_output=True)
-    for epoch in (0, 1, 2):
+    for epoch in (0, 1, 2):  # bit-equal: the same operations on one machine, one thread
         a, b = _weights(run, epoch), _weights(reference, epoch)
         assert all(torch.equal(a[k], b[k]) for k in a), epoch
 
@@ -98,7 +98,7 @@ def test_kill_during_extraction_and_embedding_then_rerun(tmp_path, reference):
     no_partial_files(run)
     subprocess.run(cli("embed", str(run), "--quiet"), env=ENV, check=True, capture_output=True)
     ours, theirs = Run(run), Run(reference)
-    for epoch in theirs.ratio_epochs:
+    for epoch in theirs.ratio_epochs:  # bit-equal: the same extraction on one machine
         np.testing.assert_array_equal(ours.ratios(epoch).ratios, theirs.ratios(epoch).ratios)
         np.testing.assert_allclose(
             ours.embedding(epoch).embedding, theirs.embedding(epoch).embedding, atol=1e-5

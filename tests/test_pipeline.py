@@ -106,7 +106,7 @@ def test_interrupted_reproduce_finishes_like_an_uninterrupted_one(stage, reprodu
     subprocess.run(cmd(run), env=ENV, check=True, capture_output=True)
     ours, theirs = Run(run), Run(path)
     assert ours.ratio_epochs == theirs.ratio_epochs == [0, 1, 2]
-    for e in theirs.ratio_epochs:
+    for e in theirs.ratio_epochs:  # bit-equal: the same code, inputs and machine
         np.testing.assert_array_equal(ours.ratios(e).ratios, theirs.ratios(e).ratios)
     pd.testing.assert_frame_equal(ours.clustering(), theirs.clustering())
     shutil.rmtree(run)

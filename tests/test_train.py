@@ -19,6 +19,8 @@ def _weights(run, epoch):
 
 
 def _equal(a, b):
+    """Bit-equal weights: the property of a resume, which replays the same operations on the
+    same machine (it holds on any one CPU, not across CPUs)."""
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
