@@ -73,7 +73,7 @@ def gather_shards(out: dict[str, np.ndarray], world: int) -> dict[str, np.ndarra
     shards: list[dict | None] = [None] * world
     dist.all_gather_object(shards, out)
     merged = dict(out)
-    for key in ("ratios", "random_head", "predictions", "features"):
+    for key in ("ratios", "input_mean", "input_logstd", "predictions", "features"):
         n = sum(len(sh[key]) for sh in shards)
         full = np.empty((n, *out[key].shape[1:]), out[key].dtype)
         for rank, sh in enumerate(shards):

@@ -1,10 +1,11 @@
 """The ``extract`` step: each checkpoint's ratios over the evaluation subset.
 
 ``extract`` runs the evaluation subset (the same images for every epoch) through each checkpoint
-in eval mode and writes the analysis's ``ratios/epoch-XXX.npz``: ratios (N, L, K), the
-random-head control, labels, sample indices, layer and normalizer names, category names and
-synsets, the penultimate features, predictions - and ``ratios/pixels.npz``, the images' raw
-pixels, the input baseline. Under torchrun each process takes every world-th image.
+in eval mode and writes the analysis's ``ratios/epoch-XXX.npz``: ratios (N, L, K), what every
+layer's head read (``controls.HeadInputs``: the controls are computed from them), labels, sample
+indices, layer and normalizer names, category names and synsets, the penultimate features,
+predictions - and ``ratios/pixels.npz``, the images' raw pixels, the input baseline. Under
+torchrun each process takes every world-th image.
 """
 
 from __future__ import annotations
@@ -39,9 +40,12 @@ class Extraction:
     failed: dict[str, str] = field(default_factory=dict)
 
 
+FORMAT = 3  # 3: ratio files hold the head inputs in float16 (the controls are computed from them)
+
+
 def settings(config: Config) -> dict:
     """What a ratio file depends on besides its checkpoint: the data, the evaluation subset and
-    the random-head control's seed."""
+    what the file holds (``FORMAT``)."""
     a = config.analysis
     data = {k: v for k, v in config.to_dict()["data"].items() if k not in ("root", "num_workers")}
     return dict(
@@ -49,7 +53,7 @@ def settings(config: Config) -> dict:
         categories=list(a.categories),
         per_category=a.per_category,
         subset_seed=a.subset_seed,
-        control_seed=a.tsne_seed,
+        format=FORMAT,
     )
 
 
@@ -148,9 +152,8 @@ def extract(
                 )
             if list(state["classes"]) != data.classes:
                 raise UserError(f"{path} was trained on other classes than {config.data.dataset}")
-            seed = np.random.SeedSequence([config.analysis.tsne_seed, epoch]).generate_state(1)
             model = model_from_checkpoint(state, path)
-            out = forward_subset(model, loader, proc.device, control_seed=int(seed[0]))
+            out = forward_subset(model, loader, proc.device)
         except UserError as e:
             result.failed[str(path)] = str(e)
             continue

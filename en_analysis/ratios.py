@@ -1,17 +1,15 @@
-"""Collecting EN importance ratios: forward hooks (``RatioRecorder``), the random-head control
-(``RandomHeads``) and one pass of images through a model recording both (``forward_subset``).
+"""Collecting EN importance ratios: forward hooks (``RatioRecorder``) and one pass of images
+through a model recording them with what the heads read (``forward_subset``).
 """
 
 from __future__ import annotations
-
-import copy
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from .controls import HeadInputs
 from .errors import UserError
 from .nn import en_layers
 from .nn.exemplar_norm import _moments
@@ -22,11 +20,12 @@ class RatioRecorder:
 
     The hook reads the layer's ``last_ratios`` (set during its forward), so nothing is recomputed.
     With ``features=True`` it also keeps the input of the model's ``fc`` (the penultimate
-    features). Each ``with`` block starts a new recording; hooks are removed on exit, also on
-    error (and if entering fails half-way).
+    features); with ``inputs=True`` what each layer's head read (``head_inputs``: the per-channel
+    mean and log-std of the layer's input). Each ``with`` block starts a new recording; hooks
+    are removed on exit, also on error (and if entering fails half-way).
     """
 
-    def __init__(self, model: nn.Module, features: bool = False) -> None:
+    def __init__(self, model: nn.Module, features: bool = False, inputs: bool = False) -> None:
         self.layers = en_layers(model)
         if not self.layers:
             raise UserError("the model has no ExemplarNorm2d layers: there are no ratios to record")
@@ -37,11 +36,13 @@ class RatioRecorder:
         self.normalizers = list(pools.pop())
         self.model = model
         self.features = features
+        self.inputs = inputs
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self.clear()
 
     def clear(self) -> None:
         self._ratios: list[list[torch.Tensor]] = [[] for _ in self.layers]
+        self._inputs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.layers]
         self._features: list[torch.Tensor] = []
 
     def __enter__(self) -> RatioRecorder:
@@ -70,6 +71,10 @@ class RatioRecorder:
     def _hook(self, i: int):
         def hook(module, inputs, output) -> None:
             self._ratios[i].append(module.last_ratios.float().cpu())
+            if self.inputs:  # the statistics the head read: IN mean and log-std per channel
+                m, q = _moments(inputs[0].detach())
+                logstd = 0.5 * torch.log((q - m * m).clamp_min(0) + module.eps)
+                self._inputs[i].append((m.float().cpu(), logstd.float().cpu()))
 
         return hook
 
@@ -85,82 +90,41 @@ class RatioRecorder:
             return np.zeros((0, len(self.layers), len(self.normalizers)), np.float32)
         return torch.stack([torch.cat(r) for r in self._ratios], 1).numpy()
 
+    def head_inputs(self) -> HeadInputs:
+        """What every layer's head read (``HeadInputs``), samples in the order they were seen."""
+        if not self.inputs:
+            raise RuntimeError("RatioRecorder(inputs=True) records the head inputs")
+        layers = [layer for _, layer in self.layers]
+        bn = [
+            (layer.running_mean, layer.running_var)
+            if "bn" in layer.normalizers
+            else (torch.zeros(layer.num_features), torch.ones(layer.num_features))
+            for layer in layers
+        ]
+        return HeadInputs(
+            mean=torch.cat([torch.cat([m for m, _ in r]) for r in self._inputs], 1).numpy(),
+            logstd=torch.cat([torch.cat([s for _, s in r]) for r in self._inputs], 1).numpy(),
+            channels=np.array([layer.num_features for layer in layers]),
+            hidden=np.array([layer.ratio_fc1.out_features for layer in layers]),
+            gn_groups=np.array([layer.gn_groups for layer in layers]),
+            running_mean=torch.cat([m for m, _ in bn]).float().cpu().numpy(),
+            running_var=torch.cat([v for _, v in bn]).float().cpu().numpy(),
+            normalizers=list(self.normalizers),
+            eps=float(layers[0].eps),
+        )
+
     def penultimate(self) -> np.ndarray:
         return torch.cat(self._features).numpy() if self._features else np.zeros((0, 0), np.float32)
 
 
-def log_ratio_spread(ratios: np.ndarray) -> np.ndarray:
-    """(L,) per layer, the standard deviation of the centred log-ratios over samples and
-    normalizers: the spread of the logits that the softmax saw (it ignores a shared shift)."""
-    logs = np.log(np.clip(ratios.astype(np.float64), 1e-12, None))
-    return (logs - logs.mean(2, keepdims=True)).std((0, 2))
-
-
-class RandomHeads:
-    """Context manager: the control for what EN learned. During each forward pass it computes,
-    at every EN layer and from that layer's own input statistics, the ratios that a randomly
-    re-initialised ratio sub-network would give (PyTorch's default ``Linear`` initialisation,
-    seeded, the last layer not zero, no per-normalizer bias). The forward pass itself is the
-    model's: the statistics are exactly those the learned ratios came from."""
-
-    def __init__(self, model: nn.Module, seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.pairs = []
-        for _, layer in en_layers(model):
-            head = copy.deepcopy(layer).eval()
-            head.fixed_ratios = None
-            with torch.no_grad():
-                for fc in (head.ratio_fc1, head.ratio_fc2):
-                    bound = fc.in_features**-0.5
-                    for p in (fc.weight, fc.bias):
-                        p.copy_(torch.rand(p.shape, generator=generator) * 2 * bound - bound)
-                head.ratio_bias.zero_()
-            self.pairs.append((layer, head))
-        self._ratios: list[list[torch.Tensor]] = [[] for _ in self.pairs]
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-
-    def __enter__(self) -> RandomHeads:
-        for i, (layer, head) in enumerate(self.pairs):
-
-            def hook(module, inputs, output, i=i, head=head) -> None:
-                x = inputs[0]
-                m, q = _moments(x)
-                with torch.autocast(x.device.type, enabled=False):
-                    lam = head.coefficients(m, q, x.shape[2] * x.shape[3])[2]
-                self._ratios[i].append(lam.float().cpu())
-
-            self._handles.append(layer.register_forward_hook(hook))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def ratios(self, learned: np.ndarray) -> np.ndarray:
-        """(N, L, K) random-head ratios, each layer's logits scaled so that the spread of its
-        log-ratios matches the learned ratios' (``log_ratio_spread``)."""
-        raw = torch.stack([torch.cat(r) for r in self._ratios], 1).numpy().astype(np.float64)
-        logs = np.log(np.clip(raw, 1e-300, None))
-        logs -= logs.mean(2, keepdims=True)
-        scale = log_ratio_spread(learned) / np.maximum(log_ratio_spread(raw), 1e-12)
-        scaled = np.exp(logs * scale[None, :, None])
-        return (scaled / scaled.sum(2, keepdims=True)).astype(np.float32)
-
-
 def forward_subset(
-    model: nn.Module,
-    images: DataLoader,
-    device: torch.device,
-    features: bool = True,
-    control_seed: int | None = None,
+    model: nn.Module, images: DataLoader, device: torch.device, features: bool = True
 ) -> dict[str, np.ndarray]:
-    """Run images through ``model`` in eval mode, recording ratios, features and predictions,
-    and with ``control_seed`` the random-head control (``RandomHeads``) in the same pass."""
+    """Run images through ``model`` in eval mode, recording ratios, what the heads read
+    (``HeadInputs``, for the controls), features and predictions."""
     model.eval().to(device)
     preds = []
-    control = RandomHeads(model, control_seed) if control_seed is not None else nullcontext()
-    with RatioRecorder(model, features=features) as rec, control as heads, torch.no_grad():
+    with RatioRecorder(model, features=features, inputs=True) as rec, torch.no_grad():
         for x, _ in images:
             preds.append(model(x.to(device)).argmax(1).cpu())
     out = dict(
@@ -168,9 +132,8 @@ def forward_subset(
         predictions=torch.cat(preds).numpy(),
         layer_names=np.array(rec.layer_names),
         normalizers=np.array(rec.normalizers),
+        **rec.head_inputs().arrays(),
     )
     if features:
         out["features"] = rec.penultimate()
-    if heads is not None:
-        out["random_head"] = heads.ratios(out["ratios"])
     return out

@@ -21,6 +21,7 @@ from .config import (
     save_analysis_settings,
     save_config,
 )
+from .controls import HeadInputs
 from .errors import UserError
 from .io import load_npz, read_csv, write_csv
 from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
@@ -66,7 +67,7 @@ class Ratios:
     epoch: int
     features: np.ndarray | None = None  # (N, D) penultimate features
     predictions: np.ndarray | None = None  # (N,) predicted class
-    random_head: np.ndarray | None = None  # (N, L, K) with random ratio sub-networks (control)
+    head_inputs: HeadInputs | None = None  # what each layer's head read (for the controls)
 
     @classmethod
     def load(cls, path: Path) -> Ratios:
@@ -83,7 +84,7 @@ class Ratios:
                 epoch=int(d["epoch"]),
                 features=d.get("features"),
                 predictions=d.get("predictions"),
-                random_head=d.get("random_head"),
+                head_inputs=HeadInputs.from_arrays(d),
             )
         except KeyError as e:
             raise UserError(f"{path} is not an en-analysis ratio file (no {e})") from None
@@ -92,9 +93,12 @@ class Ratios:
 
     def _check(self, path: Path) -> None:
         """Values no extraction writes: NaN or infinite ratios, labels outside the categories."""
-        for name in ("ratios", "random_head"):
-            values = getattr(self, name)
-            if values is not None and not np.isfinite(values).all():
+        inputs = self.head_inputs
+        arrays = {"ratios": self.ratios}
+        if inputs is not None:
+            arrays.update(head_inputs=np.concatenate([inputs.mean, inputs.logstd], 1))
+        for name, values in arrays.items():
+            if not np.isfinite(values).all():
                 raise UserError(f"{path} holds NaN or infinite {name}: extract it again (--force)")
         if len(self.labels) and (
             self.labels.min() < 0 or self.labels.max() >= len(self.categories)

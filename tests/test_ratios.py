@@ -127,48 +127,6 @@ def test_a_failed_enter_leaves_no_hook():
     assert all(not layer._forward_hooks for _, layer in layers)
 
 
-def test_random_head_control_matches_the_learned_spread(analysed_run):
-    """The extracted control: other ratios than the learned ones, from the same statistics, with
-    each layer's log-ratio spread matched to the learned one; at epoch 0 (uniform) uniform; and
-    recording it does not change the learned ratios."""
-    from en_analysis.ratios import log_ratio_spread
-
-    run = Run(analysed_run)
-    last = run.ratios(run.ratio_epochs[-1])
-    assert last.random_head.shape == last.ratios.shape
-    assert not np.allclose(last.random_head, last.ratios, atol=1e-3)
-    np.testing.assert_allclose(last.random_head.sum(2), 1, atol=1e-5)
-    np.testing.assert_allclose(
-        log_ratio_spread(last.random_head), log_ratio_spread(last.ratios), rtol=1e-4, atol=1e-7
-    )
-    first = run.ratios(0)
-    np.testing.assert_allclose(first.random_head, 1 / 3, atol=1e-6)
-
-
-def test_random_heads_see_the_layers_own_statistics():
-    """A random head given the learned head's weights gives the learned ratios: it is computed
-    from exactly the statistics the layer used."""
-    from en_analysis.ratios import RandomHeads
-
-    model = _model()
-    x = torch.randn(6, 1, 12, 12)
-    heads = RandomHeads(model, seed=0)
-    for layer, head in heads.pairs:
-        head.load_state_dict(layer.state_dict())
-    with RatioRecorder(model) as rec, heads, torch.no_grad():
-        model(x)
-    learned = rec.ratios()
-    np.testing.assert_allclose(heads.ratios(learned), learned, atol=1e-5)
-
-
-def test_random_heads_are_seeded(analysed_run, tmp_path):
-    shutil.copytree(analysed_run, tmp_path / "run")
-    extract(Run(tmp_path / "run"), epochs=[2], force=True, progress=False)
-    again = Run(tmp_path / "run").ratios(2).random_head
-    # bit-equality is the property here: the same code on the same machine and inputs
-    np.testing.assert_array_equal(again, Run(analysed_run).ratios(2).random_head)
-
-
 def test_a_bn_model_has_no_ratios():
     with pytest.raises(UserError, match="no ExemplarNorm2d"):
         RatioRecorder(en_resnet50(3, 1, 4, "small", norm="bn"))
