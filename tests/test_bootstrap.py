@@ -34,7 +34,7 @@ def test_a_row_of_ones_gives_the_plain_statistics():
     assert bootstrap.trustworthiness(order, y_order, ones, 5)[0] == pytest.approx(
         trustworthiness(x, y, n_neighbors=5)
     )
-    for kind in ("centroid", "pairwise"):
+    for kind in ("crossvalidated", "centroid", "pairwise"):
         expected = upper(cluster_distances(x, labels, [0, 1, 2], kind))
         got = bootstrap.cluster_distances(x, labels, [0, 1, 2], ones, kind)[0]
         np.testing.assert_allclose(got, expected)
@@ -45,14 +45,16 @@ def test_a_row_of_ones_gives_the_plain_statistics():
 
 def _naive(x, labels, counts, k):
     """The resample built copy by copy; an image's copies are never its neighbours nor in its
-    own-category distances."""
+    own-category distances; for k-NN each copy is judged by the k nearest distinct other
+    images drawn (one vote each)."""
     idx = np.repeat(np.arange(len(labels)), counts)
     xs, ls = x[idx], labels[idx]
     d = squareform(pdist(xs))
     same_origin = idx[:, None] == idx[None]
+    first_copy = np.r_[True, idx[1:] != idx[:-1]]  # one entry per distinct drawn image
     correct, sil = 0, []
     for i in range(len(idx)):
-        dist = np.where(same_origin[i], np.inf, d[i])
+        dist = np.where(same_origin[i] | ~first_copy, np.inf, d[i])
         nearest = np.argsort(dist, kind="stable")[:k]
         votes = np.bincount(ls[nearest], minlength=labels.max() + 1)
         best = np.flatnonzero(votes == votes.max())
@@ -140,3 +142,35 @@ def _trust_replicates(x, labels, rng):
 def test_intervals_are_calibrated(statistic, resampled):
     """Measured: 99, 95 and 97 of 100."""
     assert _coverage(statistic, resampled, bootstrap.centred_interval) >= 85
+
+
+def test_nearest_is_the_prefix_of_the_full_neighbour_order():
+    from en_analysis.metrics import nearest
+
+    x, labels = blobs(n_per=30, seed=7)
+    x = np.c_[x, np.random.default_rng(8).normal(size=(len(x), 3))]  # no distance ties
+    full = neighbour_order(squareform(pdist(x)))
+    np.testing.assert_array_equal(nearest(x, 12), full[:, :12])
+    np.testing.assert_array_equal(nearest(x, 1000, block=7), full)  # every other, in blocks
+
+
+def test_knn_with_only_a_prefix_of_the_neighbours_equals_the_full_list():
+    """The resampled k-NN reads each image's first 2k + 10 neighbours and falls back on the
+    whole list for the rare draw that leaves fewer than k of them drawn."""
+    x, labels = blobs(n_per=40, seed=9)
+    order = neighbour_order(squareform(pdist(x)))
+    counts = bootstrap.bootstrap_counts(labels, 300, np.random.default_rng(10))
+    counts[0, order[0, :15]] = 0  # image 0 keeps none of its 15 nearest: the fallback
+    counts[0, 0] = max(counts[0, 0], 1)
+    full = bootstrap.knn_accuracy(order, labels, counts, 5)
+    for b in (0, 1, 2):  # copy by copy
+        expected, _ = _naive(x, labels, counts[b], 5)
+        assert full[b] == pytest.approx(expected)
+
+
+def test_label_permutations_are_plain_knn_with_permuted_labels():
+    x, labels = blobs(n_per=10, seed=11)
+    order = neighbour_order(squareform(pdist(x)))
+    perms = np.stack([np.random.default_rng(s).permutation(len(labels)) for s in range(5)])
+    null = bootstrap.knn_label_permutations(order, labels, perms, 5)
+    np.testing.assert_allclose(null, [knn_accuracy(x, labels[p], 5) for p in perms])

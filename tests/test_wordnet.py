@@ -5,7 +5,7 @@ import itertools
 import nltk
 import numpy as np
 import pytest
-from scipy.stats import spearmanr
+from scipy.stats import rankdata
 
 from en_analysis import statistics
 from en_analysis.data import mapping
@@ -95,14 +95,45 @@ def test_mapping_files(tmp_path):
         mapping.read_mapping_file(bad)
 
 
-def _brute_force_mantel(a, b):
-    """Exact p over all row/column permutations (tiny matrices only)."""
-    iu = np.triu_indices(len(a), 1)
-    observed = spearmanr(a[iu], b[iu]).statistic
-    perms = list(itertools.permutations(range(len(a))))
-    hits = sum(
-        spearmanr(a[iu], b[list(p)][:, list(p)][iu]).statistic >= observed - 1e-12 for p in perms
-    )
+def _ranks(v):
+    r = rankdata(v)
+    return r - r.mean()
+
+
+def _corr(a, b):
+    return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def _brute_force_mantel(model, data, control=None, average=False):
+    """Exact two-sided p over all relabelings, written out: plain (the model relabelled) or
+    Freedman-Lane (the data's residuals given the control relabelled)."""
+    k = len(model)
+    iu = np.triu_indices(k, 1)
+    data = data if average else [data]
+
+    def resid(v, c):
+        return v if c is None else v - (v @ c) / (c @ c) * c
+
+    c = None if control is None else _ranks(control[iu])
+    w = resid(_ranks(model[iu]), c)
+    residuals = [resid(_ranks(d[iu]), c) for d in data]
+
+    def statistic(perm):
+        p = list(perm)
+        if c is None:
+            wp = _ranks(model[p][:, p][iu])
+            return np.mean([_corr(wp, e) for e in residuals])
+        values = []
+        for e in residuals:
+            full = np.zeros((k, k))
+            full[iu] = e
+            full = full + full.T
+            values.append(_corr(resid(full[p][:, p][iu], c), w))
+        return np.mean(values)
+
+    observed = statistic(range(k))
+    perms = list(itertools.permutations(range(k)))
+    hits = sum(abs(statistic(p)) >= abs(observed) - 1e-9 for p in perms)
     return observed, hits / len(perms)
 
 
@@ -110,14 +141,75 @@ def _distances(points):
     return np.linalg.norm(points[:, None] - points[None], axis=2)
 
 
-def test_mantel_agrees_with_brute_force():
+def _related(k=6, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = rng.normal(size=(k, 2))
+    model = np.round(_distances(pts), 1)  # ties, as WordNet's distances have
+    control = _distances(pts + rng.normal(0, 0.5, pts.shape))
+    data = control + _distances(rng.normal(size=(k, 2)))
+    return model, data, control
+
+
+def test_mantel_enumerates_every_relabelling_exactly():
+    model, data, control = _related()
+    r, p, exact = statistics.mantel(model, data)
+    assert exact
+    assert (r[0], p[0]) == pytest.approx(_brute_force_mantel(model, data), abs=1e-6)
+
+
+def test_partial_mantel_is_freedman_lane_exactly():
+    model, data, control = _related(seed=1)
+    r, p, _ = statistics.mantel(model, data, control=control)
+    assert (r[0], p[0]) == pytest.approx(_brute_force_mantel(model, data, control), abs=1e-6)
+
+
+def test_mantel_of_the_mean_over_seed_replicates():
+    model, data, _ = _related(seed=2)
+    other = _related(seed=3)[1]
+    r, p, _ = statistics.mantel(model, np.stack([data, other]), average=True)
+    expected = _brute_force_mantel(model, [data, other], average=True)
+    assert (r[0], p[0]) == pytest.approx(expected, abs=1e-6)
+
+
+def test_random_relabelings_approach_the_exact_p():
+    model, data, _ = _related(k=7, seed=4)
+    _, exact_p, _ = statistics.mantel(model, data)
+    _, p, exact = statistics.mantel(model, data, 20000, np.random.default_rng(0), exact_max=6)
+    assert not exact and p[0] == pytest.approx(exact_p[0], abs=0.01)
+
+
+def test_every_permutation_once():
+    perms = statistics.all_permutations(7)
+    assert perms.shape == (5040, 7) and len({tuple(q) for q in perms}) == 5040
+
+
+def test_crossvalidated_distances_are_unbiased_and_equal_the_pairs_formula():
+    """The unbiased squared distance between category means equals its definition (the mean
+    over pairs of distinct images of (x_i - y_j).(x_i' - y_j'), per dimension); over many
+    samples it averages to the true squared distance, where plain centroid distances do not."""
     rng = np.random.default_rng(0)
-    pts = rng.normal(size=(5, 2))
-    a, b = _distances(pts), _distances(pts + rng.normal(0, 0.5, pts.shape))
-    r, p = statistics.mantel(a, b, permutations=20000, seed=1)
-    r_exact, p_exact = _brute_force_mantel(a, b)
-    assert r == pytest.approx(r_exact)
-    assert p == pytest.approx(p_exact, abs=0.01)
+    labels = np.repeat(np.arange(3), 4)
+    x = rng.normal(size=(12, 5)) + labels[:, None]
+    d = statistics.crossvalidated_distances(x, labels, [0, 1, 2])
+    a, b = x[labels == 0], x[labels == 1]
+    pairs = [
+        (a[i] - b[j]) @ (a[i2] - b[j2])
+        for i in range(4)
+        for i2 in range(4)
+        for j in range(4)
+        for j2 in range(4)
+        if i != i2 and j != j2
+    ]
+    assert d[0, 1] == pytest.approx(np.mean(pairs) / 5)
+    means = np.array([[0.0, 0, 0, 0, 0], [1, 0, 0, 0, 0], [0, 2, 0, 0, 0]])
+    truth = statistics.upper(((means[:, None] - means[None]) ** 2).sum(2)) / 5
+    cv, plain = [], []
+    for _ in range(3000):
+        x = means[labels] + rng.normal(size=(12, 5))
+        cv.append(statistics.upper(statistics.crossvalidated_distances(x, labels, [0, 1, 2])))
+        plain.append(statistics.upper(statistics.cluster_distances(x, labels, [0, 1, 2])) ** 2 / 5)
+    np.testing.assert_allclose(np.mean(cv, 0), truth, atol=0.02)
+    assert (np.mean(plain, 0) > truth + 0.3).all()  # + (1/4 + 1/4) per dimension
 
 
 def test_cluster_distances_known_values():
@@ -137,20 +229,24 @@ def test_mantel_planted_and_independent():
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(12, 3))
     a = _distances(pts)
-    r, p = statistics.mantel(a, _distances(pts + rng.normal(0, 0.2, pts.shape)), 999, 0)
-    assert r > 0.8 and p < 0.01
-    ps = [statistics.mantel(a, _distances(rng.normal(size=(12, 3))), 999, s)[1] for s in range(5)]
-    assert np.median(ps) > 0.05
+    planted = _distances(pts + rng.normal(0, 0.2, pts.shape))
+    r, p, exact = statistics.mantel(a, planted, 999, rng)
+    assert not exact and r[0] > 0.8 and p[0] < 0.01
+    independent = np.stack([_distances(rng.normal(size=(12, 3))) for _ in range(5)])
+    assert np.median(statistics.mantel(a, independent, 999, rng)[1]) > 0.05
 
 
 def test_run_comparison(analysed_run):
     run = Run(analysed_run)
     result = compare(run)
     t = result.table
-    assert set(t.space) == {"ratios", "ratios-2d", "random-head", "features", "pixels"}
+    spaces = {"ratios", "ratios-2d", "random-head", "statistics", "features", "pixels"}
+    assert set(t.space) == spaces
     assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
     last = t[(t.epoch == 2) & (t.space == "ratios")]
     assert np.isfinite(last.spearman).all() and 0 < last.p_value.iloc[0] <= 1
+    assert last.permutations.iloc[0] == 24  # 4 categories: every relabelling
+    assert (last.cluster_distance == "crossvalidated").all()
     assert result.categories == ["dog", "cat", "car", "tree"]
     close, far = extreme_pairs(result.wordnet, result.categories, 1)
     assert {close[0][0], close[0][1]} == {"dog", "cat"}  # the two mammals
@@ -175,22 +271,26 @@ def _tau_a(x, y):
     return s / (n * (n - 1) / 2)
 
 
-def test_rsa_measures_tau_a_and_category_interval():
+def test_tau_a_and_the_category_resamples_agree_with_rsatoolbox():
+    from rsatoolbox.rdm import RDMs
+    from rsatoolbox.rdm import compare as compare_rdms
     from scipy.spatial.distance import squareform
 
+    from en_analysis import bootstrap
     from en_analysis.statistics import upper
-    from en_analysis.wordnet import rsa_measures
+    from en_analysis.wordnet import tau_a
 
     rng = np.random.default_rng(0)
     wn = squareform(np.round(rng.random(45), 1))  # ties, as Wu-Palmer distances have
-    close = wn + squareform(rng.normal(0, 0.05, 45)).clip(0)
-    unrelated = squareform(rng.random(45))
-    for d in (close, unrelated):
-        tau, _ = rsa_measures(wn, d, 0.0, 0, np.random.default_rng(1))
+    data = np.stack([wn + squareform(rng.normal(0, 0.05, 45)).clip(0), squareform(rng.random(45))])
+    taus = tau_a(wn, data)
+    for tau, d in zip(taus, data):
         assert tau == pytest.approx(_tau_a(upper(wn), upper(d)))
-    r_close = spearmanr(upper(wn), upper(close))[0]
-    _, (lo, hi) = rsa_measures(wn, close, r_close, 200, np.random.default_rng(1))
-    assert lo < r_close < hi and lo > 0.5
-    r_none = spearmanr(upper(wn), upper(unrelated))[0]
-    _, (lo, hi) = rsa_measures(wn, unrelated, r_none, 200, np.random.default_rng(1))
-    assert lo < 0 < hi  # no relation: the interval covers 0
+    draws = bootstrap.category_draws(10, 30, rng)
+    ours = bootstrap.category_correlations(upper(wn), np.stack([upper(d) for d in data]), draws)
+    model, rdms = RDMs(upper(wn)[None]), RDMs(np.stack([upper(d) for d in data]))
+    for b, idx in enumerate(draws):
+        theirs = compare_rdms(
+            model.subsample_pattern("index", idx), rdms.subsample_pattern("index", idx), "spearman"
+        )[0]
+        np.testing.assert_allclose(ours[:, b], theirs, atol=1e-12)
