@@ -16,7 +16,7 @@ AUGMENTS = ("none", "flip", "crop-flip")  # data.augment
 SCALINGS = ("raw", "zscore", "clr")  # analysis.scaling
 TSNE_MODES = ("aligned", "independent")  # analysis.tsne_mode
 WORDNET_DISTANCES = ("wup", "path", "lch", "hops")  # analysis.wordnet_distance
-CLUSTER_DISTANCES = ("centroid", "pairwise")  # analysis.cluster_distance
+CLUSTER_DISTANCES = ("crossvalidated", "centroid", "pairwise")  # analysis.cluster_distance
 
 
 def check(what: str, value: object, options: Iterable[object]) -> None:

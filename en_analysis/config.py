@@ -81,14 +81,23 @@ class AnalysisConfig:
     scaling: str = "zscore"  # raw | zscore | clr (feature scaling before t-SNE and metrics)
     perplexity: float = 30.0
     tsne_mode: str = "aligned"  # aligned | independent
-    tsne_seed: int = 0
+    tsne_seed: int = 0  # t-SNE's random state
     n_jobs: int = 1
     knn: int = 5
     panels: list[int] = field(default_factory=list)  # figure epochs; [] = chosen like the paper
     wordnet_distance: str = "wup"  # wup | path | lch | hops
-    cluster_distance: str = "centroid"  # centroid | pairwise
-    permutations: int = 999
+    # crossvalidated (unbiased squared distance between category means) | centroid | pairwise
+    cluster_distance: str = "crossvalidated"
+    permutations: int = 999  # label permutations; Mantel relabelings above 10 categories (else all)
     bootstrap: int = 200  # resamples of the images within categories for 95% intervals; 0 = none
+    bootstrap_seed: int = 0  # seeds every resample (intervals and verdict)
+    permutation_seed: int = 0  # seeds the label permutations and random relabelings
+    control_seed: int = 0  # seeds the random heads
+    random_heads: int = 499  # random heads the learned ratios are ranked among
+    verdict_bootstrap: int = 1999  # resamples behind each verdict row's interval and p-value
+    margin_knn: float = 0.02  # equivalence margin for k-NN accuracy differences
+    margin_r: float = 0.1  # equivalence margin for differences of correlations
+    formed_share: float = 0.9  # "formed early": share of the final clustering reached at the drop
 
 
 @dataclass
@@ -231,6 +240,8 @@ POSITIVE = [
     ("analysis", "knn"),
     ("analysis", "permutations"),
     ("analysis", "n_jobs"),
+    ("analysis", "random_heads"),
+    ("analysis", "verdict_bootstrap"),
 ]
 UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
     ("train", "epochs"): 10_000,
@@ -239,6 +250,8 @@ UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
     ("analysis", "per_category"): 100_000,
     ("analysis", "bootstrap"): 100_000,
     ("analysis", "permutations"): 1_000_000,
+    ("analysis", "random_heads"): 100_000,
+    ("analysis", "verdict_bootstrap"): 1_000_000,
 }
 NON_NEGATIVE = [
     ("analysis", "bootstrap"),
@@ -257,6 +270,9 @@ NON_NEGATIVE = [
     ("train", "threads"),
     ("analysis", "subset_seed"),
     ("analysis", "tsne_seed"),
+    ("analysis", "bootstrap_seed"),
+    ("analysis", "permutation_seed"),
+    ("analysis", "control_seed"),
 ]
 
 
@@ -283,6 +299,11 @@ def validate(config: Config) -> None:
         raise UserError(f"model.normalizers must be distinct names from {choices.NORMALIZERS}")
     if not config.analysis.perplexity > 0:
         raise UserError("analysis.perplexity must be positive")
+    for key in ("margin_knn", "margin_r"):
+        if not getattr(config.analysis, key) > 0:
+            raise UserError(f"analysis.{key} must be positive")
+    if not 0 < config.analysis.formed_share <= 1:
+        raise UserError("analysis.formed_share must be in (0, 1]")
     drops = config.train.lr_drops
     if any(not isinstance(d, int) or d < 1 for d in drops) or drops != sorted(drops):
         raise UserError("train.lr_drops must be increasing epoch numbers (e.g. [30, 60, 90])")

@@ -1,8 +1,10 @@
 """Clustering of the categories, per epoch: silhouette, leave-one-out k-NN, trustworthiness.
 
 Each label metric comes with a shuffled-label baseline (what "no clusters" scores), and the same
-metrics are computed on the evaluation images' raw pixels and on the network's penultimate
-features, so the ratios' category information can be read against the input's and the network's.
+metrics are computed on the control spaces (``controls.space_vectors``): the evaluation images'
+raw pixels, the network's penultimate features, the statistics the ratio heads read and the
+ratios of a random head, so the ratios' category information can be read against the input's,
+the network's and what any head of the same statistics gives.
 Every number has a 95% interval from resampling the images within each category
 (``analysis.bootstrap`` resamples; see ``bootstrap``).
 """
@@ -16,9 +18,10 @@ from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
 from . import bootstrap
+from .controls import space_vectors
 from .errors import UserError
 from .runs import Run
-from .spaces import is_degenerate, scale_ratios, standardize
+from .spaces import is_degenerate
 
 COLUMNS = [
     "epoch",
@@ -105,6 +108,31 @@ def neighbour_order(d: np.ndarray) -> np.ndarray:
     return np.argsort(d, 1, kind="stable")[:, :-1]
 
 
+NEAREST = 64  # neighbours kept per image for k-NN: k draws lie among them but with p ~ 1e-20
+
+
+def nearest(x: np.ndarray, count: int = NEAREST, block: int = 2048) -> np.ndarray:
+    """(N, min(count, N - 1)): each sample's nearest other samples, nearest first - the
+    prefix of ``neighbour_order`` that k-NN reads (``bootstrap.knn_accuracy``), without an
+    N x N order: squared distances from one matrix product per block of rows."""
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    count = min(count, n - 1)
+    sq = (x**2).sum(1)
+    out = np.empty((n, count), np.int64)
+    for s in range(0, n, block):
+        d = sq[s : s + block, None] + sq[None] - 2 * x[s : s + block] @ x.T
+        d[np.arange(len(d)), np.arange(s, s + len(d))] = np.inf
+        part = (
+            np.argpartition(d, count - 1, 1)[:, :count]
+            if count < n - 1
+            else np.argsort(d, 1)[:, :count]
+        )
+        rows = np.arange(len(d))[:, None]
+        out[s : s + block] = part[rows, np.argsort(d[rows, part], 1, kind="stable")]
+    return out
+
+
 def trustworthiness_with_interval(
     x: np.ndarray, y: np.ndarray, k: int, member: np.ndarray | None
 ) -> tuple[float, tuple[float, float]]:
@@ -157,50 +185,53 @@ def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> li
 
 def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
     """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline and the
-    95% intervals of both (the same resamples of the images for every space of an epoch)."""
+    95% intervals of both. Every space and epoch shares the same image resamples
+    (``analysis.bootstrap_seed``) and the same shuffled labels (``analysis.permutation_seed``),
+    so differences between them are paired."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     rows: list[dict] = []
     pixels = run.pixels()
-    px = standardize(pixels["pixels"])
     previous = None
     for e in epochs:
-        rng = np.random.default_rng([a.tsne_seed, e])
         r = run.ratios(e)
         if not np.array_equal(r.sample_index, pixels["sample_index"]):
             raise UserError(
                 f"{run.path}: ratios of epoch {e} and pixels.npz cover other samples; "
                 "rerun `en-analysis extract --force`"
             )
-        x = scale_ratios(r.ratios, a.scaling)
+        spaces = space_vectors(r, pixels["pixels"], a.scaling, a.control_seed)
+        x = spaces["ratios"]
         note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
-        counts = bootstrap.bootstrap_counts(r.labels, a.bootstrap, rng)
-        rows += _rows(e, "ratios", "high", label_metrics(x, r.labels, a.knn, rng, counts), note)
+        counts = bootstrap.bootstrap_counts(
+            r.labels, a.bootstrap, np.random.default_rng([a.bootstrap_seed, 1])
+        )
+
+        def metrics(v: np.ndarray, labels=r.labels, counts=counts) -> dict[str, tuple]:
+            rng = np.random.default_rng([a.permutation_seed, 1])  # the same shuffle everywhere
+            return label_metrics(v, labels, a.knn, rng, counts)
+
+        rows += _rows(e, "ratios", "high", metrics(x), note)
         if previous is not None:
             shift = centroid_shift(previous, r.vectors, r.labels)
             rows += _rows(e, "ratios", "high", {"centroid_shift": (shift, np.nan)}, note)
         previous = r.vectors
-        if r.random_head is not None:  # the control: the same statistics, random ratio heads
-            xr = scale_ratios(r.random_head, a.scaling)
-            values = label_metrics(xr, r.labels, a.knn, rng, counts)
-            rows += _rows(e, "random-head", "high", values, note)
         if e in run.embedding_epochs:
             embedding = run.embedding(e)
             y = embedding.embedding
-            values = label_metrics(y, r.labels, a.knn, rng, counts)
-            rows += _rows(e, "ratios", "2d", values, note)
+            rows += _rows(e, "ratios", "2d", metrics(y), note)
             if embedding.degenerate:
                 trust = (np.nan, np.nan)
             else:
-                member = bootstrap.half_samples(r.labels, a.bootstrap, rng)
+                member = bootstrap.half_samples(
+                    r.labels, a.bootstrap, np.random.default_rng([a.bootstrap_seed, 2])
+                )
                 value, ci = trustworthiness_with_interval(x, y, a.knn, member)
                 trust = (value, np.nan, ci, NO_INTERVAL)
             rows += _rows(e, "ratios", "2d", {"trustworthiness": trust}, note)
-        if r.features is not None and r.features.size:
-            f = standardize(r.features)
-            values = label_metrics(f, r.labels, a.knn, rng, counts)
-            rows += _rows(e, "features", "high", values)
-        rows += _rows(e, "pixels", "high", label_metrics(px, r.labels, a.knn, rng, counts))
+        for space in ("random-head", "statistics", "features", "pixels"):
+            if space in spaces:  # the controls (``controls.space_vectors``)
+                rows += _rows(e, space, "high", metrics(spaces[space]))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

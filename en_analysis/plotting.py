@@ -285,7 +285,8 @@ def _drops(ax: Axes, run: Run) -> None:
 SERIES = [  # (space, dims, label, colour)
     ("ratios", "high", "ratios (L×K-D)", "#332288"),
     ("ratios", "2d", "ratios (t-SNE 2-D)", "#88CCEE"),
-    ("random-head", "high", "random ratio heads (control)", "#CC6677"),
+    ("random-head", "high", "a random ratio head (control)", "#CC6677"),
+    ("statistics", "high", "the heads' input statistics", "#AA4499"),
     ("features", "high", "penultimate features", "#117733"),
     ("pixels", "high", "raw pixels", "#999933"),
 ]
@@ -341,7 +342,8 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     for space, colour, label in (
         ("ratios", "#332288", "ratios"),
         ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
-        ("random-head", "#CC6677", "random ratio heads (control)"),
+        ("random-head", "#CC6677", "a random ratio head (control)"),
+        ("statistics", "#AA4499", "the heads' input statistics"),
         ("features", "#117733", "penultimate features"),
         ("pixels", "#999933", "raw pixels"),
     ):
@@ -358,7 +360,7 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     ax.set_ylabel("Spearman r (Mantel)")
     ax.set_title(
         f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
-        "dots: Mantel p < 0.05; bands: 95% intervals",
+        "dots: Mantel p < 0.05; bands: 95% intervals (categories resampled)",
         fontsize=10,
     )
     ax.legend(fontsize=8, frameon=False)

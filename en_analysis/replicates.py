@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import combine_pvalues
 
 from .config import Config
 from .errors import UserError
 from .io import write_csv
 from .layout import AnalysisLayout
 from .runs import Run
-from .verdict import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
 
 KEYS = ["source", "space", "dims", "metric", "epoch"]
 COLUMNS = [*KEYS, "mean", "sd", "min", "max", "n"]
@@ -99,51 +97,11 @@ def compare(paths: list[Path | str]) -> Replicates:
     return Replicates(runs, values, table)
 
 
-def combined_verdict(per_run: list[pd.DataFrame], wordnet_p: list[float]) -> pd.DataFrame:
-    """The verdict across runs: a comparison holds (does not hold) when it holds (does not
-    hold) in every run, else it is inconclusive; plus the Fisher-combined Mantel p."""
-    stacked = pd.concat([t.assign(run=i) for i, t in enumerate(per_run)])
-    rows = []
-    for (claim, comparison), group in stacked.groupby(["claim", "comparison"], sort=False):
-        verdicts = set(group.verdict)
-        if verdicts == {HOLDS}:
-            verdict = HOLDS
-        elif verdicts == {FAILS}:
-            verdict = FAILS
-        elif verdicts == {UNMEASURED}:
-            verdict = UNMEASURED
-        else:
-            verdict = INCONCLUSIVE
-        counts = ", ".join(f"{v}: {(group.verdict == v).sum()}" for v in sorted(verdicts))
-        rows.append(
-            dict(
-                claim=claim,
-                comparison=comparison,
-                criterion=group.criterion.iloc[0] + " (in every run)",
-                numbers=f"{len(group)} runs; {counts}",
-                verdict=verdict,
-            )
-        )
-    finite = [p for p in wordnet_p if np.isfinite(p)]
-    if finite:
-        fisher = combine_pvalues(finite, method="fisher").pvalue
-        rows.append(
-            dict(
-                claim="2 appearance embedding",
-                comparison="ratios vs no relation, runs combined",
-                criterion="Fisher-combined Mantel p < 0.05 at the last epoch (the runs share "
-                "their evaluation images, so the p-values are not independent and the combined "
-                "p overstates the evidence)",
-                numbers=f"p = {fisher:.3g} from " + ", ".join(f"{p:.3g}" for p in finite),
-                verdict=HOLDS if fisher < 0.05 else INCONCLUSIVE,
-            )
-        )
-    return pd.DataFrame(rows)
-
-
 def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicates, pd.DataFrame]:
     """``OUT/analysis/replicates.csv``, ``replicate_verdict.csv`` and
-    ``OUT/figures/replicates.png``: the spread across ``paths`` and the verdict across them."""
+    ``OUT/figures/replicates.png``: the spread across ``paths``, and the verdict on the runs'
+    mean - every row one test, the runs resampled with the images (or categories) they share
+    (``verdict.verdicts``)."""
     from .io import atomic_write_text
     from .plotting import replicates_figure, save
     from .verdict import markdown, verdicts
@@ -152,13 +110,7 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     result = compare(paths)
     files = AnalysisLayout(out)  # the replicates folder holds tables and figures like a run's
     write_csv(files.table("replicates.csv"), result.table)
-    per_run, p_values = [], []
-    for run in result.runs:
-        c, w = run.clustering(), run.wordnet()
-        per_run.append(verdicts(c, w, run.config.train.lr_drops))
-        last = w[(w.space == "ratios") & (w.epoch == w.epoch.max())].p_value
-        p_values.append(float(last.iloc[0]) if len(last) else float("nan"))
-    verdict = combined_verdict(per_run, p_values)
+    verdict = verdicts(result.runs, result.runs[0].config.train.lr_drops)
     write_csv(files.table("replicate_verdict.csv"), verdict)
     atomic_write_text(files.table("replicate_verdict.md"), markdown(verdict) + "\n")
     save(replicates_figure(result), files.figures / "replicates")

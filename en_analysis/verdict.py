@@ -1,187 +1,697 @@
-"""The verdict on the paper's three claims, from one run's tables and criteria fixed in advance.
+"""The verdict on the paper's three claims: one test per row, on the unit the claim is about,
+against the reference distribution that answers it, decided by rules fixed in advance.
 
-Each row is one claim and one comparison: the criterion, the numbers with their 95% intervals,
-and ``holds``, ``does not hold``, ``inconclusive`` (intervals overlap, or p is not small but the
-correlation's interval still reaches above 0) or ``not measured``. Criteria:
+Rows (``inference.decide`` turns each into holds / does not hold / inconclusive):
 
-- claim 1, semantic clusters: the ratios' k-NN accuracy at the last epoch, its interval above
-  the shuffled-label interval; "beyond the input": above the raw pixels' interval; "beyond a
-  random head": above the interval of the same network with random ratio sub-networks.
-- claim 2, appearance embedding: Mantel p < 0.05 for the ratios at the last epoch; "beyond the
-  input": the ratios' Spearman r interval above the pixels' r interval.
-- claim 3, dynamic: the centroid shift of the first epoch after the first LR drop is below half
-  the mean shift of the epochs before it; the last epoch's silhouette lies inside the interval
-  of the first epoch after the first drop (the clusters have settled).
+- claim 1, semantic clusters (unit: images; leave-one-out k-NN accuracy at the last epoch):
+  *vs chance* (label permutations), then the paired differences *beyond the pixels*, *beyond
+  the statistics* (the head inputs) and *beyond random heads* (the mean of ``HEADS_IN_TEST``
+  random heads on the same head inputs; the learned ratios' rank among all
+  ``analysis.random_heads`` is reported beside it). A difference is taken on the same image
+  resamples for both spaces.
+- claim 2, appearance embedding (unit: categories; Spearman r between WordNet distances and
+  cross-validated cluster distances at the last epoch): *vs no relation* (the exact Mantel test
+  over every relabelling of the categories), *beyond the pixels* (r(ratios) - r(pixels), the
+  same category resamples for both), *beyond the pixels, partial* (the partial r given the
+  pixels' distances, Freedman-Lane relabelings) and *beyond random heads*.
+- claim 3, dynamic (unit: images, the same images at every epoch; d = the last epoch before
+  the first LR drop): *formed early*, the clustering at d reaches ``analysis.formed_share`` of
+  the last epoch's, above chance: (acc_d - chance) - share (acc_last - chance) > 0; *settles*,
+  the category geometry moves less in the first epoch after the drop than in the epoch before
+  it: Fisher z of r(RDM_d, RDM_d+1) minus that of r(RDM_d-1, RDM_d) > 0 (RDMs of
+  cross-validated distances, every resample's images alike at the three epochs).
+
+Holm's adjustment runs within each claim's family of comparisons; the first row of claims 1
+and 2 (vs chance, vs no relation) is a family of one. The first rows and claim 3 are computed
+for every control space too (pixels, statistics, features, a random head): a row that holds for
+a control as well says something about the data or the training schedule, not about EN
+(``specific``), and the claim's EN-specific evidence is its comparison rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-HOLDS, FAILS, INCONCLUSIVE, UNMEASURED = "holds", "does not hold", "inconclusive", "not measured"
-COLUMNS = ["claim", "comparison", "criterion", "numbers", "verdict"]
+from . import bootstrap, inference
+from .controls import SPACES, head_chunks, space_vectors
+from .data.wordnet import category_synsets, wordnet_distances
+from .errors import UserError
+from .inference import HOLDS, Result
+from .metrics import nearest
+from .spaces import scale_ratios
+from .statistics import crossvalidated_distances, mantel, upper
+
+HEADS_IN_TEST = 20  # random heads whose mean the learned ratios are compared with (all are ranked)
+COLUMNS = [
+    "claim",
+    "comparison",
+    "space",
+    "criterion",
+    "values",
+    "unit",
+    "n_units",
+    "n_runs",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "null",
+    "p_value",
+    "p_holm",
+    "margin",
+    "p_equivalence",
+    "rank",
+    "p_rank",
+    "verdict",
+    "reading",
+    "specific",
+]
+CLAIM1, CLAIM2, CLAIM3 = "1 semantic clusters", "2 appearance embedding", "3 dynamic"
 
 
-@dataclass(frozen=True)
-class Estimate:
-    value: float
-    low: float
-    high: float
+@dataclass
+class Measure:
+    """A statistic of S runs (seed replicates of one analysis; S = 1 for one run) on shared
+    draws: per run its value, its values on the B resamples, and where there is one, its values
+    under P label permutations (``null``) or for H random heads (``reference``)."""
 
-    def __str__(self) -> str:
-        if not np.isfinite(self.low):
-            return f"{self.value:.3f}"
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+    point: np.ndarray  # (S,)
+    replicates: np.ndarray  # (S, B)
+    null: np.ndarray | None = None  # (S, P)
+    reference: np.ndarray | None = None  # (S, H)
 
+    def __sub__(self, other: Measure) -> Measure:
+        return Measure(self.point - other.point, self.replicates - other.replicates)
 
-def above(a: Estimate | None, b: Estimate | None) -> str:
-    """Is ``a``'s interval entirely above ``b``'s (holds), entirely below or touching from below
-    (does not hold), or do they overlap (inconclusive)?"""
-    if a is None or b is None or not all(np.isfinite([a.low, a.high, b.low, b.high])):
-        return UNMEASURED
-    if a.low > b.high:
-        return HOLDS
-    if a.high <= b.low:
-        return FAILS
-    return INCONCLUSIVE
-
-
-def _estimate(table: pd.DataFrame, value: str = "value", prefix: str = "") -> Estimate | None:
-    if table.empty:
-        return None
-    row = table.iloc[0]
-    return Estimate(row[value], row[f"{prefix}ci_low"], row[f"{prefix}ci_high"])
+    def collapse(self, rng: np.random.Generator) -> tuple[float, np.ndarray]:
+        """The mean over runs and its replicates: one run's own, or for several runs the
+        two-level resampling of runs and draws (``inference.two_level``)."""
+        point = float(np.mean(self.point))
+        if len(self.point) == 1:
+            return point, self.replicates[0]
+        return point, inference.two_level(self.point, self.replicates, rng)
 
 
-def verdicts(
-    clustering: pd.DataFrame, wordnet: pd.DataFrame, lr_drops: list[int], alpha: float = 0.05
-) -> pd.DataFrame:
-    """The verdict table of one run from its ``clustering.csv`` and ``wordnet.csv`` tables."""
-    last = int(clustering.epoch.max())
+@dataclass
+class Row:
+    claim: str
+    comparison: str
+    space: str
+    criterion: str
+    unit: str
+    n_units: int
+    test: Result
+    values: str  # the compared quantities, for the reader
+    family: str  # Holm's adjustment runs within a family
+    rank: str = ""
+    p_rank: float = float("nan")
+
+
+# --- the measurements of one run --------------------------------------------------------------
+
+
+class Evidence:
+    """What the rows of one run are computed from: its spaces at the epochs the criteria name
+    (``spaces(epoch)``: name -> (N, D) vectors) and its random heads (``heads(epoch)``: each
+    head's vectors in turn), with the measurements cached. ``of_run`` reads them from a run's
+    ratio files; tests plant them."""
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        wordnet: np.ndarray,
+        settings,
+        epochs: list[int],
+        spaces: Callable[[int], dict[str, np.ndarray]],
+        heads: Callable[[int], Iterator[np.ndarray]] | None = None,
+    ) -> None:
+        self.labels, self.wordnet, self.settings = np.asarray(labels), wordnet, settings
+        self.classes = list(dict.fromkeys(self.labels.tolist()))
+        self.epochs, self.last = epochs, epochs[-1]
+        self._space_fn, self._head_fn = spaces, heads
+        self._cache: dict[tuple, object] = {}
+
+    @classmethod
+    def of_run(cls, run, epochs: list[int] | None = None) -> Evidence:
+        a = run.config.analysis
+        epochs = epochs or run.extracted_epochs()
+        pixels = run.pixels()["pixels"]
+        last = run.ratios(epochs[-1])
+        if last.head_inputs is None:
+            raise UserError(
+                f"{run.files.ratio_file(epochs[-1])} was extracted before the head inputs were "
+                f"stored: run `en-analysis extract {run.path} --force`"
+            )
+        names = [last.categories[c] for c in last.present]
+        synsets = category_synsets(names, [last.synsets[c] for c in last.present])
+
+        def spaces(epoch: int) -> dict[str, np.ndarray]:
+            return space_vectors(run.ratios(epoch), pixels, a.scaling, a.control_seed)
+
+        def heads(epoch: int) -> Iterator[np.ndarray]:
+            r = run.ratios(epoch)
+            for chunk in head_chunks(r.head_inputs, r.ratios, a.random_heads, a.control_seed):
+                for ratios in chunk:
+                    yield scale_ratios(ratios, a.scaling)
+
+        return cls(
+            last.labels, wordnet_distances(synsets, a.wordnet_distance), a, epochs, spaces, heads
+        )
+
+    def _cached(self, key: tuple, compute: Callable[[], object]):
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    def spaces(self, epoch: int) -> dict[str, np.ndarray]:
+        return self._cached(("spaces", epoch), lambda: self._space_fn(epoch))
+
+    def has(self, epoch: int, space: str) -> bool:
+        return epoch in self.epochs and space in self.spaces(epoch)
+
+    @property
+    def has_heads(self) -> bool:
+        return self._head_fn is not None
+
+    def knn(self, epoch: int, space: str, draws: Draws) -> Measure:
+        """k-NN accuracy of a space: its value, on the image resamples, under the label
+        permutations."""
+
+        def compute() -> Measure:
+            order, k = nearest(self.spaces(epoch)[space]), self.settings.knn
+            return Measure(
+                bootstrap.knn_accuracy(order, self.labels, np.ones((1, len(order)), int), k),
+                bootstrap.knn_accuracy(order, self.labels, draws.images, k)[None],
+                bootstrap.knn_label_permutations(order, self.labels, draws.labels, k)[None],
+            )
+
+        return self._cached(("knn", epoch, space), compute)
+
+    def heads(self, epoch: int, draws: Draws) -> tuple[Measure, np.ndarray]:
+        """The random heads: their k-NN accuracy (every head's value as ``reference``; the mean
+        of the first ``HEADS_IN_TEST`` and its resamples) and their cross-validated distances
+        (H, P)."""
+
+        def compute() -> tuple[Measure, np.ndarray]:
+            k = self.settings.knn
+            ones = np.ones((1, len(self.labels)), int)
+            values, replicates, rdms = [], [], []
+            for x in self._head_fn(epoch):
+                order = nearest(x)
+                values.append(bootstrap.knn_accuracy(order, self.labels, ones, k)[0])
+                if len(replicates) < HEADS_IN_TEST:
+                    replicates.append(bootstrap.knn_accuracy(order, self.labels, draws.images, k))
+                rdms.append(upper(crossvalidated_distances(x, self.labels, self.classes)))
+            values = np.array(values)
+            used = values[: len(replicates)]
+            knn = Measure(
+                used.mean(keepdims=True), np.mean(replicates, 0)[None], None, values[None]
+            )
+            return knn, np.array(rdms)
+
+        return self._cached(("heads", epoch), compute)
+
+    def rdm(self, epoch: int, space: str) -> np.ndarray:
+        """(C, C) cross-validated distances of a space's categories."""
+        x = self.spaces(epoch)[space]
+        return self._cached(
+            ("rdm", epoch, space), lambda: crossvalidated_distances(x, self.labels, self.classes)
+        )
+
+    def resampled_rdms(self, epoch: int, space: str, draws: Draws) -> np.ndarray:
+        """(B, P) the space's cross-validated distances on each image resample."""
+        x = self.spaces(epoch)[space]
+        return bootstrap.cluster_distances(
+            x, self.labels, self.classes, draws.images, "crossvalidated"
+        )
+
+
+@dataclass
+class Draws:
+    """The resamples every space, epoch and run shares: image counts (B, N), category draws
+    (B, k), label permutations (P, N)."""
+
+    images: np.ndarray
+    categories: np.ndarray
+    labels: np.ndarray
+    rng: np.random.Generator  # for the runs' level of a two-level resampling
+
+    @classmethod
+    def make(cls, labels: np.ndarray, k: int, a) -> Draws:
+        boot = np.random.default_rng([a.bootstrap_seed, 7])
+        images = bootstrap.bootstrap_counts(labels, a.verdict_bootstrap, boot)
+        categories = bootstrap.category_draws(k, a.verdict_bootstrap, boot)
+        perm = np.random.default_rng([a.permutation_seed, 7])
+        keys = perm.random((a.permutations, len(labels)))
+        return cls(
+            images, categories, np.argsort(keys, 1), np.random.default_rng([a.bootstrap_seed, 8])
+        )
+
+
+# --- the rows -----------------------------------------------------------------------------------
+
+
+def _stack(measures: Sequence[Measure]) -> Measure:
+    """One Measure of several runs (each run's arrays stacked)."""
+
+    def cat(name: str) -> np.ndarray | None:
+        parts = [getattr(m, name) for m in measures]
+        return None if parts[0] is None else np.concatenate(parts)
+
+    return Measure(cat("point"), cat("replicates"), cat("null"), cat("reference"))
+
+
+def _over_runs(evidence: Sequence[Evidence], f: Callable[[Evidence], Measure]) -> Measure:
+    return _stack([f(e) for e in evidence])
+
+
+def _rank(learned: np.ndarray, reference: np.ndarray) -> tuple[str, float]:
+    """The learned value's rank among the heads (mean over runs, heads matched by index) and
+    the two-sided rank p (exact when the learned head is exchangeable with random ones)."""
+    value, ref = float(np.mean(learned)), reference.mean(0)
+    return f"{int((ref >= value).sum()) + 1} of {len(ref) + 1}", inference.two_sided_p(ref, value)
+
+
+def _mean(m: Measure) -> float:
+    return float(np.mean(m.point))
+
+
+def _with_p(result: Result, p: float) -> Result:
+    """``result`` with the p-value of another test of the same estimate (a permutation test)."""
+    return dataclasses.replace(result, p_value=float(p))
+
+
+def claim1_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str]) -> list[Row]:
+    e0 = evidence[0]
+    a, last, n = e0.settings, e0.last, len(e0.labels)
+    rows = []
+    knn = {
+        s: _over_runs(evidence, lambda e, s=s: e.knn(last, s, draws))
+        for s in spaces
+        if all(e.has(last, s) for e in evidence)
+    }
+
+    def row(comparison: str, space: str, criterion: str, result: Result, values: str, **kw):
+        rows.append(Row(CLAIM1, comparison, space, criterion, "images", n, result, values, **kw))
+
+    for space, m in knn.items():
+        point, replicates = m.collapse(draws.rng)
+        chance = float(m.null.mean())
+        row(
+            "vs chance",
+            space,
+            f"k-NN accuracy (k={a.knn}) at epoch {last} minus its mean under label permutations",
+            inference.permutation_test(point, m.null.mean(0), replicates, a.margin_knn),
+            f"k-NN {point:.3f}; chance {chance:.3f}",
+            family=f"{space}:1a",
+        )
+    if "ratios" not in knn:
+        return rows
+    ratios = knn["ratios"]
+    for other in ("pixels", "statistics"):
+        if other in knn:
+            point, replicates = (ratios - knn[other]).collapse(draws.rng)
+            row(
+                f"beyond the {other}",
+                "ratios",
+                f"k-NN accuracy of the ratios minus the {other}' at epoch {last}, same resamples",
+                inference.bootstrap_test(point, replicates, 0.0, a.margin_knn),
+                f"ratios {_mean(ratios):.3f}; {other} {_mean(knn[other]):.3f}",
+                family="ratios:1",
+            )
+    if all(e.has_heads for e in evidence):
+        heads = _over_runs(evidence, lambda e: e.heads(last, draws)[0])
+        point, replicates = (ratios - heads).collapse(draws.rng)
+        rank, p_rank = _rank(ratios.point, heads.reference)
+        row(
+            "beyond random heads",
+            "ratios",
+            f"k-NN accuracy of the ratios minus the mean of {HEADS_IN_TEST} random heads' at "
+            f"epoch {last}, same resamples; rank among {a.random_heads}",
+            inference.bootstrap_test(point, replicates, 0.0, a.margin_knn),
+            f"ratios {_mean(ratios):.3f}; random heads {_mean(heads):.3f} (median of all "
+            f"{heads.reference.shape[1]}: {np.median(heads.reference.mean(0)):.3f})",
+            family="ratios:1",
+            rank=rank,
+            p_rank=p_rank,
+        )
+    return rows
+
+
+def _r_measure(model: np.ndarray, data: np.ndarray, draws: Draws, control=None) -> Measure:
+    """Spearman (or partial) r of one run's distances with the model, and its category
+    resamples."""
+    everything = np.arange(draws.categories.shape[1])[None]
+    point = bootstrap.category_correlations(model, data, everything, control)[:, 0]
+    return Measure(point, bootstrap.category_correlations(model, data, draws.categories, control))
+
+
+def claim2_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str]) -> list[Row]:
+    e0 = evidence[0]
+    a, last, k = e0.settings, e0.last, len(e0.classes)
+    wn = upper(e0.wordnet)
+    rng = np.random.default_rng([a.permutation_seed, 8])
+    unit = f"categories ({k}, {k * (k - 1) // 2} pairs)"
+    what = f"Spearman r between {a.wordnet_distance} and cross-validated distances at epoch {last}"
+    present = [s for s in spaces if all(e.has(last, s) for e in evidence)]
+    rdms = {s: np.stack([e.rdm(last, s) for e in evidence]) for s in present}
+    r = {s: _stack([_r_measure(wn, upper(d), draws) for d in rdms[s]]) for s in present}
     rows = []
 
-    def add(claim: str, comparison: str, criterion: str, numbers: str, verdict: str) -> None:
-        rows.append(dict(zip(COLUMNS, (claim, comparison, criterion, numbers, verdict))))
+    def row(comparison: str, space: str, criterion: str, result: Result, values: str, **kw):
+        rows.append(Row(CLAIM2, comparison, space, criterion, unit, k, result, values, **kw))
 
-    def knn(space: str) -> pd.DataFrame:
-        c = clustering
-        return c[(c.space == space) & (c.dims == "high") & (c.metric == "knn") & (c.epoch == last)]
+    def relabelled(exact: bool) -> str:
+        return "every relabelling" if exact else f"{a.permutations} random relabelings"
 
-    ratios = _estimate(knn("ratios"))
-    shuffled = _estimate(knn("ratios"), "shuffled", "shuffled_")
-    claim1 = "1 semantic clusters"
-    add(
-        claim1,
-        "ratios vs shuffled labels",
-        f"k-NN accuracy at epoch {last}: interval above the shuffled-label interval",
-        f"ratios {ratios}; shuffled {shuffled}",
-        above(ratios, shuffled),
+    for space in present:
+        _, p, exact = mantel(e0.wordnet, rdms[space], a.permutations, rng, average=True)
+        point, replicates = r[space].collapse(draws.rng)
+        result = inference.bootstrap_test(point, replicates, 0.0, a.margin_r)
+        row(
+            "vs no relation",
+            space,
+            f"{what}; two-sided Mantel p over {relabelled(exact)}",
+            _with_p(result, p[0]),
+            f"r {point:.3f}",
+            family=f"{space}:2a",
+        )
+    if "ratios" not in present:
+        return rows
+    if "pixels" in present:
+        point, replicates = (r["ratios"] - r["pixels"]).collapse(draws.rng)
+        row(
+            "beyond the pixels",
+            "ratios",
+            f"{what}: the ratios' minus the pixels', same category resamples",
+            inference.bootstrap_test(point, replicates, 0.0, a.margin_r),
+            f"ratios r {_mean(r['ratios']):.3f}; pixels r {_mean(r['pixels']):.3f}",
+            family="ratios:2",
+        )
+        partial = _stack(
+            [
+                _r_measure(wn, upper(d), draws, upper(c))
+                for d, c in zip(rdms["ratios"], rdms["pixels"])
+            ]
+        )
+        _, p, exact = mantel(
+            e0.wordnet, rdms["ratios"], a.permutations, rng, rdms["pixels"].mean(0), average=True
+        )
+        point, replicates = partial.collapse(draws.rng)
+        row(
+            "beyond the pixels, partial",
+            "ratios",
+            f"{what}: the ratios' given the pixels' distances (partial r); Freedman-Lane p over "
+            f"{relabelled(exact)}",
+            _with_p(inference.bootstrap_test(point, replicates, 0.0, a.margin_r), p[0]),
+            f"partial r {point:.3f}",
+            family="ratios:2",
+        )
+    if not all(e.has_heads for e in evidence):
+        return rows
+    heads = []
+    for e in evidence:
+        h = e.heads(last, draws)[1]
+        values = _r_measure(wn, h, draws).point
+        resampled = bootstrap.category_correlations(wn, h[:HEADS_IN_TEST], draws.categories)
+        heads.append(
+            Measure(
+                values[:HEADS_IN_TEST].mean(keepdims=True),
+                np.nanmean(resampled, 0)[None],
+                None,
+                values[None],
+            )
+        )
+    heads = _stack(heads)
+    point, replicates = (r["ratios"] - heads).collapse(draws.rng)
+    rank, p_rank = _rank(r["ratios"].point, heads.reference)
+    row(
+        "beyond random heads",
+        "ratios",
+        f"{what}: the ratios' minus the mean of {HEADS_IN_TEST} random heads', same category "
+        f"resamples; rank among {a.random_heads}",
+        inference.bootstrap_test(point, replicates, 0.0, a.margin_r),
+        f"ratios r {_mean(r['ratios']):.3f}; random heads r {_mean(heads):.3f}",
+        family="ratios:2",
+        rank=rank,
+        p_rank=p_rank,
     )
-    for space, name in (("pixels", "raw pixels"), ("random-head", "random ratio heads")):
-        other = _estimate(knn(space))
-        add(
-            claim1,
-            f"ratios vs {name}",
-            f"k-NN accuracy at epoch {last}: interval above the {name}' interval",
-            f"ratios {ratios}; {name} {other if other else 'not measured'}",
-            above(ratios, other),
+    return rows
+
+
+def _fisher(r: np.ndarray) -> np.ndarray:
+    return np.arctanh(np.clip(r, -0.999999, 0.999999))
+
+
+def _rdm_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise Pearson r of two (B, P) arrays of distances."""
+    a = a - a.mean(1, keepdims=True)
+    b = b - b.mean(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(1) / np.sqrt((a**2).sum(1) * (b**2).sum(1))
+
+
+def claim3_rows(
+    evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str], lr_drops: list[int]
+) -> list[Row]:
+    e0 = evidence[0]
+    a, last, n = e0.settings, e0.last, len(e0.labels)
+    d = lr_drops[0] if lr_drops else None
+    moving = [s for s in spaces if s != "pixels"]  # the pixels do not change with training
+    rows = []
+
+    def row(comparison: str, space: str, criterion: str, unit: str, result: Result, values=""):
+        rows.append(
+            Row(CLAIM3, comparison, space, criterion, unit, n, result, values, family=f"{space}:3")
         )
 
-    w = wordnet[wordnet.epoch == last]
-    r_ratios = _estimate(w[w.space == "ratios"], "spearman")
-    r_pixels = _estimate(w[w.space == "pixels"], "spearman")
-    claim2 = "2 appearance embedding"
-    p = float(w[w.space == "ratios"].p_value.iloc[0]) if r_ratios else np.nan
-    if not np.isfinite(p):
-        verdict = UNMEASURED
-    elif p < alpha:
-        verdict = HOLDS
-    else:
-        verdict = FAILS if r_ratios.high <= 0 else INCONCLUSIVE
-    add(
-        claim2,
-        "ratios vs no relation",
-        f"Mantel p < {alpha} at epoch {last}",
-        f"Spearman r {r_ratios}, p {p:.3g}",
-        verdict,
-    )
-    add(
-        claim2,
-        "ratios vs raw pixels",
-        f"Spearman r at epoch {last}: interval above the pixels' interval",
-        f"ratios {r_ratios}; pixels {r_pixels}",
-        above(r_ratios, r_pixels),
-    )
+    def available(space: str, epochs: tuple[int, ...]) -> bool:
+        return all(e.has(x, space) for e in evidence for x in epochs)
 
-    claim3 = "3 dynamic"
-    c = clustering
-    shift = c[(c.space == "ratios") & (c.metric == "centroid_shift")].set_index("epoch").value
-    sil = c[(c.space == "ratios") & (c.dims == "high") & (c.metric == "silhouette")]
-    if not lr_drops or lr_drops[0] + 1 > last:
-        for comparison in ("centroid shift after the first LR drop", "silhouette settles"):
-            add(claim3, comparison, "needs an epoch after the first LR drop", "", UNMEASURED)
-        return pd.DataFrame(rows, columns=COLUMNS)
-    after = lr_drops[0] + 1
-    before = shift[(shift.index <= lr_drops[0])].dropna()
-    if after in shift.index and len(before):
-        ok = shift[after] < before.mean() / 2
-        add(
-            claim3,
-            "centroid shift after the first LR drop",
-            f"shift at epoch {after} < half the mean shift of epochs {before.index.min()}-"
-            f"{before.index.max()}",
-            f"{shift[after]:.3f} vs mean {before.mean():.3f}",
-            HOLDS if ok else FAILS,
+    formed, share = "formed early", a.formed_share
+    if d is None or d >= last or d < 1 or d not in e0.epochs:
+        why = (
+            "no LR drop before the last epoch"
+            if d is None or d >= last
+            else f"epoch {d} (the last before the first LR drop) was not analysed"
         )
+        for space in moving:
+            row(formed, space, f"not measured: {why}", "images", inference.NOT_MEASURED)
     else:
-        add(claim3, "centroid shift after the first LR drop", "", "", UNMEASURED)
-    at_drop = _estimate(sil[sil.epoch == after])
-    at_last = sil[sil.epoch == last].value
-    if at_drop is None or at_last.empty or not np.isfinite(at_drop.low):
-        verdict, numbers = UNMEASURED, ""
-    else:
-        inside = at_drop.low <= float(at_last.iloc[0]) <= at_drop.high
-        verdict = HOLDS if inside else FAILS
-        numbers = f"epoch {last}: {float(at_last.iloc[0]):.3f}; epoch {after}: {at_drop}"
-    add(
-        claim3,
-        "silhouette settles",
-        f"silhouette at epoch {last} inside the interval of epoch {after}",
-        numbers,
-        verdict,
-    )
-    return pd.DataFrame(rows, columns=COLUMNS)
+        for space in (s for s in moving if available(s, (d, last))):
+
+            def early(e: Evidence, space=space) -> Measure:
+                at_d, at_last = e.knn(d, space, draws), e.knn(last, space, draws)
+                c_d, c_last = at_d.null.mean(), at_last.null.mean()
+                return Measure(
+                    (at_d.point - c_d) - share * (at_last.point - c_last),
+                    (at_d.replicates - c_d) - share * (at_last.replicates - c_last),
+                )
+
+            point, replicates = _over_runs(evidence, early).collapse(draws.rng)
+            at_d = np.mean([e.knn(d, space, draws).point for e in evidence])
+            at_last = np.mean([e.knn(last, space, draws).point for e in evidence])
+            row(
+                formed,
+                space,
+                f"k-NN accuracy above chance at epoch {d} (the last before the first LR drop) "
+                f"minus {share:g} x that at epoch {last}, same resamples",
+                "images (2 epochs)",
+                inference.bootstrap_test(point, replicates),
+                f"k-NN {at_d:.3f} at epoch {d}, {at_last:.3f} at epoch {last}",
+            )
+    settles = "settles after the first drop"
+    if d is None or d + 1 > last or d - 1 < 1 or not {d - 1, d, d + 1} <= set(e0.epochs):
+        why = (
+            "no epoch after the first LR drop"
+            if d is None or d + 1 > last
+            else "needs epochs d-1, d and d+1 around the first drop, after epoch 0"
+            if d - 1 < 1
+            else "epochs around the first drop were not analysed"
+        )
+        for space in moving:
+            row(settles, space, f"not measured: {why}", "images (3 epochs)", inference.NOT_MEASURED)
+        return rows
+    for space in (s for s in moving if available(s, (d - 1, d, d + 1))):
+
+        def settle(e: Evidence, space=space) -> Measure:
+            before, at, after = (upper(e.rdm(x, space))[None] for x in (d - 1, d, d + 1))
+            point = _fisher(_rdm_correlation(at, after)) - _fisher(_rdm_correlation(before, at))
+            b, m, f = (e.resampled_rdms(x, space, draws) for x in (d - 1, d, d + 1))
+            replicates = _fisher(_rdm_correlation(m, f)) - _fisher(_rdm_correlation(b, m))
+            return Measure(point, replicates[None])
+
+        point, replicates = _over_runs(evidence, settle).collapse(draws.rng)
+        r_before = np.mean(
+            [
+                _rdm_correlation(*(upper(e.rdm(x, space))[None] for x in (d - 1, d)))
+                for e in evidence
+            ]
+        )
+        r_after = np.mean(
+            [
+                _rdm_correlation(*(upper(e.rdm(x, space))[None] for x in (d, d + 1)))
+                for e in evidence
+            ]
+        )
+        row(
+            settles,
+            space,
+            f"Fisher z of r(RDM {d}, RDM {d + 1}) minus that of r(RDM {d - 1}, RDM {d}): the "
+            "category geometry (cross-validated distances) moves less in the first epoch at the "
+            "lower rate, same resamples",
+            "images (3 epochs)",
+            inference.bootstrap_test(point, replicates),
+            f"r(RDM {d - 1}, RDM {d}) {r_before:.3f}; r(RDM {d}, RDM {d + 1}) {r_after:.3f}",
+        )
+    return rows
+
+
+# --- decisions and the table ---------------------------------------------------------------------
+
+
+def decide(rows: list[Row], n_runs: int) -> pd.DataFrame:
+    """The verdict table: Holm within each family, the decision rule, and for every first row
+    and claim-3 row of the ratios, which controls the same test holds for."""
+    table = []
+    families: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        families.setdefault(row.family, []).append(i)
+    p_holm = np.full(len(rows), np.nan)
+    p_eq_holm = np.full(len(rows), np.nan)
+    for members in families.values():
+        p_holm[members] = inference.holm([rows[i].test.p_value for i in members])
+        p_eq_holm[members] = inference.holm([rows[i].test.p_equivalence for i in members])
+    for i, row in enumerate(rows):
+        verdict, reading = inference.decide(row.test, p_holm[i], p_eq_holm[i])
+        t = row.test
+        table.append(
+            dict(
+                claim=row.claim,
+                comparison=row.comparison,
+                space=row.space,
+                criterion=row.criterion,
+                values=row.values,
+                unit=row.unit,
+                n_units=row.n_units,
+                n_runs=n_runs,
+                estimate=t.estimate,
+                ci_low=t.ci_low,
+                ci_high=t.ci_high,
+                null=t.null,
+                p_value=t.p_value,
+                p_holm=p_holm[i],
+                margin=t.margin,
+                p_equivalence=p_eq_holm[i],
+                rank=row.rank,
+                p_rank=row.p_rank,
+                verdict=verdict,
+                reading=reading,
+                specific="",
+            )
+        )
+    out = pd.DataFrame(table, columns=COLUMNS)
+    for i in out.index[out.space == "ratios"]:
+        same = out[
+            (out.claim == out.claim[i])
+            & (out.comparison == out.comparison[i])
+            & (out.space != "ratios")
+        ]
+        if same.empty:
+            continue
+        also = same[same.verdict == HOLDS].space.tolist()
+        if out.verdict[i] != HOLDS:
+            out.loc[i, "specific"] = ""
+        elif also:
+            out.loc[i, "specific"] = "no: holds for " + ", ".join(also) + " too"
+        else:
+            out.loc[i, "specific"] = "yes: for no control"
+    return out
+
+
+def verdict_table(evidence: Sequence[Evidence], lr_drops: list[int]) -> pd.DataFrame:
+    """The verdict table of the runs whose ``Evidence`` is given (one run, or seed replicates
+    of one analysis on the same images): every row tested on the runs' mean."""
+    e0 = evidence[0]
+    draws = Draws.make(e0.labels, len(e0.classes), e0.settings)
+    rows = claim1_rows(evidence, draws, SPACES)
+    rows += claim2_rows(evidence, draws, SPACES)
+    rows += claim3_rows(evidence, draws, SPACES, lr_drops)
+    return decide(rows, len(evidence))
+
+
+def verdicts(runs: Sequence, lr_drops: list[int], epochs: list[int] | None = None) -> pd.DataFrame:
+    """The verdict table of one run, or of seed replicates of one analysis (the same images)."""
+    return verdict_table([Evidence.of_run(run, epochs) for run in runs], lr_drops)
 
 
 def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
-    """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its
-    clustering and WordNet tables, unless up to date; (the table, whether it was written)."""
-    from .errors import UserError
+    """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its ratio
+    files, unless up to date; (the table, whether it was written)."""
     from .io import atomic_write_text, write_csv
 
-    tables = [run.files.table(n) for n in ("clustering.csv", "wordnet.csv")]
-    missing = [p.name for p in tables if not p.exists()]
-    if missing:
-        raise UserError(
-            f"{run.path} has no {' or '.join(missing)} yet: run `en-analysis metrics` and "
-            f"`en-analysis wordnet` on it first"
-        )
+    epochs = run.extracted_epochs()
     csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
-    table = verdicts(run.clustering(), run.wordnet(), run.config.train.lr_drops)
+    inputs = [*(run.files.ratio_file(e) for e in epochs), run.files.pixels]
+    settings = {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops}
+    table = None
 
     def write() -> None:
+        nonlocal table
+        table = verdicts([run], run.config.train.lr_drops)
         write_csv(csv, table)
         atomic_write_text(md, markdown(table) + "\n")
 
-    written = run.make([csv, md], tables, {"lr_drops": run.config.train.lr_drops}, write, force)
+    written = run.make([csv, md], inputs, settings, write, force)
+    if table is None:
+        from .io import read_csv
+
+        table = read_csv(csv)
     return table, written
 
 
+def _number(v: float) -> str:
+    return "" if not np.isfinite(v) else f"{v:.3f}" if abs(v) >= 0.001 else f"{v:.1e}"
+
+
+def _p(v: float) -> str:
+    return "" if not np.isfinite(v) else f"{v:.3g}" if v >= 0.001 else "<0.001"
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """The verdict table as Markdown (printed at the end of ``reproduce``)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.itertuples(False)]
+    """The ratios' rows as Markdown (printed at the end of ``reproduce``): estimate and interval,
+    unit, adjusted p, verdict, and whether a control passes the same test."""
+    head = [
+        "claim",
+        "comparison",
+        "estimate [95% CI]",
+        "unit",
+        "p (Holm)",
+        "verdict",
+        "specific to EN",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table[table.space == "ratios"].itertuples(False):
+        estimate = (
+            f"{_number(row.estimate)} [{_number(row.ci_low)}, {_number(row.ci_high)}]"
+            if np.isfinite(row.estimate)
+            else ""
+        )
+        if row.rank:
+            estimate += f"; rank {row.rank}"
+        verdict = row.verdict + (f" ({row.reading})" if row.reading.startswith("no better") else "")
+        cells = [
+            row.claim,
+            row.comparison,
+            estimate,
+            row.unit,
+            _p(row.p_holm),
+            verdict,
+            row.specific,
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)

@@ -50,7 +50,7 @@ def test_scalings():
 def test_run_table_has_every_space_and_baseline(analysed_run):
     run = Run(analysed_run)
     table = clustering_table(run)
-    assert set(table.space) == {"ratios", "random-head", "features", "pixels"}
+    assert set(table.space) == {"ratios", "random-head", "statistics", "features", "pixels"}
     ratios = table[(table.space == "ratios") & (table.dims == "high")]
     assert set(ratios.metric) == {"silhouette", "knn", "centroid_shift"}
     assert "degenerate" in ratios[ratios.epoch == 0].note.iloc[0]

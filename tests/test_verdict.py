@@ -1,130 +1,150 @@
-"""The verdict logic on planted tables: an effect -> holds, none -> does not hold, overlapping
-intervals -> inconclusive; and end to end on a run."""
+"""The verdict on planted evidence: effects that are there hold, absent ones do not hold, a
+control that passes the same test is named, claim 3 is not measured where the schedule leaves
+nothing to compare; and end to end on a run through the CLI."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.spatial.distance import pdist, squareform
 
 from en_analysis.cli import main
-from en_analysis.verdict import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED, Estimate, above, verdicts
+from en_analysis.config import AnalysisConfig
+from en_analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
+from en_analysis.verdict import Evidence, markdown, verdict_table
 
-NAN = float("nan")
-
-
-def clustering(
-    knn=(0.8, 0.75, 0.85),
-    shuffled=(0.1, 0.05, 0.15),
-    pixels=(0.6, 0.55, 0.65),
-    head=(0.5, 0.45, 0.55),
-    shifts=(3.0, 2.0, 2.0, 0.5, 0.3),
-    sil_drop=(0.05, 0.04, 0.06),
-    sil_last=0.05,
-):
-    """A clustering table of epochs 1-5 with the LR dropped after epoch 3."""
-    rows = []
-
-    def row(epoch, space, dims, metric, est, sh=(NAN, NAN, NAN)):
-        rows.append(
-            dict(
-                epoch=epoch,
-                space=space,
-                dims=dims,
-                metric=metric,
-                value=est[0],
-                ci_low=est[1],
-                ci_high=est[2],
-                shuffled=sh[0],
-                shuffled_ci_low=sh[1],
-                shuffled_ci_high=sh[2],
-                note="",
-            )
-        )
-
-    for e, shift in zip(range(1, 6), shifts):
-        if e > 1:
-            row(e, "ratios", "high", "centroid_shift", (shift, NAN, NAN))
-    row(5, "ratios", "high", "knn", knn, shuffled)
-    row(5, "pixels", "high", "knn", pixels)
-    row(5, "random-head", "high", "knn", head)
-    row(4, "ratios", "high", "silhouette", sil_drop)
-    row(5, "ratios", "high", "silhouette", (sil_last, NAN, NAN))
-    return pd.DataFrame(rows)
-
-
-def wordnet(r=(0.6, 0.4, 0.8), p=0.01, pixels=(0.2, 0.0, 0.35)):
-    return pd.DataFrame(
-        [
-            dict(epoch=5, space="ratios", spearman=r[0], ci_low=r[1], ci_high=r[2], p_value=p),
-            dict(
-                epoch=5,
-                space="pixels",
-                spearman=pixels[0],
-                ci_low=pixels[1],
-                ci_high=pixels[2],
-                p_value=0.2,
-            ),
-        ]
-    )
-
-
-def _verdicts(c=None, w=None):
-    table = verdicts(clustering() if c is None else c, wordnet() if w is None else w, [3])
-    return dict(zip(table.comparison, table.verdict))
-
-
-def test_planted_effects_hold():
-    assert set(_verdicts().values()) == {HOLDS}
-
-
-def test_no_effect_does_not_hold():
-    v = _verdicts(
-        clustering(
-            knn=(0.1, 0.05, 0.14),
-            pixels=(0.6, 0.55, 0.65),
-            head=(0.5, 0.45, 0.55),
-            shuffled=(0.1, 0.15, 0.2),
-            shifts=(3.0, 2.0, 2.0, 1.9, 1.0),
-            sil_drop=(0.05, 0.04, 0.06),
-            sil_last=0.2,
-        ),
-        wordnet(r=(-0.5, -0.7, -0.2), p=0.9, pixels=(0.2, 0.0, 0.35)),
-    )
-    assert set(v.values()) == {FAILS}
-
-
-def test_overlapping_intervals_are_inconclusive():
-    v = _verdicts(
-        clustering(knn=(0.6, 0.5, 0.7), pixels=(0.62, 0.55, 0.68), head=(0.55, 0.45, 0.65)),
-        wordnet(r=(0.2, -0.1, 0.5), p=0.2, pixels=(0.3, 0.1, 0.45)),
-    )
-    assert v["ratios vs raw pixels"] == INCONCLUSIVE  # the WordNet one
-    assert v["ratios vs random ratio heads"] == INCONCLUSIVE
-    assert v["ratios vs no relation"] == INCONCLUSIVE  # p >= 0.05 but r may still be > 0
-
-
-def test_missing_control_is_not_measured():
-    c = clustering()
-    v = _verdicts(c[c.space != "random-head"])
-    assert v["ratios vs random ratio heads"] == UNMEASURED
-
-
-@pytest.mark.parametrize(
-    "a, b, expected",
-    [
-        ((0.5, 0.6), (0.1, 0.4), HOLDS),
-        ((0.1, 0.4), (0.4, 0.6), FAILS),
-        ((0.3, 0.5), (0.4, 0.6), INCONCLUSIVE),
-    ],
+K, N, D = 10, 30, 20
+SETTINGS = AnalysisConfig(
+    verdict_bootstrap=299, permutations=299, random_heads=30, knn=5, margin_knn=0.05
 )
-def test_above(a, b, expected):
-    assert above(Estimate(np.mean(a), *a), Estimate(np.mean(b), *b)) == expected
+
+
+def _labels():
+    return np.repeat(np.arange(K), N)
+
+
+def _space(rng, spread, positions=None, relation=0.0, shared=None):
+    """Images of K categories: centres N(0, spread^2) (plus ``relation`` x the WordNet positions
+    in the first two dimensions) and unit noise (half of it ``shared`` across spaces)."""
+    c = rng.normal(0, spread, (K, D))
+    if positions is not None:
+        c[:, :2] += relation * positions
+    noise = rng.normal(size=(K * N, D))
+    if shared is not None:
+        noise = np.sqrt(0.5) * (noise + shared)
+    return c[_labels()] + noise
+
+
+def _evidence(strong=True, seed=0, epochs=(1, 2, 3, 4, 5)):
+    """Ratios with clusters that follow WordNet (``strong``) or none at all, beside weaker
+    controls; from the epoch of the first drop (3) on the ratios stay put."""
+    rng = np.random.default_rng(seed)
+    positions = rng.normal(size=(K, 2))
+    wordnet = squareform(np.round(pdist(positions), 1))
+    shared = rng.normal(size=(K * N, D))
+    settled = _space(rng, 1.0, positions, 3.0, shared) if strong else rng.normal(size=(K * N, D))
+    moving = {e: settled + rng.normal(0, 1.5 if e < 3 else 0.05, settled.shape) for e in epochs}
+    controls = {
+        "pixels": _space(rng, 0.3, shared=shared),
+        "statistics": _space(rng, 0.3, shared=shared),
+        "features": _space(rng, 0.5, shared=shared),
+        "random-head": _space(rng, 0.2, shared=shared),
+    }
+    heads = [_space(rng, 0.2, shared=shared) for _ in range(SETTINGS.random_heads)]
+
+    def spaces(epoch):
+        return {"ratios": moving[epoch], **controls}
+
+    return Evidence(_labels(), wordnet, SETTINGS, list(epochs), spaces, lambda e: iter(heads))
+
+
+def _verdict(table, comparison, space="ratios"):
+    row = table[(table.comparison == comparison) & (table.space == space)]
+    return row.verdict.iloc[0]
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return verdict_table([_evidence()], lr_drops=[3])
+
+
+def test_planted_effects_hold(planted):
+    ratios = planted[planted.space == "ratios"]
+    assert set(ratios.verdict) == {HOLDS}, ratios[["comparison", "verdict", "p_holm"]]
+    assert ratios.comparison.tolist() == [
+        "vs chance",
+        "beyond the pixels",
+        "beyond the statistics",
+        "beyond random heads",
+        "vs no relation",
+        "beyond the pixels",
+        "beyond the pixels, partial",
+        "beyond random heads",
+        "formed early",
+        "settles after the first drop",
+    ]
+    heads = ratios[ratios.comparison == "beyond random heads"]
+    assert (heads["rank"] == f"1 of {SETTINGS.random_heads + 1}").all()
+
+
+def test_controls_that_pass_the_same_test_are_named(planted):
+    first = planted[(planted.space == "ratios") & (planted.comparison == "vs chance")]
+    assert first.specific.iloc[0].startswith("no: holds for pixels")  # they cluster too
+    wordnet = planted[(planted.space == "ratios") & (planted.comparison == "vs no relation")]
+    assert wordnet.specific.iloc[0] == "yes: for no control"  # only the ratios follow WordNet
+    assert "pixels" not in set(planted[planted.claim == "3 dynamic"].space)  # do not train
+
+
+def test_every_row_has_its_numbers(planted):
+    measured = planted[planted.verdict != UNMEASURED]
+    for col in ("estimate", "ci_low", "ci_high", "p_value", "p_holm"):
+        assert measured[col].notna().all(), col
+    assert (measured.ci_low <= measured.ci_high).all()
+    assert (measured.p_holm >= measured.p_value).all()
+    assert set(planted.unit) == {
+        "images",
+        f"categories ({K}, {K * (K - 1) // 2} pairs)",
+        "images (2 epochs)",
+        "images (3 epochs)",
+    }
+    md = markdown(planted)
+    assert md.count("\n") == 1 + (planted.space == "ratios").sum()
+
+
+def test_no_effect_is_not_a_holds():
+    table = verdict_table([_evidence(strong=False, seed=1)], lr_drops=[3])
+    ratios = table[table.space == "ratios"]
+    claimed = ratios[ratios.comparison.isin(["vs chance", "vs no relation"])]
+    assert set(claimed.verdict) <= {INCONCLUSIVE, FAILS}
+    beyond = ratios[ratios.comparison.str.startswith("beyond")]
+    assert HOLDS not in set(beyond.verdict)
+
+
+def test_claim_3_is_not_measured_where_the_schedule_leaves_nothing_to_compare():
+    table = verdict_table([_evidence(epochs=(1, 2, 3))], lr_drops=[3])  # drop at the last epoch
+    claim3 = table[table.claim == "3 dynamic"]
+    assert set(claim3.verdict) == {UNMEASURED}
+    formed = claim3[claim3.comparison == "formed early"]
+    assert formed.criterion.str.contains("no LR drop before the last epoch").all()
+    settles = claim3[claim3.comparison == "settles after the first drop"]
+    assert settles.criterion.str.contains("no epoch after the first LR drop").all()
+    # the drop after epoch 1: the epoch before it would be epoch 0 (untrained), never used
+    table = verdict_table([_evidence()], lr_drops=[1])
+    settles = table[table.comparison == "settles after the first drop"]
+    assert set(settles.verdict) == {UNMEASURED}
+    assert settles.criterion.str.contains("after epoch 0").all()
+    formed = table[table.comparison == "formed early"]
+    assert UNMEASURED not in set(formed.verdict)
+
+
+def test_seed_replicates_are_one_test_of_their_mean():
+    table = verdict_table([_evidence(seed=s) for s in (0, 2)], lr_drops=[3])
+    assert (table.n_runs == 2).all()
+    assert _verdict(table, "vs chance") == HOLDS
 
 
 def test_verdict_of_a_run_through_the_cli(run_copy, capsys):
-    assert main(["verdict", str(run_copy)]) == 2  # needs the metrics and wordnet tables first
-    assert "en-analysis metrics" in capsys.readouterr().err
-    assert main(["metrics", str(run_copy)]) == 0 and main(["wordnet", str(run_copy)]) == 0
-    assert main(["verdict", str(run_copy)]) == 0
+    assert main(["verdict", str(run_copy)]) == 0  # from the ratio files: no table needed
     table = pd.read_csv(run_copy / "analysis" / "verdict.csv")
-    assert len(table) == 7 and set(table.verdict) <= {HOLDS, FAILS, INCONCLUSIVE, UNMEASURED}
+    assert set(table.verdict) <= {HOLDS, FAILS, INCONCLUSIVE, UNMEASURED}
+    assert {"ratios", "pixels", "statistics", "features", "random-head"} <= set(table.space)
     assert "| claim | comparison |" in capsys.readouterr().out

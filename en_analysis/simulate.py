@@ -1,0 +1,369 @@
+"""Simulated data whose truth is known, and the calibration of every verdict test on it.
+
+The verdict's tests and intervals (``verdict``, ``inference``) are checked here at the default
+run's operating point - 10 categories x 50 images, 159-D vectors, 45 category pairs with
+WordNet-like ties - before they decide anything: under a null the rate of ``holds`` must stay
+at 5% or below, with a planted effect of a stated size it must reach 80%, and 95% intervals
+must cover the true value 95% of the time (within Monte Carlo error).
+
+Each experiment draws ``draws`` independent datasets. An interval needs the resampling
+distribution of its statistic; resampling every dataset B times would make 1,000 draws cost
+B times as much, so the experiments use the *warp-speed* method (Giacomini, Politis & White,
+Econometric Theory 2013): one resample per dataset, the deviations (resampled minus point
+estimate) pooled over the datasets as every dataset's resampling distribution - exact for the
+method's large-sample behaviour, and what makes 1,000 draws cheap enough for the test suite.
+``benchmarks/calibration.py`` runs the full version (every dataset resampled B times). The true
+value of an estimate is its mean over the draws (the estimand is the expectation of the
+statistic at this sample size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.distance import pdist, squareform
+from scipy.stats import binomtest
+
+from . import bootstrap, inference
+from .statistics import crossvalidated_distances, mantel, upper
+
+K, PER_CATEGORY, DIMS = 10, 50, 159  # the default run's operating point
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How often something happened in ``n`` draws, with its exact 95% binomial interval."""
+
+    hits: int
+    n: int
+
+    @property
+    def value(self) -> float:
+        return self.hits / self.n
+
+    def interval(self) -> tuple[float, float]:
+        ci = binomtest(self.hits, self.n).proportion_ci(0.95, method="exact")
+        return ci.low, ci.high
+
+    def at_most(self, rate: float) -> bool:
+        """Not significantly above ``rate`` (one-sided exact binomial test at 5%)."""
+        return binomtest(self.hits, self.n, rate, alternative="greater").pvalue >= 0.05
+
+    def at_least(self, rate: float) -> bool:
+        return binomtest(self.hits, self.n, rate, alternative="less").pvalue >= 0.05
+
+    def near(self, rate: float) -> bool:
+        """Consistent with ``rate`` (two-sided exact binomial test at 5%)."""
+        return binomtest(self.hits, self.n, rate).pvalue >= 0.05
+
+    def __str__(self) -> str:
+        low, high = self.interval()
+        return f"{self.hits}/{self.n} = {self.value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def labels(k: int = K, per_category: int = PER_CATEGORY) -> np.ndarray:
+    return np.repeat(np.arange(k), per_category)
+
+
+def centres(rng: np.random.Generator, k: int = K, dims: int = DIMS, spread: float = 0.2):
+    """(k, dims) category centres, N(0, spread^2) per dimension."""
+    return rng.normal(0, spread, (k, dims))
+
+
+def space(
+    rng: np.random.Generator, centre: np.ndarray, lab: np.ndarray, shared: np.ndarray | None = None
+) -> np.ndarray:
+    """Images of the categories ``lab``: their centre plus unit noise; ``shared`` (N, dims),
+    image-specific noise common to two spaces of the same images, replaces half the noise."""
+    noise = rng.normal(size=(len(lab), centre.shape[1]))
+    if shared is not None:
+        noise = np.sqrt(0.5) * (noise + shared)
+    return centre[lab] + noise
+
+
+def wordnet_like(rng: np.random.Generator, k: int = K) -> tuple[np.ndarray, np.ndarray]:
+    """(positions (k, 2), distances (k, k)): categories at random places in a plane, their
+    distances rounded to 14 levels, as tied as Wu-Palmer's on Fashion-MNIST (31 of 45 ties)."""
+    positions = rng.normal(size=(k, 2))
+    d = squareform(pdist(positions))
+    levels = np.quantile(upper(d), np.linspace(0, 1, 14))
+    return positions, levels[np.abs(d[..., None] - levels).argmin(-1)] * (1 - np.eye(k))
+
+
+def _order(x: np.ndarray) -> np.ndarray:
+    from .metrics import nearest
+
+    return nearest(x)
+
+
+def _warp_tests(
+    points: np.ndarray, replicates: np.ndarray, null: float = 0.0, margin: float = float("nan")
+) -> list[inference.Result]:
+    """One ``inference.Result`` per draw from its point estimate and the pooled deviations of
+    every draw's single resample (warp-speed)."""
+    deviations = replicates - points
+    return [inference.bootstrap_test(p, p + deviations, null, margin) for p in points]
+
+
+@dataclass
+class Calibration:
+    """Rejection and coverage rates of one experiment."""
+
+    name: str
+    rejected: Rate  # p < 0.05 (two-sided)
+    covered: Rate | None = None  # the 95% interval holds the true value
+    equivalent: Rate | None = None  # the equivalence test at the margin says "equivalent"
+
+    def __str__(self) -> str:
+        parts = [f"{self.name}: p < 0.05 in {self.rejected}"]
+        if self.covered:
+            parts.append(f"95% interval covers the truth in {self.covered}")
+        if self.equivalent:
+            parts.append(f"equivalent within the margin in {self.equivalent}")
+        return "; ".join(parts)
+
+
+def _summary(name: str, tests: list[inference.Result], truth: float | None = None) -> Calibration:
+    rejected = Rate(sum(t.p_value < 0.05 for t in tests), len(tests))
+    covered = None
+    if truth is not None:
+        covered = Rate(sum(t.ci_low <= truth <= t.ci_high for t in tests), len(tests))
+    equivalent = None
+    if np.isfinite(tests[0].margin):
+        equivalent = Rate(sum(t.p_equivalence < 0.05 for t in tests), len(tests))
+    return Calibration(name, rejected, covered, equivalent)
+
+
+def knn_vs_chance(draws: int, spread: float, seed: int = 0, permutations: int = 199):
+    """Claim 1's first row: k-NN accuracy against its label-permutation distribution, and the
+    interval of the accuracy above chance. ``spread`` 0: no category structure (a null)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    c = centres(rng, spread=spread)  # one population of categories; the images are drawn
+    tests, points, replicates, chances = [], [], [], []
+    for _ in range(draws):
+        x = space(rng, c, lab)
+        order = _order(x)
+        ones = np.ones((1, len(lab)), np.int32)
+        point = bootstrap.knn_accuracy(order, lab, ones, 5)[0]
+        counts = bootstrap.bootstrap_counts(lab, 1, rng)
+        perms = np.argsort(rng.random((permutations, len(lab))), 1)
+        null = bootstrap.knn_label_permutations(order, lab, perms, 5)
+        points.append(point)
+        replicates.append(bootstrap.knn_accuracy(order, lab, counts, 5)[0])
+        chances.append(null)
+    points, replicates = np.array(points), np.array(replicates)
+    deviations = replicates - points
+    for p, null in zip(points, chances):
+        tests.append(inference.permutation_test(p, null, p + deviations, 0.02))
+    truth = float(np.mean([t.estimate for t in tests]))
+    return _summary(f"k-NN vs chance, spread {spread}", tests, truth)
+
+
+def knn_difference(
+    draws: int, spread_a: float, spread_b: float, seed: int = 0, margin: float = 0.02
+) -> Calibration:
+    """Claim 1's paired differences: k-NN accuracy of space A minus space B on the same images
+    (half of each image's noise shared by both spaces), the same resample for both. With equal
+    spreads the two spaces are exchangeable: the true difference is 0 (a null)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    points, replicates = [], []
+    for _ in range(draws):
+        shared = rng.normal(size=(len(lab), DIMS))
+        xa = space(rng, centres(rng, spread=spread_a), lab, shared)
+        xb = space(rng, centres(rng, spread=spread_b), lab, shared)
+        counts = np.concatenate(
+            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
+        )
+        acc = [bootstrap.knn_accuracy(_order(x), lab, counts, 5) for x in (xa, xb)]
+        difference = acc[0] - acc[1]
+        points.append(difference[0])
+        replicates.append(difference[1])
+    tests = _warp_tests(np.array(points), np.array(replicates), margin=margin)
+    truth = 0.0 if spread_a == spread_b else float(np.mean(points))
+    return _summary(f"k-NN difference, spreads {spread_a} vs {spread_b}", tests, truth)
+
+
+def mantel_null(draws: int, relation: float, seed: int = 0, permutations: int = 199) -> Calibration:
+    """Claim 2's first row: the Mantel test of WordNet-like distances against the categories'
+    cross-validated distances. The category centres are ``relation`` times the categories'
+    WordNet positions (embedded in the first 2 of 159 dimensions) plus independent ones;
+    ``relation`` 0: no relation (a null)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    rejected = 0
+    for _ in range(draws):
+        positions, wn = wordnet_like(rng)
+        c = centres(rng)
+        c[:, :2] += relation * positions
+        x = space(rng, c, lab)
+        d = crossvalidated_distances(x, lab, list(range(K)))
+        _, p, _ = mantel(wn, d, permutations, rng, exact_max=0)
+        rejected += p[0] < 0.05
+    return Calibration(f"Mantel, relation {relation}", Rate(int(rejected), draws))
+
+
+def category_interval(
+    draws: int, relation: float, seed: int = 0, population: int = 100
+) -> Calibration:
+    """Claim 2's interval: r between WordNet-like and cross-validated distances of K categories
+    drawn from a population of ``population`` categories, its interval from resampling the
+    categories; the truth is the mean r over the draws."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    positions = rng.normal(size=(population, 2))
+    points, replicates = [], []
+    for _ in range(draws):
+        chosen = rng.choice(population, K, replace=False)
+        d_wn = squareform(pdist(positions[chosen]))
+        levels = np.quantile(upper(d_wn), np.linspace(0, 1, 14))
+        wn = levels[np.abs(d_wn[..., None] - levels).argmin(-1)] * (1 - np.eye(K))
+        c = centres(rng)
+        c[:, :2] += relation * positions[chosen]
+        x = space(rng, c, lab)
+        d = upper(crossvalidated_distances(x, lab, list(range(K))))
+        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, 1, rng)])
+        r = bootstrap.category_correlations(upper(wn), d, draw)[0]
+        points.append(r[0])
+        replicates.append(r[1])
+    points, replicates = np.array(points), np.array(replicates)
+    keep = np.isfinite(replicates)
+    tests = _warp_tests(points, np.where(keep, replicates, np.nan))
+    return _summary(f"category interval of r, relation {relation}", tests, float(points.mean()))
+
+
+def _related_centres(
+    rng: np.random.Generator, positions: np.ndarray, relation: float, base: np.ndarray | None = None
+) -> np.ndarray:
+    """Category centres: independent ones (or ``base``) plus ``relation`` times the categories'
+    WordNet positions in the first two dimensions."""
+    c = centres(rng, len(positions)) if base is None else base.copy()
+    c[:, :2] += relation * positions
+    return c
+
+
+def correlation_difference(
+    draws: int, relation_a: float, relation_b: float, seed: int = 0, margin: float = 0.1
+) -> Calibration:
+    """Claim 2's "beyond the pixels": r(A) - r(B) of two spaces of the same categories and
+    images (half of each image's noise shared), the same category resample for both. Equal
+    relations make the spaces exchangeable: the true difference is 0 (a null)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    points, replicates = [], []
+    for _ in range(draws):
+        positions, wn = wordnet_like(rng)
+        shared = rng.normal(size=(len(lab), DIMS))
+        d = [
+            upper(
+                crossvalidated_distances(
+                    space(rng, _related_centres(rng, positions, r), lab, shared),
+                    lab,
+                    list(range(K)),
+                )
+            )
+            for r in (relation_a, relation_b)
+        ]
+        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, 1, rng)])
+        r = bootstrap.category_correlations(upper(wn), np.stack(d), draw)
+        difference = r[0] - r[1]
+        points.append(difference[0])
+        replicates.append(difference[1])
+    tests = _warp_tests(np.array(points), np.array(replicates), margin=margin)
+    truth = 0.0 if relation_a == relation_b else float(np.mean(points))
+    return _summary(f"r difference, relations {relation_a} vs {relation_b}", tests, truth)
+
+
+def partial_mantel_null(draws: int, relation: float, seed: int = 0, permutations: int = 199):
+    """Claim 2's partial row under its null: the pixels' category geometry follows WordNet
+    (``relation``) and the ratios' follows the pixels' (their centres plus independent ones),
+    so the ratios relate to WordNet only through the pixels."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    rejected = 0
+    for _ in range(draws):
+        positions, wn = wordnet_like(rng)
+        pixel_centres = _related_centres(rng, positions, relation)
+        ratio_centres = pixel_centres + centres(rng, spread=0.2)
+        d_pixels, d_ratios = (
+            crossvalidated_distances(space(rng, c, lab), lab, list(range(K)))
+            for c in (pixel_centres, ratio_centres)
+        )
+        _, p, _ = mantel(wn, d_ratios, permutations, rng, control=d_pixels, exact_max=0)
+        rejected += p[0] < 0.05
+    return Calibration(
+        f"partial Mantel (Freedman-Lane), relation {relation}", Rate(int(rejected), draws)
+    )
+
+
+def seeds_interval(draws: int, seeds: int, seed_spread: float = 0.05, seed: int = 0) -> Calibration:
+    """Seed replicates: S runs of one setting analyse the same images; each run's category
+    centres are the setting's plus a run-specific part (``seed_spread``), each image's noise
+    is half shared by every run. The two-level interval (runs x images resampled, crossed) of
+    the runs' mean k-NN accuracy, against the mean over new runs and images (the truth)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    c = centres(rng)  # one setting's categories; runs and images are drawn
+    points, replicates = [], []
+    for _ in range(draws):
+        shared = rng.normal(size=(len(lab), DIMS))
+        counts = np.concatenate(
+            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
+        )
+        per_run = np.array(
+            [
+                bootstrap.knn_accuracy(
+                    _order(space(rng, c + centres(rng, spread=seed_spread), lab, shared)),
+                    lab,
+                    counts,
+                    5,
+                )
+                for _ in range(seeds)
+            ]
+        )  # (S, 2): the point and one resample of each run
+        points.append(per_run[:, 0].mean())
+        replicates.append(inference.two_level(per_run[:, 0], per_run[:, 1:], rng)[0])
+    tests = _warp_tests(np.array(points), np.array(replicates))
+    return _summary(
+        f"{seeds} seeds, two-level interval of k-NN accuracy", tests, float(np.mean(points))
+    )
+
+
+def settling(draws: int, step_before: float, step_after: float, seed: int = 0) -> Calibration:
+    """Claim 3's "settles": three checkpoints of the same images (their noise shared, one
+    tenth new per epoch) whose category centres move by ``step_before`` then ``step_after``;
+    Fisher z of r(RDM_d, RDM_d+1) minus that of r(RDM_d-1, RDM_d) over the same resample.
+    Equal steps: the true contrast is 0 (a null)."""
+    from .verdict import _fisher, _rdm_correlation
+
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    points, replicates = [], []
+    for _ in range(draws):
+        c0 = centres(rng)
+        c1 = c0 + centres(rng, spread=step_before)
+        c2 = c1 + centres(rng, spread=step_after)
+        shared = rng.normal(size=(len(lab), DIMS))
+        counts = np.concatenate(
+            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
+        )
+        rdms = [
+            bootstrap.cluster_distances(
+                c[lab] + np.sqrt(0.9) * shared + np.sqrt(0.1) * rng.normal(size=shared.shape),
+                lab,
+                list(range(K)),
+                counts,
+                "crossvalidated",
+            )
+            for c in (c0, c1, c2)
+        ]
+        contrast = _fisher(_rdm_correlation(rdms[1], rdms[2])) - _fisher(
+            _rdm_correlation(rdms[0], rdms[1])
+        )
+        points.append(contrast[0])
+        replicates.append(contrast[1])
+    tests = _warp_tests(np.array(points), np.array(replicates))
+    truth = 0.0 if step_before == step_after else float(np.mean(points))
+    return _summary(f"settling contrast, steps {step_before} then {step_after}", tests, truth)
