@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -51,15 +52,29 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+MAX_TEXT_BYTES = 256 * 2**20  # a settings file, mapping or table is far smaller
+
+
 def read_text(path: Path) -> str:
-    """A text file's contents; unreadable or not UTF-8 is one clear error."""
+    """A text file's contents; unreadable, not a regular file (a FIFO, a device, a folder),
+    larger than ``MAX_TEXT_BYTES`` or not UTF-8 is one clear error (never a hang)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: is it the right file?") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UserError(f"{path} is not a regular file (a pipe, device or folder)")
+            data = f.read(MAX_TEXT_BYTES + 1)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise UserError(
+            f"{path} is larger than {MAX_TEXT_BYTES // 2**20} MiB: is it the right file?"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: is it the right file?") from None
 
 
 def read_csv(path: Path):

@@ -4,6 +4,8 @@ no traceback, and nothing that existed before is changed."""
 import errno
 import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -500,3 +502,46 @@ def test_embeddings_of_other_images_or_deleted_while_plotting(run_copy, monkeypa
     assert "no embedding for epoch 1" in err
     del before[run_copy / "embeddings" / "epoch-001.npz"]
     assert {p: b for p, b in snapshot(run_copy).items() if "analyses" not in str(p)} == before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    """Before: `--config FIFO` waited forever and `--config /dev/zero` grew by about 1 GB/s
+    (here: a 5 GiB address-space limit, which the old code ran into)."""
+    import resource
+
+    if kind == "fifo":
+        path = tmp_path / "settings.toml"
+        os.mkfifo(path)
+    else:
+        path = "/dev/zero"
+
+    def limit_memory():
+        resource.setrlimit(resource.RLIMIT_AS, (5 * 2**30, 5 * 2**30))
+
+    out = subprocess.run(
+        [sys.executable, "-m", "en_analysis", "train", "--config", str(path), "--out", "r"],
+        cwd=tmp_path,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=limit_memory,
+    )
+    assert out.returncode == 2, out.stderr[-500:]
+    assert (
+        out.stderr
+        == f"en-analysis: error: {path} is not a regular file (a pipe, device or folder)\n"
+    )
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_text_input_larger_than_any_settings_file_or_table(tmp_path):
+    from en_analysis.errors import UserError
+    from en_analysis.io import MAX_TEXT_BYTES, read_text
+
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk space used
+    with pytest.raises(UserError, match=r"big.toml is larger than 256 MiB"):
+        read_text(big)
