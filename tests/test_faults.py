@@ -185,3 +185,18 @@ def test_atomic_writes_get_an_ordinary_files_mode(tmp_path):
     ordinary.write_bytes(b"x")
     written = atomic_write(tmp_path / "written", lambda f: f.write(b"x"))
     assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(ordinary.stat().st_mode)
+
+
+def test_a_live_process_named_in_a_lock_file_does_not_hold_the_lock(tmp_path):
+    """Before: a lock file naming any live process (PID 1, a `sleep`, a reused PID) blocked
+    the run for good ("in use by process N; wait for it"). The lock is the holder's flock, which
+    ends with its process; the PID in the file is only for the message."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (1, sleeper.pid):
+            (tmp_path / ".lock").write_text(str(pid))
+            with run_lock(tmp_path):
+                assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
