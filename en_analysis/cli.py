@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .choices import check_device
 from .config import (
     Config,
     load_config,
@@ -154,8 +155,7 @@ def cmd_extract(args: argparse.Namespace) -> None:
     with _run(args) as run:
         if args.batch_size is not None and args.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-        if not (args.device == "cpu" or args.device.startswith("cuda")):
-            raise UserError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
+        check_device("--device", args.device)
         done = extract(
             run,
             _epochs(args),

@@ -232,13 +232,19 @@ POSITIVE = [
     ("analysis", "permutations"),
     ("analysis", "n_jobs"),
 ]
+SEED_LIMIT = 2**32 - 1  # numpy's and openTSNE's generators take 32-bit seeds
 UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
     ("train", "epochs"): 10_000,
     ("train", "batch_size"): 1_000_000,
+    ("train", "seed"): SEED_LIMIT,
+    ("train", "threads"): 4096,
     ("model", "width"): 4096,
+    ("data", "num_workers"): 1024,
+    ("data", "image_size"): 4096,
     ("analysis", "per_category"): 100_000,
     ("analysis", "bootstrap"): 100_000,
     ("analysis", "permutations"): 1_000_000,
+    ("analysis", "tsne_seed"): SEED_LIMIT,
 }
 NON_NEGATIVE = [
     ("analysis", "bootstrap"),
@@ -283,9 +289,14 @@ def validate(config: Config) -> None:
         raise UserError(f"model.normalizers must be distinct names from {choices.NORMALIZERS}")
     if not config.analysis.perplexity > 0:
         raise UserError("analysis.perplexity must be positive")
+    choices.check_device("train.device", config.train.device)
     drops = config.train.lr_drops
-    if any(not isinstance(d, int) or d < 1 for d in drops) or drops != sorted(drops):
-        raise UserError("train.lr_drops must be increasing epoch numbers (e.g. [30, 60, 90])")
+    if any(not isinstance(d, int) or d < 1 for d in drops) or any(
+        a >= b for a, b in zip(drops, drops[1:])
+    ):
+        raise UserError(
+            "train.lr_drops must be strictly increasing epoch numbers (e.g. [30, 60, 90])"
+        )
     for key in ("epochs", "panels"):
         if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
             raise UserError(f"analysis.{key} must be a list of epoch numbers")

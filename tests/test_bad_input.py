@@ -286,6 +286,13 @@ def test_duplicate_and_unordered_epochs_count_once(run_copy, capsys):
         ('analysis.categories=["0", "1", "0"]', "lists 0 more than once"),
         ("analysis.per_category=1", "at least 2"),
         ("train.epochs=1000000000", "at most 10,000"),
+        ("train.lr_drops=[1, 1]", "train.lr_drops must be strictly increasing"),
+        ("train.seed=4294967296", "train.seed must be at most 4,294,967,295"),
+        ("analysis.tsne_seed=4294967296", "analysis.tsne_seed must be at most 4,294,967,295"),
+        ("train.device=tpu", "train.device must be cpu or cuda (or cuda:N), got 'tpu'"),
+        ("train.threads=1000000", "train.threads must be at most 4,096"),
+        ("data.num_workers=1000000", "data.num_workers must be at most 1,024"),
+        ("data.image_size=1000000", "data.image_size must be at most 4,096"),
     ],
 )
 def test_settings_that_would_give_wrong_numbers_or_absurd_runs(tmp_path, setting, message, capsys):
@@ -545,3 +552,18 @@ def test_a_text_input_larger_than_any_settings_file_or_table(tmp_path):
         f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk space used
     with pytest.raises(UserError, match=r"big.toml is larger than 256 MiB"):
         read_text(big)
+
+
+def test_an_analysis_name_with_a_trailing_newline(run_copy, capsys):
+    err = run_cli(["metrics", str(run_copy), "--analysis", "raw\n"], capsys)
+    assert "analysis name 'raw\\n' must be a plain name of 1 to 64 letters" in err
+    assert not (run_copy / "analyses").exists()
+
+
+def test_a_file_name_with_a_trailing_newline_is_no_epoch_file(tmp_path):
+    """The same `$` let `epoch-002.pt\\n` pass for epoch 2's checkpoint."""
+    from en_analysis.layout import epoch_files
+
+    for name in ("epoch-001.pt", "epoch-002.pt\n"):
+        (tmp_path / name).write_bytes(b"")
+    assert list(epoch_files(tmp_path, ".pt")) == [1]
