@@ -315,6 +315,17 @@ def validate(config: Config) -> None:
     for (section, key), limit in UPPER_BOUNDS.items():
         if getattr(getattr(config, section), key) > limit:
             raise UserError(f"{section}.{key} must be at most {limit:,}")
+    if categories:  # the number of evaluation samples is known
+        check_knn(config.analysis, config.analysis.per_category * len(categories))
+
+
+def check_knn(analysis: AnalysisConfig, samples: int) -> None:
+    """k-NN accuracy and trustworthiness need fewer neighbours than half the samples."""
+    if 2 * analysis.knn >= samples:
+        raise UserError(
+            f"analysis.knn = {analysis.knn} must be less than half the {samples} evaluation "
+            "samples (lower it, or raise analysis.per_category)"
+        )
 
 
 def save_config(config: Config, path: Path) -> None:

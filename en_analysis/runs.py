@@ -15,6 +15,7 @@ from .checkpoints import check_owner, load_checkpoint, model_from_checkpoint, ru
 from .config import (
     AnalysisConfig,
     Config,
+    check_knn,
     first_difference,
     read_analysis_settings,
     read_config,
@@ -344,7 +345,13 @@ class Run:
         epochs = epochs or self.extracted_epochs()
         path = self.files.table(name)
         inputs, settings = self.analysis_inputs(epochs), self.analysis_settings()
-        return self.make([path], inputs, settings, lambda: write_csv(path, compute(epochs)), force)
+
+        def write() -> None:
+            # the number of samples is known once they are extracted
+            check_knn(self.config.analysis, len(self.ratios(epochs[0]).labels))
+            write_csv(path, compute(epochs))
+
+        return self.make([path], inputs, settings, write, force)
 
     def metrics(self) -> pd.DataFrame:
         """Training metrics, one row per epoch."""

@@ -126,7 +126,8 @@ def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
 
 def test_unknown_categories_and_too_many_samples(run_copy, capsys):
     err = run_cli(
-        ["extract", str(run_copy), "--force", "--set", "analysis.categories=['dgo']"], capsys
+        ["extract", str(run_copy), "--force", "--set", "analysis.categories=['dgo', 'cat']"],
+        capsys,
     )
     assert "Did you mean dog" in err
     err = run_cli(
@@ -552,6 +553,20 @@ def test_a_text_input_larger_than_any_settings_file_or_table(tmp_path):
         f.truncate(MAX_TEXT_BYTES + 1)  # sparse: no disk space used
     with pytest.raises(UserError, match=r"big.toml is larger than 256 MiB"):
         read_text(big)
+
+
+def test_knn_that_leaves_too_few_samples(tmp_path, run_copy, capsys):
+    """Before: sklearn's ValueError traceback from trustworthiness, after every earlier step."""
+    err = run_cli(
+        ["train", "--out", str(tmp_path / "r"), *sets('analysis.categories=["0", "1"]')]
+        + ["--set", "analysis.knn=8"],
+        capsys,
+    )
+    assert "analysis.knn = 8 must be less than half the 16 evaluation samples" in err
+    before = snapshot(run_copy)  # the categories are the dataset's: known once extracted
+    err = run_cli(["metrics", str(run_copy), "--set", "analysis.knn=16", "--force"], capsys)
+    assert "analysis.knn = 16 must be less than half the 32 evaluation samples" in err
+    assert snapshot(run_copy) == before
 
 
 def test_an_analysis_name_with_a_trailing_newline(run_copy, capsys):
