@@ -299,9 +299,14 @@ def _resolve_resume(
             )
         _check_fresh_folder(run_dir, config)
         return config, None, {}
-    if not layout.config.exists() or not checkpoints:
+    if not checkpoints:
         _check_fresh_folder(run_dir, config)
         return config, None, {}  # nothing to resume: start fresh
+    if not layout.config.is_file():
+        raise UserError(
+            f"{layout.config} is missing, but {run_dir} holds checkpoints: restore it (each "
+            "checkpoint holds the settings it was trained with) or choose another --out"
+        )
     stored = read_config(layout.config)
     refuse_conflicts(stored, config, run_dir)
     resumed = Config.from_dict(config.to_dict())

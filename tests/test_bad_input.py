@@ -555,6 +555,18 @@ def test_a_text_input_larger_than_any_settings_file_or_table(tmp_path):
         read_text(big)
 
 
+def test_a_resume_of_a_run_whose_config_is_missing(tmp_path, trained_run, capsys):
+    """Before: a new run started in the folder, replaced epoch-000.pt and epoch-001.pt and left
+    the old epoch-002.pt beside them."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "config.toml").unlink()
+    before = snapshot(run)
+    err = run_cli(["train", "--resume", "--quiet", "--out", str(run), *sets()], capsys)
+    assert f"{run / 'config.toml'} is missing, but {run} holds checkpoints" in err
+    assert snapshot(run) == before
+
+
 def test_knn_that_leaves_too_few_samples(tmp_path, run_copy, capsys):
     """Before: sklearn's ValueError traceback from trustworthiness, after every earlier step."""
     err = run_cli(
