@@ -284,6 +284,27 @@ def resume_changes(stored: Config, asked: Config) -> dict[str, list]:
     return {f"train.{k}": [old[k], new[k]] for k in SCHEDULE_KEYS if old[k] != new[k]}
 
 
+def refuse_unused_changes(stored: Config, asked: Config, run_dir: Path, last: int) -> None:
+    """Refuse, in one line, a schedule change that no epoch would use (the run is trained to
+    its last epoch and none is added), and one that moves a learning-rate drop of the epochs
+    already trained: the analyses read the run's ``lr_drops`` as the schedule those epochs had."""
+    changes = {k: v for k, v in resume_changes(stored, asked).items() if k != "train.epochs"}
+    if changes and last >= max(stored.train.epochs, asked.train.epochs):
+        key, (old, new) = next(iter(changes.items()))
+        raise UserError(
+            f"{run_dir} is trained to its last epoch ({last}) with {key} = {old!r}; {new!r} "
+            f"would apply only to more epochs: add them with `en-analysis train --out {run_dir} "
+            f"--resume --set train.epochs=N --set {key}={new!r}`"
+        )
+    old, new = ([d for d in c.train.lr_drops if d < last] for c in (stored, asked))
+    if old != new:
+        raise UserError(
+            f"{run_dir} is trained to epoch {last} with learning-rate drops after epochs "
+            f"{old or 'none'}; train.lr_drops = {asked.train.lr_drops} would change them: a "
+            f"resume may add, move or remove only drops after epoch {last} or later"
+        )
+
+
 def _resolve_resume(
     config: Config, run_dir: Path, resume: bool
 ) -> tuple[Config, int | None, dict[str, list]]:
@@ -309,10 +330,12 @@ def _resolve_resume(
         )
     stored = read_config(layout.config)
     refuse_conflicts(stored, config, run_dir)
+    last = max(checkpoints)
+    refuse_unused_changes(stored, config, run_dir, last)
     resumed = Config.from_dict(config.to_dict())
     resumed.train.epochs = max(stored.train.epochs, config.train.epochs)
     resumed.analysis = stored.analysis  # the run's analysis settings are the analysis's
-    return resumed, max(checkpoints), resume_changes(stored, resumed)
+    return resumed, last, resume_changes(stored, resumed)
 
 
 def _identity(run_dir: Path, last: int | None, changes: dict[str, list]) -> str:
