@@ -26,6 +26,7 @@ from .train import (
     final_metrics,
     refuse_conflicts,
     refuse_unused_changes,
+    repair_metrics,
     train,
 )
 from .verdict import markdown, write_verdict
@@ -89,6 +90,7 @@ def reproduce(
     else:
         step("train", lambda: (train(config, run_dir, resume=True, progress=progress), True))
     with run_lock(run_dir):  # every analysis step writes into the run
+        repair_metrics(run_dir)  # a trained run's rows lost to a kill (train repairs its own)
         run = Run(run_dir, analysis)
         run.configure(config.analysis, replace=force)  # the settings asked for take effect
         step("extract", lambda: _extracted(run, force, progress))

@@ -208,6 +208,29 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return read_csv(path)
 
 
+def metrics_rows(run_dir: Path, last: int | None = None) -> list[dict]:
+    """The rows of metrics.csv up to epoch ``last`` (default: the last checkpoint's), in epoch
+    order, with the row of a checkpoint that metrics.csv lacks taken from the checkpoint, which
+    holds it too (a process killed between writing the two loses it from metrics.csv only)."""
+    checkpoints = epoch_files(RunLayout(Path(run_dir)).checkpoints, ".pt")
+    rows = {int(r["epoch"]): r for r in read_metrics(run_dir).to_dict("records")}
+    if last is None:
+        last = max(checkpoints) if checkpoints else max(rows, default=-1)
+    for epoch, path in checkpoints.items():
+        if epoch <= last and epoch not in rows:
+            row = load_checkpoint(path).get("metrics") or {}
+            if row.get("epoch") == epoch:  # (checkpoints of early versions held none)
+                rows[epoch] = {k: row.get(k, math.nan) for k in METRIC_COLUMNS}
+    return [rows[e] for e in sorted(rows) if e <= last]
+
+
+def repair_metrics(run_dir: Path) -> None:
+    """Write metrics.csv again when a checkpoint's row is missing from it (``metrics_rows``)."""
+    rows = metrics_rows(run_dir)
+    if {r["epoch"] for r in rows} - set(read_metrics(run_dir).epoch):
+        write_csv(RunLayout(Path(run_dir)).metrics, pd.DataFrame(rows, columns=METRIC_COLUMNS))
+
+
 # what takes effect from the resumed epoch on: recorded in run.json with that epoch
 SCHEDULE_KEYS = (
     "epochs",
@@ -387,7 +410,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
                 optimizer.load_state_dict(state["optimizer"])
                 for group, hyper in zip(optimizer.param_groups, asked):
                     group.update(hyper)  # a resume's momentum and weight decay take effect
-            rows = [r for r in read_metrics(run_dir).to_dict("records") if r["epoch"] <= last]
+            rows = metrics_rows(run_dir, last)
         model.to(proc.device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -405,6 +428,8 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         if proc.main:  # every check has passed: the first write
             run_id = _identity(run_dir, last, changes)
             save_config(config, layout.config)
+            if last is not None:  # a row lost to a kill: back even when no epoch follows
+                repair_metrics(run_dir)
             if changes and progress:
                 tqdm.write(
                     f"resuming after epoch {last} with "
@@ -479,9 +504,9 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
 
 
 def final_metrics(run_dir: Path) -> dict[str, float]:
-    """The last epoch's row of metrics.csv as a dict (empty if none)."""
-    frame = read_metrics(run_dir)
-    return {} if frame.empty else {k: float(v) for k, v in frame.iloc[-1].items()}
+    """The last checkpoint's row of metrics (``metrics_rows``) as a dict (empty if none)."""
+    rows = metrics_rows(run_dir)
+    return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
 __all__ = [
@@ -489,7 +514,9 @@ __all__ = [
     "final_metrics",
     "lr_at",
     "make_optimizer",
+    "metrics_rows",
     "read_metrics",
     "refuse_conflicts",
+    "repair_metrics",
     "train",
 ]
