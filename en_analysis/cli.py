@@ -150,9 +150,11 @@ def _report(paths: list[Path], written: bool) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from .checkpoints import run_identity
     from .extract import extract
 
     with _run(args) as run:
+        run_identity(run.path)  # a damaged run.json: one error, not one per checkpoint
         if args.batch_size is not None and args.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
         check_device("--device", args.device)

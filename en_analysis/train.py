@@ -361,13 +361,17 @@ def _resolve_resume(
     return resumed, last, resume_changes(stored, resumed)
 
 
-def _identity(run_dir: Path, last: int | None, changes: dict[str, list]) -> str:
-    """The run's id (a new one for a new run); a resume's changes are recorded with the epoch
-    they take effect from. Returns the id."""
+def _identity(run_dir: Path, last: int | None, changes: dict[str, list], carried: str) -> str:
+    """The run's id (a new one for a new run; for a resumed run whose run.json is gone, the id
+    ``carried`` by its checkpoints); a resume's changes are recorded with the epoch they take
+    effect from. Returns the id."""
     path = RunLayout(run_dir).identity
     identity = run_identity(run_dir) if last is not None else {}
     if not identity.get("id"):
-        identity = {"id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        identity = {
+            "id": carried or uuid.uuid4().hex,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
     if changes:
         identity.setdefault("changes", []).append({"from_epoch": last + 1, "settings": changes})
     atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
@@ -397,10 +401,11 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         torch.manual_seed(t.seed)
         model = build_model(config, len(data.classes), data.in_channels)
         optimizer = make_optimizer(model, t)
-        rows = []
+        rows, carried = [], ""  # carried: the run id in the checkpoint resumed from
         if last is not None:
             path = layout.checkpoint(last)
             state = load_checkpoint(path)
+            carried = state.get("run_id", "")
             check_owner(state, path, run_identity(run_dir).get("id", ""), config)
             model.load_state_dict(state["model"])
             if state["optimizer"] is not None:
@@ -426,7 +431,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
         run_id = ""
         if proc.main:  # every check has passed: the first write
-            run_id = _identity(run_dir, last, changes)
+            run_id = _identity(run_dir, last, changes, carried)
             save_config(config, layout.config)
             if last is not None:  # a row lost to a kill: back even when no epoch follows
                 repair_metrics(run_dir)

@@ -2,6 +2,7 @@
 no traceback, and nothing that existed before is changed."""
 
 import errno
+import json
 import os
 import shutil
 import subprocess
@@ -565,6 +566,27 @@ def test_a_resume_of_a_run_whose_config_is_missing(tmp_path, trained_run, capsys
     err = run_cli(["train", "--resume", "--quiet", "--out", str(run), *sets()], capsys)
     assert f"{run / 'config.toml'} is missing, but {run} holds checkpoints" in err
     assert snapshot(run) == before
+
+
+def test_a_damaged_run_json_is_named_with_its_repair(tmp_path, trained_run, capsys):
+    """Before: `--resume` made a new run id, after which `extract` refused every checkpoint of
+    the run as another run's and advised removing them."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    identity = (run / "run.json").read_text()
+    (run / "run.json").write_text(identity[: len(identity) // 2])  # truncated
+    before = snapshot(run)
+    repair = json.dumps({"id": json.loads(identity)["id"]})
+    for argv in (
+        ["train", "--resume", "--quiet", "--out", str(run), *sets("train.epochs=3")],
+        ["extract", str(run), "--quiet"],
+    ):
+        err = run_cli(argv, capsys)
+        assert f"{run / 'run.json'} is damaged" in err and f"write {repair} into it" in err
+        assert len(err.strip().splitlines()) == 1
+        assert snapshot(run) == before
+    (run / "run.json").write_text(repair)  # the repair the message gives
+    assert main(["extract", str(run), "--quiet"]) == 0
 
 
 def test_knn_that_leaves_too_few_samples(tmp_path, run_copy, capsys):

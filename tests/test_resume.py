@@ -168,3 +168,14 @@ def test_a_resume_never_rewrites_the_schedule_of_trained_epochs(run, drops, caps
     assert f"epochs [1]; train.lr_drops = {drops} would change them" in err
     assert "may add, move or remove only drops after epoch 2 or later" in err
     assert snapshot(run) == before
+
+
+def test_a_resume_without_run_json_keeps_the_runs_id(run):
+    """A run.json lost (not damaged): the resume takes the id its checkpoints carry, so every
+    checkpoint stays the run's (before: a new id, and extract refused the earlier ones)."""
+    ours = json.loads((run / "run.json").read_text())["id"]
+    (run / "run.json").unlink()
+    train(tiny_config("train.epochs=3"), run, resume=True, progress=False)
+    assert json.loads((run / "run.json").read_text())["id"] == ours
+    assert load_checkpoint(run / "checkpoints" / "epoch-003.pt")["run_id"] == ours
+    assert extract(Run(run), progress=False).failed == {}
