@@ -11,6 +11,7 @@ import json
 import math
 import time
 import uuid
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -361,16 +362,19 @@ def _resolve_resume(
     return resumed, last, resume_changes(stored, resumed)
 
 
-def _identity(run_dir: Path, last: int | None, changes: dict[str, list], carried: str) -> str:
+def _identity(
+    run_dir: Path, last: int | None, changes: dict[str, list], carried: str, train_images: int
+) -> str:
     """The run's id (a new one for a new run; for a resumed run whose run.json is gone, the id
-    ``carried`` by its checkpoints); a resume's changes are recorded with the epoch they take
-    effect from. Returns the id."""
+    ``carried`` by its checkpoints) and the number of images it trains on; a resume's changes
+    are recorded with the epoch they take effect from. Returns the id."""
     path = RunLayout(run_dir).identity
     identity = run_identity(run_dir) if last is not None else {}
     if not identity.get("id"):
         identity = {
             "id": carried or uuid.uuid4().hex,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "train_images": train_images,
         }
     if changes:
         identity.setdefault("changes", []).append({"from_epoch": last + 1, "settings": changes})
@@ -393,6 +397,14 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         layout = RunLayout(run_dir)
         t = config.train
         data = build_datasets(config.data)
+        if proc.main and last is None and config.data.train_samples > len(data.train):
+            warnings.warn(  # the subset is the whole split: said, and recorded in run.json
+                f"data.train_samples = {config.data.train_samples:,} is more than the "
+                f"{len(data.train):,} training images of {data.name}: all of them are used "
+                "(run.json records train_images)",
+                UserWarning,
+                stacklevel=2,
+            )
         if proc.main and progress:
             tqdm.write(
                 f"data: {data.name}, {len(data.classes)} classes, {len(data.train):,} training "
@@ -431,7 +443,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
         run_id = ""
         if proc.main:  # every check has passed: the first write
-            run_id = _identity(run_dir, last, changes, carried)
+            run_id = _identity(run_dir, last, changes, carried, len(data.train))
             save_config(config, layout.config)
             if last is not None:  # a row lost to a kill: back even when no epoch follows
                 repair_metrics(run_dir)

@@ -616,3 +616,16 @@ def test_a_file_name_with_a_trailing_newline_is_no_epoch_file(tmp_path):
     for name in ("epoch-001.pt", "epoch-002.pt\n"):
         (tmp_path / name).write_bytes(b"")
     assert list(epoch_files(tmp_path, ".pt")) == [1]
+
+
+def test_a_subset_larger_than_its_split_is_said_and_recorded(tmp_path):
+    """Before: data.train_samples = 10**7 trained on the whole split, silently, and only the
+    10**7 was stored."""
+    folder = image_folder(tmp_path / "imgs", channels=3)
+    out = tmp_path / "run"
+    argv = ["train", "--quiet", "--out", str(out)]
+    argv += sets("data.dataset=imagefolder", f"data.root={folder}", "train.epochs=1")
+    argv += ["--set", "train.batch_size=4", "--set", "data.train_samples=10000000"]
+    with pytest.warns(UserWarning, match="data.train_samples = 10,000,000 is more than the 12 "):
+        assert main(argv) == 0
+    assert json.loads((out / "run.json").read_text())["train_images"] == 12
