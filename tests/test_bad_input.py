@@ -618,6 +618,23 @@ def test_a_file_name_with_a_trailing_newline_is_no_epoch_file(tmp_path):
     assert list(epoch_files(tmp_path, ".pt")) == [1]
 
 
+@pytest.mark.parametrize(
+    "seeds, message",
+    [
+        ("1,1,2", "--seeds lists 1 more than once"),
+        ("-1,1", "--seeds -1: train.seed must not be negative"),
+        ("0,4294967296", "--seeds 4294967296: train.seed must be at most 4,294,967,295"),
+    ],
+)
+def test_replicate_refuses_seeds_it_cannot_use(tmp_path, seeds, message, capsys):
+    """Before: a seed listed twice was counted twice; negative seeds trained, then every later
+    step refused them."""
+    out = tmp_path / "reps"
+    err = run_cli(["replicate", f"--seeds={seeds}", "--out", str(out), *sets()], capsys)
+    assert message in err
+    assert not out.exists()
+
+
 def test_a_subset_larger_than_its_split_is_said_and_recorded(tmp_path):
     """Before: data.train_samples = 10**7 trained on the whole split, silently, and only the
     10**7 was stored."""
