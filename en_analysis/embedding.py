@@ -89,6 +89,7 @@ def embed(
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     settings = tsne_settings(a)
+    run.check_inputs([run.files.ratio_file(e) for e in epochs])  # each the file extract wrote
     written, skipped = [], []
     previous = None
     for i, e in enumerate(tqdm(epochs, desc="embed", unit="epoch", disable=not progress)):

@@ -77,9 +77,12 @@ FREE = {
 def check_comparable(runs: list[Run]) -> None:
     """One line, naming the first run that differs, if a run is listed twice, if the runs did
     not analyse the same evaluation images (categories and samples), or if they differ in a
-    setting other than the training seed (and where they ran)."""
+    setting other than the training seed (and where they ran); or naming a table that is not
+    the file its step wrote."""
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
+    for run in runs:
+        run.check_inputs([run.files.table(n) for n in ("clustering.csv", "wordnet.csv")])
     folders = [run.path.resolve() for run in runs]
     twice = next((run for run, f in zip(runs, folders) if folders.count(f) > 1), None)
     if twice is not None:

@@ -109,6 +109,16 @@ def test_a_step_cannot_swap_the_runs_data(tmp_path, trained_run, capsys):
     assert snapshot(run) == before
 
 
+def as_written_by_its_step(run, path) -> None:
+    """Record a file's new content in the run's provenance as what its step wrote: the file a
+    step would write with other data, not a hand edit (which every step refuses)."""
+    from en_analysis.provenance import digest
+
+    records = json.loads((run / "provenance.json").read_text())
+    records[path.relative_to(run).as_posix()]["digest"] = digest(path)
+    (run / "provenance.json").write_text(json.dumps(records))
+
+
 def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
     # a run whose categories have no synsets: the WordNet step says how to give them
     from en_analysis.runs import Run
@@ -120,6 +130,7 @@ def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
     data["synsets"] = np.array(["", "", "", ""])
     data["categories"] = np.array(["cats", "dogs", "cars", "trees"])
     np.savez(path, **data)
+    as_written_by_its_step(run_copy, path)
     err = run_cli(["wordnet", str(run_copy), "--epochs", "2"], capsys)
     assert "no WordNet synset" in err and "categories_file" in err
     assert r.epoch == 2
@@ -266,6 +277,7 @@ def test_ratio_files_with_impossible_values_are_refused(run_copy, change, messag
     path = run_copy / "ratios" / "epoch-002.npz"
     with np.load(path) as d:
         _rewrite_npz(path, **change({k: d[k] for k in d.files}))
+    as_written_by_its_step(run_copy, path)  # as if extract had written them
     err = run_cli(["metrics", str(run_copy)], capsys)
     assert "epoch-002.npz" in err and message in err
 
@@ -484,27 +496,16 @@ def test_embeddings_of_other_images_or_deleted_while_plotting(run_copy, monkeypa
 
     before = snapshot(run_copy)
     # ratios extracted again for another subset: the old embeddings no longer fit them
-    assert (
-        main(
-            [
-                "extract",
-                str(run_copy),
-                "--analysis",
-                "few",
-                "--set",
-                "analysis.per_category=4",
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    few = run_copy / "analyses" / "few"
-    shutil.copytree(run_copy / "embeddings", few / "embeddings")
+    few = ["--analysis", "few", "--quiet"]
+    assert main(["extract", str(run_copy), *few]) == 0
+    assert main(["embed", str(run_copy), *few]) == 0
+    again = ["--force", "--set", "analysis.per_category=4"]
+    assert main(["extract", str(run_copy), *few, *again]) == 0
     err = run_cli(["metrics", str(run_copy), "--analysis", "few"], capsys)
     assert "the embedding of epoch 0 was made from other images than its ratios" in err
     assert "en-analysis embed" in err and "--analysis few" in err
     # an embedding that disappears after the epochs were listed
-    shutil.rmtree(few)
+    shutil.rmtree(run_copy / "analyses")
     (run_copy / "embeddings" / "epoch-001.npz").unlink()
     monkeypatch.setattr(Run, "embedded_epochs", lambda self: [0, 1, 2])
     err = run_cli(["plot", str(run_copy), "--force"], capsys)
@@ -587,6 +588,32 @@ def test_a_damaged_run_json_is_named_with_its_repair(tmp_path, trained_run, caps
         assert snapshot(run) == before
     (run / "run.json").write_text(repair)  # the repair the message gives
     assert main(["extract", str(run), "--quiet"]) == 0
+
+
+def test_a_step_refuses_an_input_changed_since_its_step_wrote_it(run_copy, capsys):
+    """Before: `verdict` after a hand-edited clustering.csv, and `metrics` after a rewritten
+    ratio file, gave numbers from the edited data (exit 0); only reproduce repaired them."""
+    for step in ("metrics", "wordnet", "verdict"):
+        assert main([step, str(run_copy)]) == 0
+    table = run_copy / "analysis" / "clustering.csv"
+    table.write_text(table.read_text().replace("0.", "0.9", 3))
+    before = snapshot(run_copy)
+    err = run_cli(["verdict", str(run_copy), "--force"], capsys)
+    assert f"{table} is not the file `en-analysis metrics` wrote (changed since)" in err
+    assert f"run `en-analysis metrics {run_copy}`" in err
+    ratios = run_copy / "ratios" / "epoch-001.npz"
+    with np.load(ratios) as d:
+        _rewrite_npz(ratios, ratios=d["ratios"][::-1].copy())
+    for step in ("metrics", "embed", "export"):
+        err = run_cli([step, str(run_copy), "--force"], capsys)
+        assert f"{ratios} is not the file `en-analysis extract` wrote" in err
+    before[ratios] = ratios.read_bytes()
+    assert snapshot(run_copy) == before
+    # the steps named repair them
+    assert main(["extract", str(run_copy), "--quiet"]) == 0
+    assert main(["metrics", str(run_copy)]) == 0
+    assert main(["verdict", str(run_copy)]) == 0
+    capsys.readouterr()
 
 
 def test_knn_that_leaves_too_few_samples(tmp_path, run_copy, capsys):

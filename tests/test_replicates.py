@@ -93,3 +93,13 @@ def test_compare_refuses_a_run_twice_and_runs_of_other_settings(replicated, tmp_
         f"{other} has train.lr = 0.05, {out / 'seed-0'} 0.2: replicates differ in train.seed" in err
     )
     assert not (tmp_path / "c").exists()
+
+
+def test_compare_refuses_a_table_changed_by_hand(replicated, tmp_path):
+    out, _, _ = replicated
+    edited = tmp_path / "edited"
+    shutil.copytree(out / "seed-1", edited)
+    table = edited / "analysis" / "wordnet.csv"
+    table.write_text(table.read_text().replace("0.", "0.9", 2))
+    with pytest.raises(UserError, match="wordnet.csv is not the file `en-analysis wordnet` wrote"):
+        compare([out / "seed-0", edited])
