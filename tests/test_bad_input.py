@@ -673,3 +673,24 @@ def test_a_subset_larger_than_its_split_is_said_and_recorded(tmp_path):
     with pytest.warns(UserWarning, match="data.train_samples = 10,000,000 is more than the 12 "):
         assert main(argv) == 0
     assert json.loads((out / "run.json").read_text())["train_images"] == 12
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "fashion-mnist"])
+def test_a_download_without_a_network_is_one_line(tmp_path, monkeypatch, dataset, capsys):
+    """Before: a traceback (URLError for CIFAR-10, RuntimeError for Fashion-MNIST), and
+    Fashion-MNIST's download went to the user cache instead of data.root."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    root = tmp_path / "data"
+    argv = ["train", "--quiet", "--out", str(tmp_path / "run")]
+    argv += sets(f"data.dataset={dataset}", f"data.root={root}", "data.download=true")
+    err = run_cli(argv, capsys)
+    assert f"could not download {'CIFAR10' if dataset == 'cifar10' else 'Fashion-MNIST'} " in err
+    assert f"into {root} (" in err and "Temporary failure in name resolution" in err
+    if dataset == "fashion-mnist":  # torchvision's folder for it, in data.root
+        assert (root / "FashionMNIST" / "raw").is_dir()

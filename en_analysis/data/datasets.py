@@ -93,38 +93,76 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
-def _fashion_mnist(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+FASHION_MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+def _fashion_mnist_root(cfg: DataConfig) -> Path:
+    """Where a download goes: data.root, or the user cache when there is none."""
+    return Path(cfg.root) if cfg.root else CACHE
+
+
+def _fashion_mnist_files(cfg: DataConfig) -> list[Path | None]:
+    """``FASHION_MNIST_FILES`` where they are found (None where not)."""
     folders = [Path(cfg.root)] if cfg.root else [Path(d) for d in FASHION_MNIST_DIRS]
-    folders.append(CACHE / "FashionMNIST" / "raw")
-    stems = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
-    paths = [_find_idx(folders, s) for s in stems]
+    folders.append(_fashion_mnist_root(cfg) / "FashionMNIST" / "raw")  # torchvision's download
+    return [_find_idx(folders, stem) for stem in FASHION_MNIST_FILES]
+
+
+def _download(what: str, root: Path | str, download) -> None:
+    """Call torchvision's ``download()``; a failure (no network, a server error, a bad
+    checksum) is one line."""
+    try:
+        download()
+    except (OSError, RuntimeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1][:200] if lines else type(e).__name__
+        raise UserError(
+            f"could not download {what} into {root} ({reason}); check the network, or put its "
+            "files there and leave data.download=false"
+        ) from None
+
+
+def _fashion_mnist(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    paths = _fashion_mnist_files(cfg)
     if None in paths and cfg.download:
         from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(str(CACHE), download=True)
-        paths = [_find_idx(folders, s) for s in stems]
+        root = _fashion_mnist_root(cfg)
+        _download("Fashion-MNIST", root, lambda: FashionMNIST(str(root), download=True))
+        paths = _fashion_mnist_files(cfg)
     if None in paths:
+        folders = [cfg.root] if cfg.root else FASHION_MNIST_DIRS
         raise UserError(
-            f"Fashion-MNIST not found in {', '.join(map(str, folders[:-1]))}. Install it with "
+            f"Fashion-MNIST not found in {', '.join(map(str, folders))}. Install it with "
             "`apt-get install dataset-fashion-mnist`, point data.root at a folder of its IDX "
             "files, or allow a download with data.download=true"
         )
     return tuple(read_idx(p) for p in paths)
 
 
-def _cifar(cfg: DataConfig, classes_100: bool) -> tuple[np.ndarray, ...]:
+def _cifar_class(name: str):
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls = CIFAR100 if classes_100 else CIFAR10
-    root = cfg.root or str(CACHE / "cifar")
+    return CIFAR100 if name == "cifar100" else CIFAR10
+
+
+def _cifar_root(cfg: DataConfig) -> str:
+    return cfg.root or str(CACHE / "cifar")
+
+
+def _cifar(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    cls = _cifar_class(cfg.dataset)
+    root = _cifar_root(cfg)
+    if cfg.download:
+        _download(cls.__name__, root, lambda: cls(root, train=False, download=True))
     try:
-        train = cls(root, train=True, download=cfg.download)
-        test = cls(root, train=False, download=cfg.download)
+        train = cls(root, train=True)
+        test = cls(root, train=False)
     except RuntimeError as e:
         raise UserError(
             f"{cls.__name__} not found in {root} ({e}). Point data.root at it or allow a "
@@ -395,7 +433,7 @@ def build_datasets(cfg: DataConfig) -> Datasets:
         xtr, xte = xtr[:, None], xte[:, None]
         classes = [c for c, _ in table]
     elif cfg.dataset in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte, classes = _cifar(cfg, cfg.dataset == "cifar100")
+        xtr, ytr, xte, yte, classes = _cifar(cfg)
     else:
         classes = [c for c, _ in table]
         xtr, ytr, xte, yte = _synthetic(cfg, classes)
