@@ -694,3 +694,30 @@ def test_a_download_without_a_network_is_one_line(tmp_path, monkeypatch, dataset
     assert f"into {root} (" in err and "Temporary failure in name resolution" in err
     if dataset == "fashion-mnist":  # torchvision's folder for it, in data.root
         assert (root / "FashionMNIST" / "raw").is_dir()
+
+
+def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, capsys):
+    """Before: `extract RUN --set data.root=OTHER --force` extracted the checkpoints on other
+    images, and later steps and reproduce took them for the run's. The images' fingerprint is
+    part of what the ratios were made from; the same images elsewhere stay up to date."""
+    from en_analysis.extract import extract
+    from en_analysis.runs import Run
+
+    mine = image_folder(tmp_path / "mine", channels=3)
+    other = tmp_path / "other"
+    shutil.copytree(mine, other)
+    image = other / "val" / "n02111889" / "0.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)  # other pixels, other size
+    moved = tmp_path / "moved"
+    shutil.copytree(mine, moved)
+    run = tmp_path / "run"
+    settings = ("data.dataset=imagefolder", f"data.root={mine}", "data.train_samples=0")
+    argv = ["train", "--quiet", "--out", str(run)]
+    argv += sets(*settings, "train.batch_size=4", "train.epochs=1", "analysis.per_category=2")
+    assert main(argv) == 0
+    assert extract(Run(run), progress=False).written == [0, 1]
+    assert main(["extract", str(run), "--quiet", "--set", f"data.root={moved}"]) == 0
+    assert "up to date: [0, 1]" in capsys.readouterr().out  # the same images, elsewhere
+    assert main(["extract", str(run), "--quiet", "--set", f"data.root={other}", "--force"]) == 0
+    capsys.readouterr()
+    assert extract(Run(run), progress=False).written == [0, 1]  # the run's own images again

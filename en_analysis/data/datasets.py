@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -406,6 +407,31 @@ def _user_table(cfg: DataConfig) -> list[tuple[str, str]]:
     from .mapping import read_mapping_file
 
     return list(read_mapping_file(Path(cfg.categories_file)).items())
+
+
+def heldout_fingerprint(cfg: DataConfig) -> str:
+    """A digest of the held-out images the ``[data]`` settings point at, from their files
+    (the IDX or CIFAR test files; an image folder's held-out file names and sizes), without
+    reading the images: the same data give the same fingerprint wherever they lie, other data
+    another one. Empty where the files are missing; the settings alone make synthetic data."""
+    from ..provenance import digest
+
+    if cfg.dataset == "fashion-mnist":
+        files = [p for p in _fashion_mnist_files(cfg)[2:] if p is not None]
+        parts = [digest(p) for p in files]
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        cls = _cifar_class(cfg.dataset)
+        folder = Path(_cifar_root(cfg)) / cls.base_folder
+        names = [name for name, _ in cls.test_list] + [cls.meta["filename"]]
+        parts = [digest(folder / n) for n in names if (folder / n).is_file()]
+    elif cfg.dataset == "imagefolder" and cfg.root:
+        root = Path(cfg.root)
+        split = next((s for s in HELD_OUT_SPLITS if (root / s).is_dir()), None)
+        files = sorted(p for p in (root / split).rglob("*") if p.is_file()) if split else []
+        parts = [split or ""] + [f"{p.relative_to(root)} {p.stat().st_size}" for p in files]
+    else:
+        return ""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else ""
 
 
 DATASET_NAMES = {
