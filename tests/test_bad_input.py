@@ -696,6 +696,31 @@ def test_a_download_without_a_network_is_one_line(tmp_path, monkeypatch, dataset
         assert (root / "FashionMNIST" / "raw").is_dir()
 
 
+def _idx(path, array):
+    """An IDX file (MNIST format) of uint8 ``array``."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_image_size_is_used_for_fashion_mnist(tmp_path):
+    """Before: data.image_size was ignored for Fashion-MNIST and CIFAR, yet stored as used."""
+    from en_analysis.config import load_config
+    from en_analysis.data import build_datasets
+
+    rng = np.random.default_rng(0)
+    labels = np.arange(40) % 10
+    for split in ("train", "t10k"):
+        _idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 255, (40, 28, 28)))
+        _idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    for size, side in ((0, 28), (20, 20), (32, 32)):
+        config = load_config(
+            "fashion-mnist", overrides=[f"data.root={tmp_path}", f"data.image_size={size}"]
+        )
+        data = build_datasets(config.data)
+        assert data.image_size == side
+        assert data.train[0][0].shape == data.heldout[0][0].shape == (1, side, side)
+
+
 def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, capsys):
     """Before: `extract RUN --set data.root=OTHER --force` extracted the checkpoints on other
     images, and later steps and reproduce took them for the run's. The images' fingerprint is

@@ -199,11 +199,16 @@ def _synthetic(cfg: DataConfig, classes: list[str]) -> tuple[np.ndarray, ...]:
     return (*make(cfg.train_samples or 256, 1), *make(max(cfg.val_samples, 128), 2))
 
 
-def _tensor_transforms(mean, std, size: int, augment: str) -> tuple[v2.Transform, v2.Transform]:
+def _tensor_transforms(
+    mean, std, size: int, augment: str, own_size: int | None = None
+) -> tuple[v2.Transform, v2.Transform]:
+    """Training and held-out transforms of uint8 images of side ``own_size`` (None: ``size``),
+    resized to ``size`` where that differs (``data.image_size``)."""
+    resize = [v2.Resize((size, size), antialias=True)] if own_size not in (None, size) else []
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     crop = [v2.RandomCrop(size, padding=size // 8)] if augment == "crop-flip" else []
-    train = crop + ([v2.RandomHorizontalFlip()] if augment != "none" else [])
-    return v2.Compose(train + to_float), v2.Compose(to_float)
+    train = resize + crop + ([v2.RandomHorizontalFlip()] if augment != "none" else [])
+    return v2.Compose(train + to_float), v2.Compose(resize + to_float)
 
 
 HELD_OUT_SPLITS = ("val", "test")  # the first that exists is the held-out split
@@ -466,9 +471,9 @@ def build_datasets(cfg: DataConfig) -> Datasets:
     mapping = dict(table) | dict(_user_table(cfg))
     synsets = [mapping.get(c, "") for c in classes]
     keep = balanced_subset(ytr, cfg.train_samples, 0)
-    size = xtr.shape[-1]
+    size = cfg.image_size or xtr.shape[-1]
     mean, std = STATS[cfg.dataset]
-    train_tf, test_tf = _tensor_transforms(mean, std, size, cfg.augment)
+    train_tf, test_tf = _tensor_transforms(mean, std, size, cfg.augment, xtr.shape[-1])
     return Datasets(
         cfg.dataset,
         TensorImages(torch.from_numpy(np.array(xtr[keep])), ytr[keep], train_tf),
