@@ -37,6 +37,18 @@ RATIO_COLOURS = ["#4477AA", "#EE6677", "#228833", "#CCBB44"]  # IN, LN, BN, GN
 PAGE_TITLE = "en-analysis explorer"
 
 
+# what JSON inside a <script> element must not hold as such (as Jinja's ``tojson``): "<" could
+# end the element ("</script>") or open a comment ("<!--") that swallows the rest of the page
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(value) -> str:
+    """``value`` as JSON that can be placed inside a <script> element, whatever its strings."""
+    return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_SAFE)
+
+
 @dataclass
 class Explorer:
     """The explorer of a run: ``figure`` is the plotly figure (frames, slider, traces),
@@ -47,7 +59,7 @@ class Explorer:
 
     def to_html(self) -> str:
         """One self-contained HTML page: plotly.js inlined, no network request of any kind."""
-        script = _SCRIPT.replace("__PAYLOAD__", json.dumps(self.payload, separators=(",", ":")))
+        script = _SCRIPT.replace("__PAYLOAD__", script_json(self.payload))
         return self.figure.to_html(
             include_plotlyjs=True,
             full_html=True,
