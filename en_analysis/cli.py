@@ -193,12 +193,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_explore(args: argparse.Namespace) -> None:
     import time
 
-    from .explorer import explorer, write_explorer
+    from .explorer import check_page_path, explorer, write_explorer
 
     start = time.perf_counter()
     with _run(args) as run:
         if args.out:
-            path, written = explorer(run, _epochs(args)).write_html(args.out), True
+            page = check_page_path(args.out)
+            path, written = explorer(run, _epochs(args)).write_html(page), True
         else:
             path, written = write_explorer(run, _epochs(args), force=args.force)
         if not written:

@@ -49,6 +49,25 @@ def script_json(value) -> str:
     return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_SAFE)
 
 
+def check_page_path(path: Path) -> Path:
+    """A path the explorer page may be written to (``explore --out``): an .html file that does
+    not exist yet or is an explorer page en-analysis wrote - never a run's table, checkpoint or
+    any other file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {path}: the explorer page is an HTML file (name it *.html)")
+    if path.exists() or path.is_symlink():
+        head = b""
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        if f"<title>{html.escape(PAGE_TITLE)}</title>".encode() not in head:
+            raise UserError(
+                f"{path} exists and is not an explorer page en-analysis wrote: choose another --out"
+            )
+    return path
+
+
 @dataclass
 class Explorer:
     """The explorer of a run: ``figure`` is the plotly figure (frames, slider, traces),

@@ -662,6 +662,26 @@ def test_replicate_refuses_seeds_it_cannot_use(tmp_path, seeds, message, capsys)
     assert not out.exists()
 
 
+def test_explore_never_writes_over_a_file_it_did_not_write(run_copy, tmp_path, capsys):
+    """Before: `explore RUN --out RUN/metrics.csv` replaced the training log with the page."""
+    mine = tmp_path / "notes.html"
+    mine.write_text("<html>my notes</html>")
+    before = snapshot(run_copy)
+    for out, message in (
+        (run_copy / "metrics.csv", "the explorer page is an HTML file"),
+        (run_copy / "checkpoints" / "epoch-002.pt", "the explorer page is an HTML file"),
+        (run_copy / "checkpoints" / "epoch-009.pt", "the explorer page is an HTML file"),
+        (mine, "exists and is not an explorer page en-analysis wrote"),
+    ):
+        err = run_cli(["explore", str(run_copy), "--out", str(out)], capsys)
+        assert message in err
+    assert snapshot(run_copy) == before and mine.read_text() == "<html>my notes</html>"
+    page = tmp_path / "page.html"
+    for _ in range(2):  # a new page, then the page it wrote: replaced
+        assert main(["explore", str(run_copy), "--out", str(page), "--epochs", "2"]) == 0
+    capsys.readouterr()
+
+
 def test_a_subset_larger_than_its_split_is_said_and_recorded(tmp_path):
     """Before: data.train_samples = 10**7 trained on the whole split, silently, and only the
     10**7 was stored."""
