@@ -619,7 +619,7 @@ def test_a_step_refuses_an_input_changed_since_its_step_wrote_it(run_copy, capsy
 def test_knn_that_leaves_too_few_samples(tmp_path, run_copy, capsys):
     """Before: sklearn's ValueError traceback from trustworthiness, after every earlier step."""
     err = run_cli(
-        ["train", "--out", str(tmp_path / "r"), *sets('analysis.categories=["0", "1"]')]
+        ["train", "--out", str(tmp_path / "r"), *sets('analysis.categories=["dog", "cat"]')]
         + ["--set", "analysis.knn=8"],
         capsys,
     )
