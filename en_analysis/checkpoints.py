@@ -8,6 +8,7 @@ else's file can be read without running any of its code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pickle
 import zipfile
@@ -20,7 +21,7 @@ from torch import nn
 from .config import Config, first_difference
 from .errors import UserError
 from .io import atomic_write, read_text
-from .layout import RunLayout
+from .layout import RunLayout, epoch_files
 from .nn import ResNet, en_layers, en_resnet50
 
 FORMAT = "en-analysis-checkpoint"
@@ -110,12 +111,33 @@ def model_from_checkpoint(state: dict[str, Any], path: Path | str = "checkpoint"
 
 def run_identity(run_dir: Path) -> dict[str, Any]:
     """The run's ``run.json`` (its id, when it was made, the settings its resumes changed);
-    empty for a run made before runs had identities or when the file cannot be read."""
-    try:
-        identity = json.loads(read_text(RunLayout(Path(run_dir)).identity))
-    except ValueError:  # missing, unreadable, not JSON
+    empty for a run made before runs had identities. A damaged one is an error that says how
+    to repair it: the id is also in each checkpoint."""
+    layout = RunLayout(Path(run_dir))
+    if not layout.identity.exists():
         return {}
-    return identity if isinstance(identity, dict) else {}
+    try:
+        identity = json.loads(read_text(layout.identity))
+    except json.JSONDecodeError:
+        identity = None
+    if isinstance(identity, dict) and isinstance(identity.get("id"), str) and identity["id"]:
+        return identity
+    carried = _carried_id(layout)
+    repair = (
+        f"its checkpoints carry the run's id: write {json.dumps({'id': carried})} into it "
+        "(the record of its resumes is lost)"
+        if carried
+        else "restore it from a copy of the run"
+    )
+    raise UserError(f"{layout.identity} is damaged (not the run's identity): {repair}")
+
+
+def _carried_id(layout: RunLayout) -> str:
+    """The run id carried by the newest readable checkpoint ("" if none carries one)."""
+    for path in reversed(epoch_files(layout.checkpoints, ".pt").values()):
+        with contextlib.suppress(UserError):  # unreadable: the one before it
+            return load_checkpoint(path).get("run_id", "")
+    return ""
 
 
 def check_owner(state: dict[str, Any], path: Path, run_id: str, config: Config) -> None:

@@ -3,6 +3,7 @@ config validation that checks it read these same tuples."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from .errors import UserError
@@ -17,6 +18,7 @@ SCALINGS = ("raw", "zscore", "clr")  # analysis.scaling
 TSNE_MODES = ("aligned", "independent")  # analysis.tsne_mode
 WORDNET_DISTANCES = ("wup", "path", "lch", "hops")  # analysis.wordnet_distance
 CLUSTER_DISTANCES = ("crossvalidated", "centroid", "pairwise")  # analysis.cluster_distance
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")  # train.device, extract --device
 
 
 def check(what: str, value: object, options: Iterable[object]) -> None:
@@ -24,3 +26,9 @@ def check(what: str, value: object, options: Iterable[object]) -> None:
     options = tuple(options)
     if value not in options:
         raise UserError(f"{what} = {value!r} is not one of {', '.join(map(str, options))}")
+
+
+def check_device(what: str, value: str) -> None:
+    """One line naming the setting when ``value`` is not a device en-analysis runs on."""
+    if not DEVICE.fullmatch(value):
+        raise UserError(f"{what} must be cpu or cuda (or cuda:N), got {value!r}")

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .choices import check_device
 from .config import (
     Config,
     load_config,
@@ -149,13 +150,14 @@ def _report(paths: list[Path], written: bool) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
+    from .checkpoints import run_identity
     from .extract import extract
 
     with _run(args) as run:
+        run_identity(run.path)  # a damaged run.json: one error, not one per checkpoint
         if args.batch_size is not None and args.batch_size < 1:
             raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-        if not (args.device == "cpu" or args.device.startswith("cuda")):
-            raise UserError(f"--device must be cpu or cuda (or cuda:N), got {args.device!r}")
+        check_device("--device", args.device)
         done = extract(
             run,
             _epochs(args),
@@ -191,12 +193,13 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_explore(args: argparse.Namespace) -> None:
     import time
 
-    from .explorer import explorer, write_explorer
+    from .explorer import check_page_path, explorer, write_explorer
 
     start = time.perf_counter()
     with _run(args) as run:
         if args.out:
-            path, written = explorer(run, _epochs(args)).write_html(args.out), True
+            page = check_page_path(args.out)
+            path, written = explorer(run, _epochs(args)).write_html(page), True
         else:
             path, written = write_explorer(run, _epochs(args), force=args.force)
         if not written:

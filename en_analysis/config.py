@@ -243,15 +243,24 @@ POSITIVE = [
     ("analysis", "random_heads"),
     ("analysis", "verdict_bootstrap"),
 ]
+SEED_LIMIT = 2**32 - 1  # numpy's and openTSNE's generators take 32-bit seeds
 UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
     ("train", "epochs"): 10_000,
     ("train", "batch_size"): 1_000_000,
+    ("train", "seed"): SEED_LIMIT,
+    ("train", "threads"): 4096,
     ("model", "width"): 4096,
+    ("data", "num_workers"): 1024,
+    ("data", "image_size"): 4096,
     ("analysis", "per_category"): 100_000,
     ("analysis", "bootstrap"): 100_000,
     ("analysis", "permutations"): 1_000_000,
     ("analysis", "random_heads"): 100_000,
     ("analysis", "verdict_bootstrap"): 1_000_000,
+    ("analysis", "tsne_seed"): SEED_LIMIT,
+    ("analysis", "bootstrap_seed"): SEED_LIMIT,
+    ("analysis", "permutation_seed"): SEED_LIMIT,
+    ("analysis", "control_seed"): SEED_LIMIT,
 }
 NON_NEGATIVE = [
     ("analysis", "bootstrap"),
@@ -304,9 +313,14 @@ def validate(config: Config) -> None:
             raise UserError(f"analysis.{key} must be positive")
     if not 0 < config.analysis.formed_share <= 1:
         raise UserError("analysis.formed_share must be in (0, 1]")
+    choices.check_device("train.device", config.train.device)
     drops = config.train.lr_drops
-    if any(not isinstance(d, int) or d < 1 for d in drops) or drops != sorted(drops):
-        raise UserError("train.lr_drops must be increasing epoch numbers (e.g. [30, 60, 90])")
+    if any(not isinstance(d, int) or d < 1 for d in drops) or any(
+        a >= b for a, b in zip(drops, drops[1:])
+    ):
+        raise UserError(
+            "train.lr_drops must be strictly increasing epoch numbers (e.g. [30, 60, 90])"
+        )
     for key in ("epochs", "panels"):
         if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
             raise UserError(f"analysis.{key} must be a list of epoch numbers")
@@ -325,6 +339,17 @@ def validate(config: Config) -> None:
     for (section, key), limit in UPPER_BOUNDS.items():
         if getattr(getattr(config, section), key) > limit:
             raise UserError(f"{section}.{key} must be at most {limit:,}")
+    if categories:  # the number of evaluation samples is known
+        check_knn(config.analysis, config.analysis.per_category * len(categories))
+
+
+def check_knn(analysis: AnalysisConfig, samples: int) -> None:
+    """k-NN accuracy and trustworthiness need fewer neighbours than half the samples."""
+    if 2 * analysis.knn >= samples:
+        raise UserError(
+            f"analysis.knn = {analysis.knn} must be less than half the {samples} evaluation "
+            "samples (lower it, or raise analysis.per_category)"
+        )
 
 
 def save_config(config: Config, path: Path) -> None:

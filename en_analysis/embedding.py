@@ -8,6 +8,7 @@ place from panel to panel and movement between panels is movement of the data. T
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +31,18 @@ def tsne_settings(a: AnalysisConfig) -> dict:
     )
 
 
+def usable_perplexity(perplexity: float, samples: int) -> float:
+    """The perplexity t-SNE uses: the asked one, lowered to (N - 1) / 3 where it is larger
+    (openTSNE's limit for N samples)."""
+    return min(perplexity, (samples - 1) / 3)
+
+
 def tsne(
     x: np.ndarray, perplexity: float, seed: int, n_jobs: int = 1, init: np.ndarray | None = None
 ) -> np.ndarray:
     """2-D openTSNE embedding of x (N, D); PCA initialisation unless ``init`` is given."""
     x = np.asarray(x, np.float64)
-    perplexity = min(perplexity, (len(x) - 1) / 3)
+    perplexity = usable_perplexity(perplexity, len(x))
     start = "pca" if init is None else initialization.rescale(np.asarray(init, np.float64))
     model = TSNE(perplexity=perplexity, initialization=start, random_state=seed, n_jobs=n_jobs)
     return np.asarray(model.fit(x), np.float32)
@@ -82,6 +89,7 @@ def embed(
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     settings = tsne_settings(a)
+    run.check_inputs([run.files.ratio_file(e) for e in epochs])  # each the file extract wrote
     written, skipped = [], []
     previous = None
     for i, e in enumerate(tqdm(epochs, desc="embed", unit="epoch", disable=not progress)):
@@ -98,6 +106,14 @@ def embed(
         x = scale_ratios(r.ratios, a.scaling)
         (y,) = embed_sequence([x], a, previous if a.tsne_mode == "aligned" else None)
         previous = y
+        perplexity = usable_perplexity(a.perplexity, len(x))
+        if perplexity < a.perplexity and not written:
+            warnings.warn(
+                f"analysis.perplexity = {a.perplexity:g} is more than {len(x)} samples allow: "
+                f"t-SNE uses {perplexity:.4g} (recorded in each embedding file)",
+                UserWarning,
+                stacklevel=2,
+            )
         save_npz(
             output,
             embedding=np.zeros((len(x), 2), np.float32) if y is None else y,
@@ -105,6 +121,7 @@ def embed(
             labels=r.labels,
             sample_index=r.sample_index,
             epoch=e,
+            perplexity=perplexity,
         )
         run.provenance.record([output], inputs, settings)
         written.append(e)

@@ -37,6 +37,37 @@ RATIO_COLOURS = ["#4477AA", "#EE6677", "#228833", "#CCBB44"]  # IN, LN, BN, GN
 PAGE_TITLE = "en-analysis explorer"
 
 
+# what JSON inside a <script> element must not hold as such (as Jinja's ``tojson``): "<" could
+# end the element ("</script>") or open a comment ("<!--") that swallows the rest of the page
+_SCRIPT_SAFE = str.maketrans(
+    {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+)
+
+
+def script_json(value) -> str:
+    """``value`` as JSON that can be placed inside a <script> element, whatever its strings."""
+    return json.dumps(value, separators=(",", ":")).translate(_SCRIPT_SAFE)
+
+
+def check_page_path(path: Path) -> Path:
+    """A path the explorer page may be written to (``explore --out``): an .html file that does
+    not exist yet or is an explorer page en-analysis wrote - never a run's table, checkpoint or
+    any other file."""
+    path = Path(path)
+    if path.suffix.lower() not in (".html", ".htm"):
+        raise UserError(f"--out {path}: the explorer page is an HTML file (name it *.html)")
+    if path.exists() or path.is_symlink():
+        head = b""
+        if path.is_file():
+            with open(path, "rb") as f:
+                head = f.read(4096)
+        if f"<title>{html.escape(PAGE_TITLE)}</title>".encode() not in head:
+            raise UserError(
+                f"{path} exists and is not an explorer page en-analysis wrote: choose another --out"
+            )
+    return path
+
+
 @dataclass
 class Explorer:
     """The explorer of a run: ``figure`` is the plotly figure (frames, slider, traces),
@@ -47,7 +78,7 @@ class Explorer:
 
     def to_html(self) -> str:
         """One self-contained HTML page: plotly.js inlined, no network request of any kind."""
-        script = _SCRIPT.replace("__PAYLOAD__", json.dumps(self.payload, separators=(",", ":")))
+        script = _SCRIPT.replace("__PAYLOAD__", script_json(self.payload))
         return self.figure.to_html(
             include_plotlyjs=True,
             full_html=True,

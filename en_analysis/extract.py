@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .checkpoints import model_from_checkpoint
 from .config import Config
-from .data import Datasets, build_datasets, evaluation_subset
+from .data import Datasets, build_datasets, evaluation_subset, heldout_fingerprint
 from .distributed import gather_shards, setup_process
 from .errors import UserError
 from .io import save_npz
@@ -48,6 +48,7 @@ def settings(config: Config) -> dict:
     what the file holds (``FORMAT``)."""
     a = config.analysis
     data = {k: v for k, v in config.to_dict()["data"].items() if k not in ("root", "num_workers")}
+    data["images"] = heldout_fingerprint(config.data)  # what data.root points at, not where
     return dict(
         data=data,
         categories=list(a.categories),

@@ -7,8 +7,10 @@ process leaves the old file or the new one. Reads use formats that cannot carry 
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import stat
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -51,15 +53,29 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
     return path
 
 
+MAX_TEXT_BYTES = 256 * 2**20  # a settings file, mapping or table is far smaller
+
+
 def read_text(path: Path) -> str:
-    """A text file's contents; unreadable or not UTF-8 is one clear error."""
+    """A text file's contents; unreadable, not a regular file (a FIFO, a device, a folder),
+    larger than ``MAX_TEXT_BYTES`` or not UTF-8 is one clear error (never a hang)."""
     path = Path(path)
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text: is it the right file?") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UserError(f"{path} is not a regular file (a pipe, device or folder)")
+            data = f.read(MAX_TEXT_BYTES + 1)
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(data) > MAX_TEXT_BYTES:
+        raise UserError(
+            f"{path} is larger than {MAX_TEXT_BYTES // 2**20} MiB: is it the right file?"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text: is it the right file?") from None
 
 
 def read_csv(path: Path):
@@ -116,44 +132,50 @@ def write_csv(path: Path, frame) -> Path:
 
 @contextmanager
 def run_lock(folder: Path) -> Iterator[None]:
-    """Hold ``folder/.lock`` so two processes never write one run; a stale lock is taken over."""
+    """Hold ``folder``'s run lock so that two processes never write one run: an exclusive
+    ``flock`` on ``folder/.lock``, which the kernel lets go when its process ends, so the lock
+    of a killed process never blocks (and a PID reused since never looks like a holder). The
+    file holds the holder's PID for the message only."""
     folder = Path(folder)
-    lock = RunLayout(folder).lock
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror}") from None
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid) and pid != os.getpid():
-                raise UserError(
-                    f"{folder} is in use by process {pid}; wait for it or pick another folder"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-        except OSError as e:  # permissions, a read-only file system (EROFS), ...
-            raise UserError(f"cannot lock {folder}: {e.strerror or e} (is it writable?)") from None
-    else:
-        raise UserError(f"could not lock {folder}")
+    lock = RunLayout(folder).lock
+    fd = _take_lock(lock, folder)
     try:
-        os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still held: see _take_lock
+        os.close(fd)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _take_lock(lock: Path, folder: Path) -> int:
+    """An open descriptor of ``lock`` holding its flock, with this process's PID written in.
+    The holder unlinks the file before it lets go, so a lock taken on a file that is no longer
+    ``lock`` (unlinked meanwhile) is let go and taken again on the new one."""
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o666)
+        except OSError as e:  # permissions, a read-only file system (EROFS), ...
+            raise UserError(f"cannot lock {folder}: {e.strerror or e} (is it writable?)") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise UserError(
+                f"{folder} is in use by process {holder}; wait for it or pick another folder"
+            ) from None
+        except OSError as e:
+            os.close(fd)
+            raise UserError(f"cannot lock {folder}: {e.strerror or e}") from None
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return fd
+        os.close(fd)

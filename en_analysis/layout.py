@@ -24,8 +24,8 @@ from pathlib import Path
 from .errors import UserError
 
 DEFAULT_ANALYSIS = "default"
-ANALYSIS_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-EPOCH_FILE = re.compile(r"^epoch-(\d{3,})(\.\w+)$")
+ANALYSIS_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # whole names: fullmatch
+EPOCH_FILE = re.compile(r"epoch-(\d{3,})(\.\w+)")
 
 
 def epoch_file(folder: Path, epoch: int, suffix: str) -> Path:
@@ -37,16 +37,17 @@ def epoch_files(folder: Path, suffix: str) -> dict[int, Path]:
     found = {}
     if folder.is_dir():
         for p in folder.iterdir():
-            m = EPOCH_FILE.match(p.name)
+            m = EPOCH_FILE.fullmatch(p.name)
             if m and m.group(2) == suffix:
                 found[int(m.group(1))] = p
     return dict(sorted(found.items()))
 
 
 def check_analysis_name(name: str) -> str:
-    if not ANALYSIS_NAME.match(name):
+    if not ANALYSIS_NAME.fullmatch(name):
         raise UserError(
-            f"analysis name {name!r} must be a plain name: letters, digits, '.', '_' or '-'"
+            f"analysis name {name!r} must be a plain name of 1 to 64 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit"
         )
     return name
 
@@ -153,7 +154,7 @@ class RunLayout:
         named = sorted(
             p.name
             for p in (folder.iterdir() if folder.is_dir() else ())
-            if ANALYSIS_NAME.match(p.name) and (p / "analysis.toml").is_file()
+            if ANALYSIS_NAME.fullmatch(p.name) and (p / "analysis.toml").is_file()
         )
         return [DEFAULT_ANALYSIS, *named]
 

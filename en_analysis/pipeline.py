@@ -22,7 +22,13 @@ from .io import run_lock
 from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
 from .metrics import ratio_movement, write_clustering
 from .runs import Run
-from .train import final_metrics, refuse_conflicts, resume_changes, train
+from .train import (
+    final_metrics,
+    refuse_conflicts,
+    refuse_unused_changes,
+    repair_metrics,
+    train,
+)
 from .verdict import markdown, write_verdict
 from .wordnet import Comparison, extreme_pairs, write_comparison
 
@@ -78,13 +84,13 @@ def reproduce(
     if layout.config.exists() and last is not None:
         stored = read_config(layout.config)
         refuse_conflicts(stored, config, run_dir)
-        if finished:
-            _refuse_unused_changes(stored, config, run_dir, last)
+        refuse_unused_changes(stored, config, run_dir, last)
     if finished:
         summary.steps["train"] = "up to date"
     else:
         step("train", lambda: (train(config, run_dir, resume=True, progress=progress), True))
     with run_lock(run_dir):  # every analysis step writes into the run
+        repair_metrics(run_dir)  # a trained run's rows lost to a kill (train repairs its own)
         run = Run(run_dir, analysis)
         run.configure(config.analysis, replace=force)  # the settings asked for take effect
         step("extract", lambda: _extracted(run, force, progress))
@@ -105,18 +111,6 @@ def reproduce(
         for n in ("clustering.csv", "wordnet.csv", "verdict.csv", "category_stats.csv")
     ]
     return summary
-
-
-def _refuse_unused_changes(stored: Config, asked: Config, run_dir: Path, last: int) -> None:
-    """A schedule setting changed on a run that needs no more training would be ignored."""
-    changes = {k: v for k, v in resume_changes(stored, asked).items() if k != "train.epochs"}
-    if changes:
-        key, (old, new) = next(iter(changes.items()))
-        raise UserError(
-            f"{run_dir} is trained to its last epoch ({last}) with {key} = {old!r}; {new!r} "
-            f"would apply only to more epochs: add them with `en-analysis train --out {run_dir} "
-            f"--resume --set train.epochs=N --set {key}={new!r}`"
-        )
 
 
 def _extracted(run: Run, force: bool, progress: bool):

@@ -86,6 +86,16 @@ class Provenance:
                 return False
         return True
 
+    def changed(self, outputs: Iterable[Path]) -> list[Path]:
+        """The ``outputs`` that exist but are not the files recorded (never recorded, or changed
+        since: edited, replaced or written by a process killed before it recorded them)."""
+        records = self._records()
+        return [
+            p
+            for p in map(Path, outputs)
+            if p.is_file() and records.get(self._key(p), {}).get("digest") != digest(p)
+        ]
+
     def record(
         self, outputs: Iterable[Path], inputs: Iterable[Path], settings: dict[str, Any]
     ) -> None:

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config
+from .config import Config, first_difference, validate
 from .errors import UserError
 from .io import write_csv
 from .layout import AnalysisLayout
 from .runs import Run
+from .train import RUNTIME_KEYS
 
 KEYS = ["source", "space", "dims", "metric", "epoch"]
 COLUMNS = [*KEYS, "mean", "sd", "min", "max", "n"]
@@ -62,11 +63,28 @@ def _long(run: Run) -> pd.DataFrame:
     return pd.concat([clustering, wordnet], ignore_index=True).assign(run=str(run.path))
 
 
+# what replicates may differ in: the seed, and where and how fast they ran
+FREE = {
+    "model": (),
+    "data": ("root", "num_workers"),
+    "train": ("seed", *RUNTIME_KEYS),
+    "analysis": ("batch_size", "n_jobs", "epochs", "panels"),
+}
+
+
 def check_comparable(runs: list[Run]) -> None:
-    """One line, naming the first run that differs, if the runs did not analyse the same
-    evaluation images (categories and samples)."""
+    """One line, naming the first run that differs, if a run is listed twice, if the runs did
+    not analyse the same evaluation images (categories and samples), or if they differ in a
+    setting other than the training seed (and where they ran); or naming a table that is not
+    the file its step wrote."""
     if len(runs) < 2:
         raise UserError("compare needs at least two runs")
+    for run in runs:
+        run.check_inputs([run.files.table(n) for n in ("clustering.csv", "wordnet.csv")])
+    folders = [run.path.resolve() for run in runs]
+    twice = next((run for run, f in zip(runs, folders) if folders.count(f) > 1), None)
+    if twice is not None:
+        raise UserError(f"{twice.path} is listed more than once: a run is not its own replicate")
     reference = runs[0].ratios(runs[0].extracted_epochs()[0])
     for run in runs[1:]:
         r = run.ratios(run.extracted_epochs()[0])
@@ -77,6 +95,15 @@ def check_comparable(runs: list[Run]) -> None:
                 f"{run.path} analysed other evaluation images than {runs[0].path} (categories "
                 "or samples differ: analysis.categories, per_category and subset_seed must match)"
             )
+        for section, free in FREE.items():
+            ours, theirs = (getattr(x.config, section) for x in (runs[0], run))
+            difference = first_difference(ours, theirs, section, free)
+            if difference:
+                key, value, other = difference
+                raise UserError(
+                    f"{run.path} has {key} = {other!r}, {runs[0].path} {value!r}: replicates "
+                    "differ in train.seed only"
+                )
 
 
 def compare(paths: list[Path | str]) -> Replicates:
@@ -126,12 +153,22 @@ def replicate(
 
     if len(set(seeds)) < 2:
         raise UserError(f"replicate needs at least two different seeds, got {seeds}")
-    out = Path(out)
-    paths = []
-    for seed in seeds:
+    twice = sorted({s for s in seeds if seeds.count(s) > 1})
+    if twice:
+        raise UserError(f"--seeds lists {', '.join(map(str, twice))} more than once")
+    configs = []
+    for seed in seeds:  # every seed checked before any run trains
         cfg = copy.deepcopy(config)
         cfg.train.seed = seed
-        path = out / f"seed-{seed}"
+        try:
+            validate(cfg)
+        except UserError as e:
+            raise UserError(f"--seeds {seed}: {e}") from None
+        configs.append(cfg)
+    out = Path(out)
+    paths = []
+    for cfg in configs:
+        path = out / f"seed-{cfg.train.seed}"
         summary = reproduce(cfg, path, progress=progress)
         if progress:
             print(summary.text())

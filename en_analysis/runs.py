@@ -15,6 +15,7 @@ from .checkpoints import check_owner, load_checkpoint, model_from_checkpoint, ru
 from .config import (
     AnalysisConfig,
     Config,
+    check_knn,
     first_difference,
     read_analysis_settings,
     read_config,
@@ -319,6 +320,27 @@ class Run:
             self.files.pixels,
         ]
 
+    def _step_writing(self, path: Path) -> str | None:
+        """The step that writes ``path`` when it is an output other steps read, else None."""
+        folders = {self.files.ratios: "extract", self.files.embeddings: "embed"}
+        tables = {
+            self.files.table("clustering.csv"): "metrics",
+            self.files.table("wordnet.csv"): "wordnet",
+        }
+        return folders.get(path.parent) or tables.get(path)
+
+    def check_inputs(self, inputs: list[Path]) -> None:
+        """Refuse, in one line naming the step to rerun, an input written by a step of this
+        analysis that is not the file the step recorded (edited or replaced since): its numbers
+        would pass for the step's."""
+        changed = self.provenance.changed(p for p in map(Path, inputs) if self._step_writing(p))
+        if changed:
+            step = self._step_writing(changed[0])
+            raise UserError(
+                f"{changed[0]} is not the file `en-analysis {step}` wrote (changed since): run "
+                f"{self._hint(step)} to make it again"
+            )
+
     def make(
         self,
         outputs: list[Path],
@@ -328,7 +350,9 @@ class Run:
         force: bool = False,
     ) -> bool:
         """Call ``write`` (which writes ``outputs``) unless they are up to date with ``inputs``
-        and ``settings`` (``provenance``), then record what they were made from; True if written."""
+        and ``settings`` (``provenance``), then record what they were made from; True if written.
+        Inputs that another step wrote must be the files it recorded (``check_inputs``)."""
+        self.check_inputs(inputs)
         if not force and self.provenance.all_current(outputs, inputs, settings):
             return False
         write()
@@ -348,7 +372,13 @@ class Run:
         epochs = epochs or self.extracted_epochs()
         path = self.files.table(name)
         inputs, settings = self.analysis_inputs(epochs), self.analysis_settings()
-        return self.make([path], inputs, settings, lambda: write_csv(path, compute(epochs)), force)
+
+        def write() -> None:
+            # the number of samples is known once they are extracted
+            check_knn(self.config.analysis, len(self.ratios(epochs[0]).labels))
+            write_csv(path, compute(epochs))
+
+        return self.make([path], inputs, settings, write, force)
 
     def metrics(self) -> pd.DataFrame:
         """Training metrics, one row per epoch."""

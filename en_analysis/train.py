@@ -11,6 +11,7 @@ import json
 import math
 import time
 import uuid
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -208,6 +209,29 @@ def read_metrics(run_dir: Path) -> pd.DataFrame:
     return read_csv(path)
 
 
+def metrics_rows(run_dir: Path, last: int | None = None) -> list[dict]:
+    """The rows of metrics.csv up to epoch ``last`` (default: the last checkpoint's), in epoch
+    order, with the row of a checkpoint that metrics.csv lacks taken from the checkpoint, which
+    holds it too (a process killed between writing the two loses it from metrics.csv only)."""
+    checkpoints = epoch_files(RunLayout(Path(run_dir)).checkpoints, ".pt")
+    rows = {int(r["epoch"]): r for r in read_metrics(run_dir).to_dict("records")}
+    if last is None:
+        last = max(checkpoints) if checkpoints else max(rows, default=-1)
+    for epoch, path in checkpoints.items():
+        if epoch <= last and epoch not in rows:
+            row = load_checkpoint(path).get("metrics") or {}
+            if row.get("epoch") == epoch:  # (checkpoints of early versions held none)
+                rows[epoch] = {k: row.get(k, math.nan) for k in METRIC_COLUMNS}
+    return [rows[e] for e in sorted(rows) if e <= last]
+
+
+def repair_metrics(run_dir: Path) -> None:
+    """Write metrics.csv again when a checkpoint's row is missing from it (``metrics_rows``)."""
+    rows = metrics_rows(run_dir)
+    if {r["epoch"] for r in rows} - set(read_metrics(run_dir).epoch):
+        write_csv(RunLayout(Path(run_dir)).metrics, pd.DataFrame(rows, columns=METRIC_COLUMNS))
+
+
 # what takes effect from the resumed epoch on: recorded in run.json with that epoch
 SCHEDULE_KEYS = (
     "epochs",
@@ -284,6 +308,27 @@ def resume_changes(stored: Config, asked: Config) -> dict[str, list]:
     return {f"train.{k}": [old[k], new[k]] for k in SCHEDULE_KEYS if old[k] != new[k]}
 
 
+def refuse_unused_changes(stored: Config, asked: Config, run_dir: Path, last: int) -> None:
+    """Refuse, in one line, a schedule change that no epoch would use (the run is trained to
+    its last epoch and none is added), and one that moves a learning-rate drop of the epochs
+    already trained: the analyses read the run's ``lr_drops`` as the schedule those epochs had."""
+    changes = {k: v for k, v in resume_changes(stored, asked).items() if k != "train.epochs"}
+    if changes and last >= max(stored.train.epochs, asked.train.epochs):
+        key, (old, new) = next(iter(changes.items()))
+        raise UserError(
+            f"{run_dir} is trained to its last epoch ({last}) with {key} = {old!r}; {new!r} "
+            f"would apply only to more epochs: add them with `en-analysis train --out {run_dir} "
+            f"--resume --set train.epochs=N --set {key}={new!r}`"
+        )
+    old, new = ([d for d in c.train.lr_drops if d < last] for c in (stored, asked))
+    if old != new:
+        raise UserError(
+            f"{run_dir} is trained to epoch {last} with learning-rate drops after epochs "
+            f"{old or 'none'}; train.lr_drops = {asked.train.lr_drops} would change them: a "
+            f"resume may add, move or remove only drops after epoch {last} or later"
+        )
+
+
 def _resolve_resume(
     config: Config, run_dir: Path, resume: bool
 ) -> tuple[Config, int | None, dict[str, list]]:
@@ -299,24 +344,38 @@ def _resolve_resume(
             )
         _check_fresh_folder(run_dir, config)
         return config, None, {}
-    if not layout.config.exists() or not checkpoints:
+    if not checkpoints:
         _check_fresh_folder(run_dir, config)
         return config, None, {}  # nothing to resume: start fresh
+    if not layout.config.is_file():
+        raise UserError(
+            f"{layout.config} is missing, but {run_dir} holds checkpoints: restore it (each "
+            "checkpoint holds the settings it was trained with) or choose another --out"
+        )
     stored = read_config(layout.config)
     refuse_conflicts(stored, config, run_dir)
+    last = max(checkpoints)
+    refuse_unused_changes(stored, config, run_dir, last)
     resumed = Config.from_dict(config.to_dict())
     resumed.train.epochs = max(stored.train.epochs, config.train.epochs)
     resumed.analysis = stored.analysis  # the run's analysis settings are the analysis's
-    return resumed, max(checkpoints), resume_changes(stored, resumed)
+    return resumed, last, resume_changes(stored, resumed)
 
 
-def _identity(run_dir: Path, last: int | None, changes: dict[str, list]) -> str:
-    """The run's id (a new one for a new run); a resume's changes are recorded with the epoch
-    they take effect from. Returns the id."""
+def _identity(
+    run_dir: Path, last: int | None, changes: dict[str, list], carried: str, train_images: int
+) -> str:
+    """The run's id (a new one for a new run; for a resumed run whose run.json is gone, the id
+    ``carried`` by its checkpoints) and the number of images it trains on; a resume's changes
+    are recorded with the epoch they take effect from. Returns the id."""
     path = RunLayout(run_dir).identity
     identity = run_identity(run_dir) if last is not None else {}
     if not identity.get("id"):
-        identity = {"id": uuid.uuid4().hex, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        identity = {
+            "id": carried or uuid.uuid4().hex,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "train_images": train_images,
+        }
     if changes:
         identity.setdefault("changes", []).append({"from_epoch": last + 1, "settings": changes})
     atomic_write_text(path, json.dumps(identity, indent=1) + "\n")
@@ -338,6 +397,14 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         layout = RunLayout(run_dir)
         t = config.train
         data = build_datasets(config.data)
+        if proc.main and last is None and config.data.train_samples > len(data.train):
+            warnings.warn(  # the subset is the whole split: said, and recorded in run.json
+                f"data.train_samples = {config.data.train_samples:,} is more than the "
+                f"{len(data.train):,} training images of {data.name}: all of them are used "
+                "(run.json records train_images)",
+                UserWarning,
+                stacklevel=2,
+            )
         if proc.main and progress:
             tqdm.write(
                 f"data: {data.name}, {len(data.classes)} classes, {len(data.train):,} training "
@@ -346,10 +413,11 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         torch.manual_seed(t.seed)
         model = build_model(config, len(data.classes), data.in_channels)
         optimizer = make_optimizer(model, t)
-        rows = []
+        rows, carried = [], ""  # carried: the run id in the checkpoint resumed from
         if last is not None:
             path = layout.checkpoint(last)
             state = load_checkpoint(path)
+            carried = state.get("run_id", "")
             check_owner(state, path, run_identity(run_dir).get("id", ""), config)
             model.load_state_dict(state["model"])
             if state["optimizer"] is not None:
@@ -359,7 +427,7 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
                 optimizer.load_state_dict(state["optimizer"])
                 for group, hyper in zip(optimizer.param_groups, asked):
                     group.update(hyper)  # a resume's momentum and weight decay take effect
-            rows = [r for r in read_metrics(run_dir).to_dict("records") if r["epoch"] <= last]
+            rows = metrics_rows(run_dir, last)
         model.to(proc.device)
         if t.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -375,8 +443,10 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
         train_loader, val_loader, test_loader = _loaders(data, config, proc)
         run_id = ""
         if proc.main:  # every check has passed: the first write
-            run_id = _identity(run_dir, last, changes)
+            run_id = _identity(run_dir, last, changes, carried, len(data.train))
             save_config(config, layout.config)
+            if last is not None:  # a row lost to a kill: back even when no epoch follows
+                repair_metrics(run_dir)
             if changes and progress:
                 tqdm.write(
                     f"resuming after epoch {last} with "
@@ -451,9 +521,9 @@ def train(config: Config, run_dir: Path | str, resume: bool = False, progress: b
 
 
 def final_metrics(run_dir: Path) -> dict[str, float]:
-    """The last epoch's row of metrics.csv as a dict (empty if none)."""
-    frame = read_metrics(run_dir)
-    return {} if frame.empty else {k: float(v) for k, v in frame.iloc[-1].items()}
+    """The last checkpoint's row of metrics (``metrics_rows``) as a dict (empty if none)."""
+    rows = metrics_rows(run_dir)
+    return {k: float(v) for k, v in rows[-1].items()} if rows else {}
 
 
 __all__ = [
@@ -461,7 +531,9 @@ __all__ = [
     "final_metrics",
     "lr_at",
     "make_optimizer",
+    "metrics_rows",
     "read_metrics",
     "refuse_conflicts",
+    "repair_metrics",
     "train",
 ]

@@ -199,7 +199,7 @@ def test_a_step_on_a_named_analysis_and_its_settings(run, capsys):
 
 def test_settings_are_stored_only_when_the_step_succeeds(run, capsys):
     before = (run / "config.toml").read_bytes()
-    argv = ["extract", str(run), "--force", "--set", "analysis.categories=['dgo']"]
+    argv = ["extract", str(run), "--force", "--set", "analysis.categories=['dgo', 'cat']"]
     assert main(argv) == 2
     assert "Did you mean dog" in capsys.readouterr().err
     assert (run / "config.toml").read_bytes() == before

@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pytest
 from scipy.spatial import procrustes
 
 from en_analysis.embedding import embed, embed_sequence, tsne
@@ -63,3 +64,17 @@ def test_embed_run_records_settings_and_skips_when_current(run_copy):
     record = json.loads(run.files.provenance.read_text())["embeddings/epoch-002.npz"]
     assert record["settings"]["scaling"] == "raw"
     assert sorted(record["inputs"]) == ["embeddings/epoch-001.npz", "ratios/epoch-002.npz"]
+
+
+def test_a_perplexity_too_large_for_the_samples_is_said_and_recorded(run_copy):
+    """Before: perplexity 1e9 was lowered to what 32 samples allow without a word, and only
+    1e9 was recorded."""
+    from en_analysis.io import load_npz
+
+    run = Run(run_copy)
+    assert float(load_npz(run.files.embedding_file(2))["perplexity"]) == 5.0  # as asked
+    run.configure(dataclasses.replace(run.config.analysis, perplexity=1e9), replace=True)
+    with pytest.warns(UserWarning, match=r"analysis.perplexity = 1e\+09 is more than 32 samples"):
+        embed(run, progress=False)
+    used = load_npz(run.files.embedding_file(2))["perplexity"]
+    assert float(used) == pytest.approx(31 / 3)

@@ -411,24 +411,92 @@ def test_the_kernel_build_follows_atens_instruction_set():
         assert options["avx2"]["name"] == options["default"]["name"] + "_avx2"
 
 
-def test_without_a_compiler_the_python_layer_runs_with_one_warning(tmp_path):
-    """No C++ compiler (here: one that always fails, and an empty build cache): one warning
-    that names the way out, then the Python layer, with the same numbers."""
-    code = (
+def _first_layer_call(env: dict, before: str = "") -> list[str]:
+    """In a new process (``before`` run first): the grad_fn of two EN layer calls, the
+    warnings they gave, and ``cpu_kernel.available()``."""
+    code = before + (
         "import warnings, torch\n"
-        "from en_analysis.nn import ExemplarNorm2d\n"
+        "from en_analysis.nn import ExemplarNorm2d, cpu_kernel\n"
         "with warnings.catch_warnings(record=True) as caught:\n"
         "    warnings.simplefilter('always')\n"
         "    layer = ExemplarNorm2d(8)\n"
         "    for _ in range(2):\n"
         "        y = layer(torch.randn(2, 8, 3, 3, requires_grad=True))\n"
         "print(y.grad_fn.name())\n"
-        "print(len(caught), caught[0].message)\n"
+        "print(len(caught), *(w.message for w in caught))\n"
+        "print(cpu_kernel.available())\n"
     )
-    env = {**os.environ, "CXX": "false", "TORCH_EXTENSIONS_DIR": str(tmp_path)}
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     ).stdout.splitlines()
+
+
+@pytest.mark.parametrize("missing", ["compiler that fails", "g++ and ninja"])
+def test_without_a_compiler_the_python_layer_runs_with_one_warning(tmp_path, missing):
+    """A compiler that always fails (an empty build cache), or no compiler and no ninja on the
+    PATH: one warning that names the reason, then the Python layer. Only tools that are
+    really missing are named (before: "Install g++ and ninja" whatever the reason)."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    if missing == "g++ and ninja":
+        (tmp_path / "bin").mkdir()
+        env["PATH"] = str(tmp_path / "bin")
+    else:
+        env["CXX"] = "false"
+    out = _first_layer_call(env)
     assert out[0] == "_ExemplarNormFunctionBackward"
-    assert out[1].startswith("1 the EN layer's C++ kernel could not be built")
-    assert "Install g++" in out[1]
+    assert out[1].startswith("1 the EN layer's C++ kernel could not be built or loaded (")
+    if missing == "g++ and ninja":
+        assert "Ninja is required" in out[1]
+        assert "Install g++ and ninja-build (Debian: apt-get install g++ ninja-build)" in out[1]
+    else:
+        assert "'false'" in out[1] and "Install" not in out[1]
+
+
+# cpp_extension.load as a cached library that loads but does not define the operator, and
+# (``fresh_build_works``) a build in another folder that does (a stand-in operator)
+_BROKEN_CACHE = """
+from pathlib import Path
+import torch
+from torch.utils import cpp_extension
+calls, keep = [], []
+def load(**kwargs):
+    calls.append(kwargs["build_directory"])
+    if kwargs["build_directory"] and fresh_build_works:
+        (Path(kwargs["build_directory"]) / "built-fresh").write_text("")
+        keep.append(torch.library.Library("en_layer", "DEF"))
+        keep[-1].define("exemplar_norm(Tensor x) -> Tensor")
+    return str(Path(kwargs["build_directory"] or "cache") / "en_layer.so")
+cpp_extension.load = load
+"""
+
+
+def test_a_cached_kernel_without_its_operator_is_built_again_once(tmp_path):
+    """Before: a cached library that loaded but lacked the operator crashed training at the
+    first EN layer. Now it is built once more in a fresh folder; failing that, one warning
+    with the reason, and the Python layer runs."""
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    before = "fresh_build_works = False\n" + _BROKEN_CACHE
+    out = _first_layer_call(env, before + "import atexit; atexit.register(print, calls)\n")
+    assert out[0] == "_ExemplarNormFunctionBackward"
+    assert out[1].startswith("1 the EN layer's C++ kernel could not be built or loaded (")
+    assert "en_layer.so does not define en_layer::exemplar_norm" in out[1]
+    assert "Install" not in out[1] and out[2] == "False"
+    cache = cpu_kernel.build_options()["name"]
+    loads = eval(out[3])
+    assert loads[0] is None and loads[1].startswith(str(tmp_path / f"{cache}-"))
+    assert [p.name for p in tmp_path.iterdir()] == [cache]  # the fresh folder is removed
+
+
+def test_a_fresh_build_replaces_the_broken_cache(tmp_path):
+    code = (
+        "fresh_build_works = True\n" + _BROKEN_CACHE + "from en_analysis.nn import cpu_kernel\n"
+        "print(cpu_kernel.available())\n"
+    )
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path)}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout == "True\n" and "warn" not in out.stderr.lower()
+    cache = tmp_path / cpu_kernel.build_options()["name"]
+    assert [p.name for p in tmp_path.iterdir()] == [cache.name]  # later processes load it
+    assert (cache / "built-fresh").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import math
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +98,12 @@ def _point_on_screen(page, trace: int, index: int) -> tuple[float, float]:
     )
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
-def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
+@contextmanager
+def offline_page(path: Path):
+    """The page at ``path`` in headless Chromium with the network blocked, once plotly has
+    drawn it; afterwards, no request may have left the file and no error been logged."""
     from playwright.sync_api import sync_playwright
 
-    run = Run(analysed_run)
-    epochs = run.embedding_epochs
-    layers = run.ratios(epochs[0]).ratios.shape[1]
     requests, errors = [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -122,8 +122,22 @@ def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
         page.route("**/*", block)
         page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(page_path.as_uri())
-        page.wait_for_function("document.getElementById('explorer')?._fullLayout !== undefined")
+        page.goto(path.as_uri())
+        page.wait_for_function(
+            "document.getElementById('explorer')?._fullLayout !== undefined", timeout=30_000
+        )
+        yield page
+        browser.close()
+    assert not requests, f"the page tried the network: {requests}"
+    assert not errors, f"console errors: {errors}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
+    run = Run(analysed_run)
+    epochs = run.embedding_epochs
+    layers = run.ratios(epochs[0]).ratios.shape[1]
+    with offline_page(page_path) as page:
         title = "document.getElementById('explorer')._fullLayout.title.text"
         assert page.evaluate(title).startswith(f"Epoch {epochs[0]}")
         before = page.evaluate("document.getElementById('explorer').data[0].x.slice()")
@@ -158,10 +172,33 @@ def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
             "document.getElementById('explorer').layout.annotations[0].text"
         ).startswith(f"Sample {run.ratios(epochs[-1]).sample_index[row]} (")  # as the hover
         page.screenshot(path=str(tmp_path / "explorer.png"))
-        browser.close()
-    assert not requests, f"the page tried the network: {requests}"
-    assert not errors, f"console errors: {errors}"
     assert (tmp_path / "explorer.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["<!--<script>", "a & b > c", "line\u2028break\u2029", "<b>bold</b>"],
+        ["</script><p>", "b", "c", "d"],
+    ],
+    ids=["comment-then-script", "end-of-script"],
+)
+def test_category_names_that_look_like_html_render(run_copy, tmp_path, names):
+    """Before: a class folder named `<!--<script>` made the page render nothing: the page's
+    data sat in its <script> element with "<" unescaped, and opened a comment there."""
+    for path in (run_copy / "ratios").glob("epoch-*.npz"):
+        with np.load(path) as d:
+            arrays = {k: d[k] for k in d.files}
+        np.savez(path, **{**arrays, "categories": np.array(names)})
+    page_file = explorer(Run(run_copy), [2]).write_html(tmp_path / "page.html")
+    with offline_page(page_file) as page:
+        shown = page.evaluate("document.getElementById('explorer').data.map(t => t.name)")
+        assert shown[:4] == names
+        x, y = _point_on_screen(page, 0, 0)  # the thumbnail caption comes from the page's data
+        page.mouse.move(x, y)
+        page.wait_for_selector("#en-thumbnail", state="visible")
+        assert page.text_content("#en-thumbnail div").startswith(f"{names[0]}, sample ")
 
 
 # --- TensorBoard projector files ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 results of an uninterrupted run. Two writers of one run folder: the second is refused."""
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -185,3 +186,45 @@ def test_atomic_writes_get_an_ordinary_files_mode(tmp_path):
     ordinary.write_bytes(b"x")
     written = atomic_write(tmp_path / "written", lambda f: f.write(b"x"))
     assert stat.S_IMODE(written.stat().st_mode) == stat.S_IMODE(ordinary.stat().st_mode)
+
+
+def test_a_live_process_named_in_a_lock_file_does_not_hold_the_lock(tmp_path):
+    """Before: a lock file naming any live process (PID 1, a `sleep`, a reused PID) blocked
+    the run for good ("in use by process N; wait for it"). The lock is the holder's flock, which
+    ends with its process; the PID in the file is only for the message."""
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (1, sleeper.pid):
+            (tmp_path / ".lock").write_text(str(pid))
+            with run_lock(tmp_path):
+                assert (tmp_path / ".lock").read_text() == str(os.getpid())
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_kill_between_a_checkpoint_and_its_metrics_row(tmp_path, trained_run):
+    """Writing an epoch's checkpoint and then its metrics.csv row, a kill between the two left
+    the row lost for good (before: never rewritten on --resume, and for the last epoch
+    reproduce reported the previous epoch's accuracy as the test accuracy). The checkpoint
+    holds the row: it is taken from there."""
+    import pandas as pd
+
+    from en_analysis.checkpoints import load_checkpoint
+    from en_analysis.cli import main
+    from en_analysis.train import final_metrics
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    whole = pd.read_csv(run / "metrics.csv")
+    for lost in (1, 2):  # a middle epoch's row (lost by a resume of the old code), the last's
+        whole.drop(index=lost).to_csv(run / "metrics.csv", index=False)
+        last = load_checkpoint(run / "checkpoints" / "epoch-002.pt")["metrics"]
+        assert final_metrics(run)["val_acc"] == last["val_acc"]
+        assert main(["train", "--resume", "--quiet", "--out", str(run)]) == 0  # nothing to add
+        pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), whole)
+    whole.drop(index=2).to_csv(run / "metrics.csv", index=False)
+    argv = ["train", "--resume", "--quiet", "--out", str(run), "--set", "train.epochs=3"]
+    assert main(argv) == 0
+    assert pd.read_csv(run / "metrics.csv").epoch.tolist() == [0, 1, 2, 3]
+    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv").iloc[:3], whole)

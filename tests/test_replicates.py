@@ -71,3 +71,35 @@ def test_compare_refuses_runs_that_analysed_other_images(replicated, tmp_path, c
 def test_replicate_needs_two_seeds(tmp_path):
     with pytest.raises(UserError, match="at least two different seeds"):
         replicate(tiny_config(), [3, 3], tmp_path)
+
+
+def test_compare_refuses_a_run_twice_and_runs_of_other_settings(replicated, tmp_path, capsys):
+    """Before: `compare base base` combined a run with itself, and runs trained with other
+    settings (here a learning rate) were taken as replicates of one another."""
+    import tomli_w
+
+    out, _, _ = replicated
+    with pytest.raises(UserError, match="seed-0 is listed more than once"):
+        compare([out / "seed-0", out / "seed-1", out / "seed-0/"])
+    other = tmp_path / "other"
+    shutil.copytree(out / "seed-1", other)
+    config = Run(other).config
+    config.train.lr = 0.05  # as a run trained with another learning rate would hold
+    (other / "config.toml").write_text(tomli_w.dumps(config.to_dict()))
+    code = main(["compare", str(out / "seed-0"), str(other), "--out", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert (
+        f"{other} has train.lr = 0.05, {out / 'seed-0'} 0.2: replicates differ in train.seed" in err
+    )
+    assert not (tmp_path / "c").exists()
+
+
+def test_compare_refuses_a_table_changed_by_hand(replicated, tmp_path):
+    out, _, _ = replicated
+    edited = tmp_path / "edited"
+    shutil.copytree(out / "seed-1", edited)
+    table = edited / "analysis" / "wordnet.csv"
+    table.write_text(table.read_text().replace("0.", "0.9", 2))
+    with pytest.raises(UserError, match="wordnet.csv is not the file `en-analysis wordnet` wrote"):
+        compare([out / "seed-0", edited])

@@ -137,3 +137,45 @@ def test_checkpoints_from_before_run_ids_still_load(run):
     del state["run_id"]
     torch.save(state, path)
     assert Run(run).checkpoint(1)["epoch"] == 1
+
+
+def test_a_resume_that_adds_no_epoch_refuses_a_schedule_change(run, capsys):
+    """Before: `train --resume --set "train.lr_drops=[]"` on a finished run exited 0 and
+    rewrote config.toml, whose lr_drops the verdict then took for the schedule the epochs had
+    (reproduce refused the same change)."""
+    before = snapshot(run)
+    argv = ["train", "--resume", "--quiet", "--out", str(run)]
+    assert main([*argv, "--set", "train.lr_drops=[]"]) == 2
+    err = capsys.readouterr().err
+    assert "is trained to its last epoch (2) with train.lr_drops = [1]; [] would apply" in err
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize("drops", ["[]", "[2]", "[1, 2]"])
+def test_a_resume_never_rewrites_the_schedule_of_trained_epochs(run, drops, capsys):
+    """Dropping, moving or adding a drop among the trained epochs would make config.toml
+    (which the analyses read) disagree with metrics.csv; drops from the last epoch on may
+    change."""
+    before = snapshot(run)
+    argv = ["train", "--resume", "--quiet", "--out", str(run), "--set", "train.epochs=3"]
+    code = main([*argv, "--set", f"train.lr_drops={drops}"])
+    if drops == "[1, 2]":  # a new drop after epoch 2, the last trained: the future
+        assert code == 0 and Run(run).config.train.lr_drops == [1, 2]
+        assert pd.read_csv(run / "metrics.csv").lr.tolist()[1:] == pytest.approx([0.2, 0.02, 0.002])
+        return
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"epochs [1]; train.lr_drops = {drops} would change them" in err
+    assert "may add, move or remove only drops after epoch 2 or later" in err
+    assert snapshot(run) == before
+
+
+def test_a_resume_without_run_json_keeps_the_runs_id(run):
+    """A run.json lost (not damaged): the resume takes the id its checkpoints carry, so every
+    checkpoint stays the run's (before: a new id, and extract refused the earlier ones)."""
+    ours = json.loads((run / "run.json").read_text())["id"]
+    (run / "run.json").unlink()
+    train(tiny_config("train.epochs=3"), run, resume=True, progress=False)
+    assert json.loads((run / "run.json").read_text())["id"] == ours
+    assert load_checkpoint(run / "checkpoints" / "epoch-003.pt")["run_id"] == ours
+    assert extract(Run(run), progress=False).failed == {}

@@ -294,3 +294,42 @@ def test_tau_a_and_the_category_resamples_agree_with_rsatoolbox():
             model.subsample_pattern("index", idx), rdms.subsample_pattern("index", idx), "spearman"
         )[0]
         np.testing.assert_allclose(ours[:, b], theirs, atol=1e-12)
+
+
+def test_two_processes_building_the_wordnet_cache_at_once(tmp_path, monkeypatch):
+    """Before: `OSError: Directory not empty` when another process finished the cache between
+    this one's clearing the folder and renaming its own into place (4 of 8 trials). Here the
+    other process finishes just before this one's rename: the first rename wins, the other
+    process's complete folder is used, and no build folder is left behind."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = tmp_path / "debian"
+    source.mkdir()
+    for name in ("data.noun", "index.noun", "data.verb"):
+        (source / name).write_text(f"{name} of the test\n")
+    target = tmp_path / "cache"
+    other = (
+        "from pathlib import Path\n"
+        "from en_analysis.data.wordnet import build_wordnet_folder\n"
+        f"build_wordnet_folder(Path({str(source)!r}), Path({str(target)!r}))\n"
+    )
+    rename = Path.rename
+
+    def other_process_first(self, to):
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        subprocess.run([sys.executable, "-c", other], env=env, check=True)
+        return rename(self, to)
+
+    monkeypatch.setattr(Path, "rename", other_process_first)
+    folder = W.build_wordnet_folder(source, target)
+    assert folder == target / "corpora" / "wordnet"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "data.noun",
+        "data.verb",
+        "index.noun",
+        "lexnames",
+    ]
+    assert [p.name for p in folder.parent.iterdir()] == ["wordnet"]

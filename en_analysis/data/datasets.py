@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -93,38 +94,76 @@ def _find_idx(folders: list[Path], stem: str) -> Path | None:
     return None
 
 
-def _fashion_mnist(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+FASHION_MNIST_FILES = [
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+]
+
+
+def _fashion_mnist_root(cfg: DataConfig) -> Path:
+    """Where a download goes: data.root, or the user cache when there is none."""
+    return Path(cfg.root) if cfg.root else CACHE
+
+
+def _fashion_mnist_files(cfg: DataConfig) -> list[Path | None]:
+    """``FASHION_MNIST_FILES`` where they are found (None where not)."""
     folders = [Path(cfg.root)] if cfg.root else [Path(d) for d in FASHION_MNIST_DIRS]
-    folders.append(CACHE / "FashionMNIST" / "raw")
-    stems = [
-        "train-images-idx3-ubyte",
-        "train-labels-idx1-ubyte",
-        "t10k-images-idx3-ubyte",
-        "t10k-labels-idx1-ubyte",
-    ]
-    paths = [_find_idx(folders, s) for s in stems]
+    folders.append(_fashion_mnist_root(cfg) / "FashionMNIST" / "raw")  # torchvision's download
+    return [_find_idx(folders, stem) for stem in FASHION_MNIST_FILES]
+
+
+def _download(what: str, root: Path | str, download) -> None:
+    """Call torchvision's ``download()``; a failure (no network, a server error, a bad
+    checksum) is one line."""
+    try:
+        download()
+    except (OSError, RuntimeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1][:200] if lines else type(e).__name__
+        raise UserError(
+            f"could not download {what} into {root} ({reason}); check the network, or put its "
+            "files there and leave data.download=false"
+        ) from None
+
+
+def _fashion_mnist(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    paths = _fashion_mnist_files(cfg)
     if None in paths and cfg.download:
         from torchvision.datasets import FashionMNIST
 
-        FashionMNIST(str(CACHE), download=True)
-        paths = [_find_idx(folders, s) for s in stems]
+        root = _fashion_mnist_root(cfg)
+        _download("Fashion-MNIST", root, lambda: FashionMNIST(str(root), download=True))
+        paths = _fashion_mnist_files(cfg)
     if None in paths:
+        folders = [cfg.root] if cfg.root else FASHION_MNIST_DIRS
         raise UserError(
-            f"Fashion-MNIST not found in {', '.join(map(str, folders[:-1]))}. Install it with "
+            f"Fashion-MNIST not found in {', '.join(map(str, folders))}. Install it with "
             "`apt-get install dataset-fashion-mnist`, point data.root at a folder of its IDX "
             "files, or allow a download with data.download=true"
         )
     return tuple(read_idx(p) for p in paths)
 
 
-def _cifar(cfg: DataConfig, classes_100: bool) -> tuple[np.ndarray, ...]:
+def _cifar_class(name: str):
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls = CIFAR100 if classes_100 else CIFAR10
-    root = cfg.root or str(CACHE / "cifar")
+    return CIFAR100 if name == "cifar100" else CIFAR10
+
+
+def _cifar_root(cfg: DataConfig) -> str:
+    return cfg.root or str(CACHE / "cifar")
+
+
+def _cifar(cfg: DataConfig) -> tuple[np.ndarray, ...]:
+    cls = _cifar_class(cfg.dataset)
+    root = _cifar_root(cfg)
+    if cfg.download:
+        _download(cls.__name__, root, lambda: cls(root, train=False, download=True))
     try:
-        train = cls(root, train=True, download=cfg.download)
-        test = cls(root, train=False, download=cfg.download)
+        train = cls(root, train=True)
+        test = cls(root, train=False)
     except RuntimeError as e:
         raise UserError(
             f"{cls.__name__} not found in {root} ({e}). Point data.root at it or allow a "
@@ -160,11 +199,16 @@ def _synthetic(cfg: DataConfig, classes: list[str]) -> tuple[np.ndarray, ...]:
     return (*make(cfg.train_samples or 256, 1), *make(max(cfg.val_samples, 128), 2))
 
 
-def _tensor_transforms(mean, std, size: int, augment: str) -> tuple[v2.Transform, v2.Transform]:
+def _tensor_transforms(
+    mean, std, size: int, augment: str, own_size: int | None = None
+) -> tuple[v2.Transform, v2.Transform]:
+    """Training and held-out transforms of uint8 images of side ``own_size`` (None: ``size``),
+    resized to ``size`` where that differs (``data.image_size``)."""
+    resize = [v2.Resize((size, size), antialias=True)] if own_size not in (None, size) else []
     to_float = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std)]
     crop = [v2.RandomCrop(size, padding=size // 8)] if augment == "crop-flip" else []
-    train = crop + ([v2.RandomHorizontalFlip()] if augment != "none" else [])
-    return v2.Compose(train + to_float), v2.Compose(to_float)
+    train = resize + crop + ([v2.RandomHorizontalFlip()] if augment != "none" else [])
+    return v2.Compose(train + to_float), v2.Compose(resize + to_float)
 
 
 HELD_OUT_SPLITS = ("val", "test")  # the first that exists is the held-out split
@@ -370,6 +414,31 @@ def _user_table(cfg: DataConfig) -> list[tuple[str, str]]:
     return list(read_mapping_file(Path(cfg.categories_file)).items())
 
 
+def heldout_fingerprint(cfg: DataConfig) -> str:
+    """A digest of the held-out images the ``[data]`` settings point at, from their files
+    (the IDX or CIFAR test files; an image folder's held-out file names and sizes), without
+    reading the images: the same data give the same fingerprint wherever they lie, other data
+    another one. Empty where the files are missing; the settings alone make synthetic data."""
+    from ..provenance import digest
+
+    if cfg.dataset == "fashion-mnist":
+        files = [p for p in _fashion_mnist_files(cfg)[2:] if p is not None]
+        parts = [digest(p) for p in files]
+    elif cfg.dataset in ("cifar10", "cifar100"):
+        cls = _cifar_class(cfg.dataset)
+        folder = Path(_cifar_root(cfg)) / cls.base_folder
+        names = [name for name, _ in cls.test_list] + [cls.meta["filename"]]
+        parts = [digest(folder / n) for n in names if (folder / n).is_file()]
+    elif cfg.dataset == "imagefolder" and cfg.root:
+        root = Path(cfg.root)
+        split = next((s for s in HELD_OUT_SPLITS if (root / s).is_dir()), None)
+        files = sorted(p for p in (root / split).rglob("*") if p.is_file()) if split else []
+        parts = [split or ""] + [f"{p.relative_to(root)} {p.stat().st_size}" for p in files]
+    else:
+        return ""
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest() if parts else ""
+
+
 DATASET_NAMES = {
     "fashion-mnist": "Fashion-MNIST",
     "cifar10": "CIFAR-10",
@@ -395,16 +464,16 @@ def build_datasets(cfg: DataConfig) -> Datasets:
         xtr, xte = xtr[:, None], xte[:, None]
         classes = [c for c, _ in table]
     elif cfg.dataset in ("cifar10", "cifar100"):
-        xtr, ytr, xte, yte, classes = _cifar(cfg, cfg.dataset == "cifar100")
+        xtr, ytr, xte, yte, classes = _cifar(cfg)
     else:
         classes = [c for c, _ in table]
         xtr, ytr, xte, yte = _synthetic(cfg, classes)
     mapping = dict(table) | dict(_user_table(cfg))
     synsets = [mapping.get(c, "") for c in classes]
     keep = balanced_subset(ytr, cfg.train_samples, 0)
-    size = xtr.shape[-1]
+    size = cfg.image_size or xtr.shape[-1]
     mean, std = STATS[cfg.dataset]
-    train_tf, test_tf = _tensor_transforms(mean, std, size, cfg.augment)
+    train_tf, test_tf = _tensor_transforms(mean, std, size, cfg.augment, xtr.shape[-1])
     return Datasets(
         cfg.dataset,
         TensorImages(torch.from_numpy(np.array(xtr[keep])), ytr[keep], train_tf),

@@ -11,6 +11,7 @@ import difflib
 import os
 import re
 import shutil
+import tempfile
 import warnings
 from functools import cache
 from pathlib import Path
@@ -83,25 +84,49 @@ def _debian_folder() -> Path:
 
 
 def build_wordnet_folder(source: Path, target: Path) -> Path:
-    """An nltk ``corpora/wordnet`` folder from Debian's WordNet 3.0 files plus ``lexnames``."""
+    """An nltk ``corpora/wordnet`` folder from Debian's WordNet 3.0 files plus ``lexnames``.
+
+    Built in a folder of its own and renamed into place whole, so a killed build leaves no
+    partial corpus, and of processes building it at once the first rename wins and the others
+    use its folder."""
     folder = target / "corpora" / "wordnet"
-    if (folder / "lexnames").exists() and (folder / "data.noun").exists():
+    if _complete(folder):
         return folder
-    tmp = target / "corpora" / f".wordnet-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = None
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".wordnet-", dir=folder.parent))
+        _write_corpus(source, tmp)
+        if folder.exists() and not _complete(folder):  # a partial folder of an old version
+            shutil.rmtree(folder, ignore_errors=True)
+        try:
+            tmp.rename(folder)
+        except OSError:
+            if not _complete(folder):  # not another process's complete build: a real error
+                raise
+    except OSError as e:
+        raise UserError(f"cannot build the WordNet cache in {target}: {e.strerror or e}") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone already when its rename won
+    return folder
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "lexnames").exists() and (folder / "data.noun").exists()
+
+
+def _write_corpus(source: Path, folder: Path) -> None:
+    """Debian's WordNet files and the ``lexnames`` file nltk needs, in ``folder``."""
     for f in source.iterdir():
         if f.is_file():
-            shutil.copy(f, tmp / f.name)
-    (tmp / "lexnames").write_text(
+            shutil.copy(f, folder / f.name)
+    (folder / "lexnames").write_text(
         "".join(
             f"{i:02d}\t{name}\t{SYNTACTIC_CATEGORY[name.split('.')[0]]}\n"
             for i, name in enumerate(LEXNAMES)
         )
     )
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)  # whole folder or none: a killed build leaves no partial corpus
-    return folder
 
 
 def reader_for(folder: Path) -> WordNetCorpusReader:

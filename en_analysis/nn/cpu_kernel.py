@@ -9,8 +9,12 @@ Where it cannot be built the layer runs its Python implementation, with one warn
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import torch
 SOURCE = Path(__file__).with_name("exemplar_norm.cpp")
 # the row codes of exemplar_norm.cpp
 ROW_CODES = {"in": 0, "ln": 1, "bn": 2, "gn": 3}
+OPERATOR = "exemplar_norm"  # en_layer::exemplar_norm: what the built library must define
 
 _STATE: dict[str, bool | None] = {"enabled": True, "built": None}  # built: None = not tried
 
@@ -59,24 +64,77 @@ def build_options() -> dict:
 
 
 def _build() -> bool:
+    """Load the kernel, built or from the cache; a failure (or a cached library without the
+    operator) is retried once in a fresh folder where the build tools are there, which then
+    becomes the cache. Else one warning names the reason and the Python layer runs."""
     # cpp_extension logs on import that no CUDA toolkit is found: irrelevant to a CPU kernel
     logger = logging.getLogger("torch.utils.cpp_extension")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        from torch.utils import cpp_extension
-
-        cpp_extension.load(sources=[str(SOURCE)], is_python_module=False, **build_options())
-    except Exception as e:  # no compiler, no ninja, a failed build: the Python layer runs
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = _load(None)
+        missing = _missing_tools()
+        if reason and not missing:
+            again = _rebuild()
+            reason = again if again in (None, reason) else f"{reason}; built again: {again}"
+    finally:
+        logger.setLevel(level)
+    if reason:
+        install = f" Install {' and '.join(missing)} (Debian: apt-get install {' '.join(missing)})"
         warnings.warn(
-            f"the EN layer's C++ kernel could not be built ({reason}); EN layers on CPU run "
-            "their Python implementation (about 1.5x slower at the default's shapes). "
-            "Install g++ and ninja (Debian: g++ ninja-build) to build it.",
+            f"the EN layer's C++ kernel could not be built or loaded ({reason}); EN layers on CPU "
+            "run their Python implementation (about 1.5x slower at the default's shapes)."
+            + (f"{install} to build it." if missing else ""),
             RuntimeWarning,
             stacklevel=3,
         )
         return False
-    finally:
-        logger.setLevel(level)
     return True
+
+
+def _load(folder: Path | None) -> str | None:
+    """Build (unless cached) and load the kernel into ``folder`` (None: cpp_extension's cache
+    folder); why it failed, or None."""
+    from torch.utils import cpp_extension
+
+    try:
+        library = cpp_extension.load(
+            sources=[str(SOURCE)],
+            is_python_module=False,
+            build_directory=None if folder is None else str(folder),
+            **build_options(),
+        )
+    except Exception as e:  # no compiler, no ninja, a failed build, a broken cached library
+        text = str(e).strip()
+        return text.splitlines()[-1] if text else type(e).__name__
+    if not hasattr(torch.ops.en_layer, OPERATOR):
+        return f"{library} does not define en_layer::{OPERATOR}"
+    return None
+
+
+def _rebuild() -> str | None:
+    """Build and load the kernel in a fresh folder (a library already loaded from the cache
+    folder cannot be replaced under the same path) and make it the cache folder for later
+    processes; why it failed, or None."""
+    from torch.utils import cpp_extension
+
+    try:  # the cache folder as cpp_extension chooses it (TORCH_EXTENSIONS_DIR or its default)
+        cache = Path(cpp_extension._get_build_directory(build_options()["name"], False))
+        fresh = Path(tempfile.mkdtemp(prefix=f"{cache.name}-", dir=cache.parent))
+    except OSError as e:
+        return f"cannot rebuild it: {e.strerror or e}"
+    reason = _load(fresh)
+    if reason is not None:
+        shutil.rmtree(fresh, ignore_errors=True)
+        return reason
+    with contextlib.suppress(OSError):  # else later processes rebuild it too
+        shutil.rmtree(cache, ignore_errors=True)
+        fresh.rename(cache)
+    return None
+
+
+def _missing_tools() -> list[str]:
+    """The build tools that are not installed: the C++ compiler (``CXX``, else c++; Debian's
+    g++) and ninja (Debian's ninja-build)."""
+    tools = {os.environ.get("CXX", "c++"): "g++", "ninja": "ninja-build"}
+    return [package for tool, package in tools.items() if shutil.which(tool) is None]
