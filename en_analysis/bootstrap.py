@@ -178,7 +178,9 @@ def trustworthiness(
         ranks = np.take_along_axis(rank_x, pos_x[i, y_order[i]][None].repeat(b, 0), 1)
         penalty += np.where(drawn, (np.maximum(ranks - k, 0) * first_k).sum(1), 0)
     m = member.sum(1).astype(float)
-    return 1 - 2 / (m * k * (2 * m - 3 * k - 1)) * penalty
+    scale = m * k * (2 * m - 3 * k - 1)  # sklearn's normaliser: positive only for k < (2m - 1) / 3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, 1 - 2 / scale * penalty, np.nan)
 
 
 def cluster_distances(

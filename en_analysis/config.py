@@ -93,7 +93,7 @@ class AnalysisConfig:
     bootstrap_seed: int = 0  # seeds every resample (intervals and verdict)
     permutation_seed: int = 0  # seeds the label permutations and random relabelings
     control_seed: int = 0  # seeds the random heads
-    random_heads: int = 499  # random heads the learned ratios are ranked among
+    random_heads: int = 199  # random heads the learned ratios are ranked among
     verdict_bootstrap: int = 1999  # resamples behind each verdict row's interval and p-value
     margin_knn: float = 0.02  # equivalence margin for k-NN accuracy differences
     margin_r: float = 0.1  # equivalence margin for differences of correlations

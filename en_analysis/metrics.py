@@ -37,6 +37,9 @@ COLUMNS = [
     "note",
 ]
 NO_INTERVAL = (float("nan"), float("nan"))
+# trustworthiness's resamples need every image's whole neighbour order in both spaces (N x N):
+# beyond this many images the value is given without an interval
+TRUSTWORTHINESS_INTERVAL_MAX = 2000
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
@@ -47,7 +50,8 @@ def silhouette(x: np.ndarray, labels: np.ndarray) -> float:
 
 
 def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
-    """Leave-one-out k-NN accuracy (majority vote, ties to the nearest neighbour's label).
+    """Leave-one-out k-NN accuracy (majority vote, ties to the nearest neighbour's label:
+    ``bootstrap.vote``).
 
     Degenerate input (all samples equal) gives the majority-class rate: there are no neighbours
     to tell apart.
@@ -56,18 +60,8 @@ def knn_accuracy(x: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     n = len(labels)
     if is_degenerate(x):
         return float(np.bincount(labels).max() / n)
-    d = squareform(pdist(np.asarray(x, np.float64)))
-    np.fill_diagonal(d, np.inf)
-    k = min(k, n - 1)
-    nearest = np.argsort(d, 1, kind="stable")[:, :k]
-    votes = labels[nearest]
-    correct = 0
-    for i in range(n):
-        counts = np.bincount(votes[i])
-        best = np.flatnonzero(counts == counts.max())
-        pred = votes[i][0] if votes[i][0] in best else best[0]
-        correct += pred == labels[i]
-    return correct / n
+    order = nearest(x, min(k, n - 1))
+    return float((bootstrap.vote(labels[order].astype(np.int32)) == labels).mean())
 
 
 def label_metrics(
@@ -87,7 +81,7 @@ def label_metrics(
     if counts is None or not len(counts) or is_degenerate(x):
         return {m: (v, sv, NO_INTERVAL, NO_INTERVAL) for m, (v, sv) in out.items()}
     d = squareform(pdist(np.asarray(x, np.float64)))
-    order = neighbour_order(d)
+    order = nearest(x)
     intervals = {
         m: [
             bootstrap.centred_interval(point, f(lab))
@@ -138,7 +132,7 @@ def trustworthiness_with_interval(
 ) -> tuple[float, tuple[float, float]]:
     """sklearn's trustworthiness of the map ``y`` of ``x`` and its half-sample interval."""
     value = float(trustworthiness(x, y, n_neighbors=k))
-    if member is None or not len(member):
+    if member is None or not len(member) or len(x) > TRUSTWORTHINESS_INTERVAL_MAX:
         return value, NO_INTERVAL
     orders = [neighbour_order(squareform(pdist(np.asarray(v, np.float64)))) for v in (x, y)]
     return value, bootstrap.centred_interval(value, bootstrap.trustworthiness(*orders, member, k))

@@ -9,16 +9,17 @@ must cover the true value 95% of the time (within Monte Carlo error).
 Each experiment draws ``draws`` independent datasets. An interval needs the resampling
 distribution of its statistic; resampling every dataset B times would make 1,000 draws cost
 B times as much, so the experiments use the *warp-speed* method (Giacomini, Politis & White,
-Econometric Theory 2013): one resample per dataset, the deviations (resampled minus point
-estimate) pooled over the datasets as every dataset's resampling distribution - exact for the
-method's large-sample behaviour, and what makes 1,000 draws cheap enough for the test suite.
-``benchmarks/calibration.py`` runs the full version (every dataset resampled B times). The true
-value of an estimate is its mean over the draws (the estimand is the expectation of the
-statistic at this sample size).
+Econometric Theory 2013): one resample per dataset (``resamples=1``), the deviations
+(resampled minus point estimate) pooled over the datasets as every dataset's resampling
+distribution - what makes 1,000 draws cheap enough for the test suite.
+``benchmarks/calibration.py`` runs the full version (``resamples=199``: every dataset resampled
+and tested on its own). The true value of an estimate is its mean over the draws (the estimand
+is the expectation of the statistic at this sample size, for these categories).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -97,13 +98,22 @@ def _order(x: np.ndarray) -> np.ndarray:
     return nearest(x)
 
 
-def _warp_tests(
+def _tests(
     points: np.ndarray, replicates: np.ndarray, null: float = 0.0, margin: float = float("nan")
 ) -> list[inference.Result]:
-    """One ``inference.Result`` per draw from its point estimate and the pooled deviations of
-    every draw's single resample (warp-speed)."""
-    deviations = replicates - points
-    return [inference.bootstrap_test(p, p + deviations, null, margin) for p in points]
+    """One ``inference.Result`` per draw from its point estimate and its resamples
+    (``replicates``, (draws, R)): with one resample a draw (R = 1), the deviations of every
+    draw's resample pooled as each draw's resampling distribution (warp-speed)."""
+    points, replicates = np.asarray(points), np.asarray(replicates).reshape(len(points), -1)
+    if replicates.shape[1] == 1:
+        deviations = replicates[:, 0] - points
+        return [inference.bootstrap_test(p, p + deviations, null, margin) for p in points]
+    return [inference.bootstrap_test(p, r, null, margin) for p, r in zip(points, replicates)]
+
+
+def _with_point(counts: np.ndarray) -> np.ndarray:
+    """A row of ones (the sample itself) above the resamples."""
+    return np.concatenate([np.ones((1, counts.shape[1]), counts.dtype), counts])
 
 
 @dataclass
@@ -114,9 +124,11 @@ class Calibration:
     rejected: Rate  # p < 0.05 (two-sided)
     covered: Rate | None = None  # the 95% interval holds the true value
     equivalent: Rate | None = None  # the equivalence test at the margin says "equivalent"
+    truth: float = float("nan")  # the true value of the estimate (its mean over the draws)
 
     def __str__(self) -> str:
-        parts = [f"{self.name}: p < 0.05 in {self.rejected}"]
+        truth = f" (true value {self.truth:.3f})" if np.isfinite(self.truth) else ""
+        parts = [f"{self.name}{truth}: p < 0.05 in {self.rejected}"]
         if self.covered:
             parts.append(f"95% interval covers the truth in {self.covered}")
         if self.equivalent:
@@ -132,10 +144,12 @@ def _summary(name: str, tests: list[inference.Result], truth: float | None = Non
     equivalent = None
     if np.isfinite(tests[0].margin):
         equivalent = Rate(sum(t.p_equivalence < 0.05 for t in tests), len(tests))
-    return Calibration(name, rejected, covered, equivalent)
+    return Calibration(name, rejected, covered, equivalent, np.nan if truth is None else truth)
 
 
-def knn_vs_chance(draws: int, spread: float, seed: int = 0, permutations: int = 199):
+def knn_vs_chance(
+    draws: int, spread: float, seed: int = 0, permutations: int = 199, resamples: int = 1
+) -> Calibration:
     """Claim 1's first row: k-NN accuracy against its label-permutation distribution, and the
     interval of the accuracy above chance. ``spread`` 0: no category structure (a null)."""
     rng = np.random.default_rng(seed)
@@ -147,41 +161,53 @@ def knn_vs_chance(draws: int, spread: float, seed: int = 0, permutations: int = 
         order = _order(x)
         ones = np.ones((1, len(lab)), np.int32)
         point = bootstrap.knn_accuracy(order, lab, ones, 5)[0]
-        counts = bootstrap.bootstrap_counts(lab, 1, rng)
+        counts = bootstrap.bootstrap_counts(lab, resamples, rng)
         perms = np.argsort(rng.random((permutations, len(lab))), 1)
         null = bootstrap.knn_label_permutations(order, lab, perms, 5)
         points.append(point)
-        replicates.append(bootstrap.knn_accuracy(order, lab, counts, 5)[0])
+        replicates.append(bootstrap.knn_accuracy(order, lab, counts, 5))
         chances.append(null)
-    points, replicates = np.array(points), np.array(replicates)
-    deviations = replicates - points
-    for p, null in zip(points, chances):
-        tests.append(inference.permutation_test(p, null, p + deviations, 0.02))
+    intervals = _tests(np.array(points), np.array(replicates), margin=0.02)
+    for p, null, interval in zip(points, chances, intervals):
+        test = inference.permutation_test(p, null, np.zeros(1), 0.02)
+        centre = p - test.estimate  # the permutation mean: the interval is of p - centre
+        tests.append(
+            dataclasses.replace(
+                test, ci_low=interval.ci_low - centre, ci_high=interval.ci_high - centre
+            )
+        )
     truth = float(np.mean([t.estimate for t in tests]))
     return _summary(f"k-NN vs chance, spread {spread}", tests, truth)
 
 
 def knn_difference(
-    draws: int, spread_a: float, spread_b: float, seed: int = 0, margin: float = 0.02
+    draws: int,
+    spread_a: float,
+    spread_b: float,
+    seed: int = 0,
+    margin: float = 0.02,
+    resamples: int = 1,
 ) -> Calibration:
     """Claim 1's paired differences: k-NN accuracy of space A minus space B on the same images
-    (half of each image's noise shared by both spaces), the same resample for both. With equal
-    spreads the two spaces are exchangeable: the true difference is 0 (a null)."""
+    (half of each image's noise shared by both spaces), the same resample for both. One
+    population of categories for every draw: B's category centres are A's with the dimensions
+    permuted and scaled by ``spread_b / spread_a``; with equal spreads the two spaces are
+    exchangeable and the true difference is 0 (a null)."""
     rng = np.random.default_rng(seed)
     lab = labels()
+    centres_a = centres(rng, spread=spread_a)
+    centres_b = centres_a[:, rng.permutation(DIMS)] * (spread_b / spread_a)
     points, replicates = [], []
     for _ in range(draws):
         shared = rng.normal(size=(len(lab), DIMS))
-        xa = space(rng, centres(rng, spread=spread_a), lab, shared)
-        xb = space(rng, centres(rng, spread=spread_b), lab, shared)
-        counts = np.concatenate(
-            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
-        )
+        xa = space(rng, centres_a, lab, shared)
+        xb = space(rng, centres_b, lab, shared)
+        counts = _with_point(bootstrap.bootstrap_counts(lab, resamples, rng))
         acc = [bootstrap.knn_accuracy(_order(x), lab, counts, 5) for x in (xa, xb)]
         difference = acc[0] - acc[1]
         points.append(difference[0])
-        replicates.append(difference[1])
-    tests = _warp_tests(np.array(points), np.array(replicates), margin=margin)
+        replicates.append(difference[1:])
+    tests = _tests(np.array(points), np.array(replicates), margin=margin)
     truth = 0.0 if spread_a == spread_b else float(np.mean(points))
     return _summary(f"k-NN difference, spreads {spread_a} vs {spread_b}", tests, truth)
 
@@ -206,7 +232,7 @@ def mantel_null(draws: int, relation: float, seed: int = 0, permutations: int = 
 
 
 def category_interval(
-    draws: int, relation: float, seed: int = 0, population: int = 100
+    draws: int, relation: float, seed: int = 0, population: int = 100, resamples: int = 1
 ) -> Calibration:
     """Claim 2's interval: r between WordNet-like and cross-validated distances of K categories
     drawn from a population of ``population`` categories, its interval from resampling the
@@ -224,13 +250,12 @@ def category_interval(
         c[:, :2] += relation * positions[chosen]
         x = space(rng, c, lab)
         d = upper(crossvalidated_distances(x, lab, list(range(K))))
-        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, 1, rng)])
+        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, resamples, rng)])
         r = bootstrap.category_correlations(upper(wn), d, draw)[0]
         points.append(r[0])
-        replicates.append(r[1])
-    points, replicates = np.array(points), np.array(replicates)
-    keep = np.isfinite(replicates)
-    tests = _warp_tests(points, np.where(keep, replicates, np.nan))
+        replicates.append(r[1:])
+    points = np.array(points)
+    tests = _tests(points, np.array(replicates))
     return _summary(f"category interval of r, relation {relation}", tests, float(points.mean()))
 
 
@@ -245,7 +270,12 @@ def _related_centres(
 
 
 def correlation_difference(
-    draws: int, relation_a: float, relation_b: float, seed: int = 0, margin: float = 0.1
+    draws: int,
+    relation_a: float,
+    relation_b: float,
+    seed: int = 0,
+    margin: float = 0.1,
+    resamples: int = 1,
 ) -> Calibration:
     """Claim 2's "beyond the pixels": r(A) - r(B) of two spaces of the same categories and
     images (half of each image's noise shared), the same category resample for both. Equal
@@ -266,12 +296,12 @@ def correlation_difference(
             )
             for r in (relation_a, relation_b)
         ]
-        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, 1, rng)])
+        draw = np.concatenate([np.arange(K)[None], bootstrap.category_draws(K, resamples, rng)])
         r = bootstrap.category_correlations(upper(wn), np.stack(d), draw)
         difference = r[0] - r[1]
         points.append(difference[0])
-        replicates.append(difference[1])
-    tests = _warp_tests(np.array(points), np.array(replicates), margin=margin)
+        replicates.append(difference[1:])
+    tests = _tests(np.array(points), np.array(replicates), margin=margin)
     truth = 0.0 if relation_a == relation_b else float(np.mean(points))
     return _summary(f"r difference, relations {relation_a} vs {relation_b}", tests, truth)
 
@@ -298,57 +328,69 @@ def partial_mantel_null(draws: int, relation: float, seed: int = 0, permutations
     )
 
 
-def seeds_interval(draws: int, seeds: int, seed_spread: float = 0.05, seed: int = 0) -> Calibration:
-    """Seed replicates: S runs of one setting analyse the same images; each run's category
-    centres are the setting's plus a run-specific part (``seed_spread``), each image's noise
-    is half shared by every run. The two-level interval (runs x images resampled, crossed) of
-    the runs' mean k-NN accuracy, against the mean over new runs and images (the truth)."""
+def seeds_interval(
+    draws: int, seeds: int, seed_spread: float = 0.05, seed: int = 0, resamples: int = 1
+) -> Calibration:
+    """Seed replicates, as ``replicate`` makes them: S runs of one setting analyse the same
+    images. The statistic is a paired difference (the k-NN accuracy of a trained space minus
+    that of the pixels, which no run changes); each run's trained space has the setting's
+    category centres scaled by a run-specific factor. The two-level interval (runs
+    and images resampled, crossed) of the runs' mean difference, against its mean over new runs
+    and new images (the truth). A run's separation of the categories is the setting's times
+    exp(N(0, ``seed_spread``^2)): runs differ systematically, as trained networks do."""
     rng = np.random.default_rng(seed)
     lab = labels()
-    c = centres(rng)  # one setting's categories; runs and images are drawn
-    points, replicates = [], []
+    c = centres(rng, spread=0.3)  # one setting's categories; runs and images are drawn
+    pixel_centres = centres(rng, spread=0.3)
+    points, replicates, spreads = [], [], []
     for _ in range(draws):
         shared = rng.normal(size=(len(lab), DIMS))
-        counts = np.concatenate(
-            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
+        counts = _with_point(bootstrap.bootstrap_counts(lab, resamples, rng))
+        pixels = bootstrap.knn_accuracy(
+            _order(space(rng, pixel_centres, lab, shared)), lab, counts, 5
         )
         per_run = np.array(
             [
                 bootstrap.knn_accuracy(
-                    _order(space(rng, c + centres(rng, spread=seed_spread), lab, shared)),
+                    _order(space(rng, c * np.exp(rng.normal(0, seed_spread)), lab, shared)),
                     lab,
                     counts,
                     5,
                 )
+                - pixels
                 for _ in range(seeds)
             ]
-        )  # (S, 2): the point and one resample of each run
+        )  # (S, 1 + R): each run's difference and its resamples
         points.append(per_run[:, 0].mean())
-        replicates.append(inference.two_level(per_run[:, 0], per_run[:, 1:], rng)[0])
-    tests = _warp_tests(np.array(points), np.array(replicates))
+        spreads.append(per_run[:, 0].std(ddof=1))
+        replicates.append(inference.two_level(per_run[:, 0], per_run[:, 1:], rng))
+    tests = _tests(np.array(points), np.array(replicates))
     return _summary(
-        f"{seeds} seeds, two-level interval of k-NN accuracy", tests, float(np.mean(points))
+        f"{seeds} seeds (sd of a run's difference across runs {np.mean(spreads):.3f}), "
+        "two-level interval of a k-NN difference",
+        tests,
+        float(np.mean(points)),
     )
 
 
-def settling(draws: int, step_before: float, step_after: float, seed: int = 0) -> Calibration:
+def settling(
+    draws: int, step_before: float, step_after: float, seed: int = 0, resamples: int = 1
+) -> Calibration:
     """Claim 3's "settles": three checkpoints of the same images (their noise shared, one
-    tenth new per epoch) whose category centres move by ``step_before`` then ``step_after``;
-    Fisher z of r(RDM_d, RDM_d+1) minus that of r(RDM_d-1, RDM_d) over the same resample.
-    Equal steps: the true contrast is 0 (a null)."""
+    tenth new per epoch) whose category centres move by ``step_before`` then ``step_after``
+    (one trajectory of the categories for every draw; the images are drawn); Fisher z of
+    r(RDM_d, RDM_d+1) minus that of r(RDM_d-1, RDM_d) over the same resample."""
     from .verdict import _fisher, _rdm_correlation
 
     rng = np.random.default_rng(seed)
     lab = labels()
+    c0 = centres(rng)
+    c1 = c0 + centres(rng, spread=step_before)
+    c2 = c1 + centres(rng, spread=step_after)
     points, replicates = [], []
     for _ in range(draws):
-        c0 = centres(rng)
-        c1 = c0 + centres(rng, spread=step_before)
-        c2 = c1 + centres(rng, spread=step_after)
         shared = rng.normal(size=(len(lab), DIMS))
-        counts = np.concatenate(
-            [np.ones((1, len(lab)), np.int32), bootstrap.bootstrap_counts(lab, 1, rng)]
-        )
+        counts = _with_point(bootstrap.bootstrap_counts(lab, resamples, rng))
         rdms = [
             bootstrap.cluster_distances(
                 c[lab] + np.sqrt(0.9) * shared + np.sqrt(0.1) * rng.normal(size=shared.shape),
@@ -363,7 +405,7 @@ def settling(draws: int, step_before: float, step_after: float, seed: int = 0) -
             _rdm_correlation(rdms[0], rdms[1])
         )
         points.append(contrast[0])
-        replicates.append(contrast[1])
-    tests = _warp_tests(np.array(points), np.array(replicates))
-    truth = 0.0 if step_before == step_after else float(np.mean(points))
+        replicates.append(contrast[1:])
+    tests = _tests(np.array(points), np.array(replicates))
+    truth = float(np.mean(points))
     return _summary(f"settling contrast, steps {step_before} then {step_after}", tests, truth)

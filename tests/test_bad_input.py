@@ -591,20 +591,21 @@ def test_a_damaged_run_json_is_named_with_its_repair(tmp_path, trained_run, caps
 
 
 def test_a_step_refuses_an_input_changed_since_its_step_wrote_it(run_copy, capsys):
-    """Before: `verdict` after a hand-edited clustering.csv, and `metrics` after a rewritten
-    ratio file, gave numbers from the edited data (exit 0); only reproduce repaired them."""
+    """Before: the explorer page after a hand-edited clustering.csv, and `metrics` after a
+    rewritten ratio file, gave numbers from the edited data (exit 0); only reproduce repaired
+    them."""
     for step in ("metrics", "wordnet", "verdict"):
         assert main([step, str(run_copy)]) == 0
     table = run_copy / "analysis" / "clustering.csv"
     table.write_text(table.read_text().replace("0.", "0.9", 3))
     before = snapshot(run_copy)
-    err = run_cli(["verdict", str(run_copy), "--force"], capsys)
+    err = run_cli(["explore", str(run_copy), "--force"], capsys)  # its titles read the table
     assert f"{table} is not the file `en-analysis metrics` wrote (changed since)" in err
     assert f"run `en-analysis metrics {run_copy}`" in err
     ratios = run_copy / "ratios" / "epoch-001.npz"
     with np.load(ratios) as d:
         _rewrite_npz(ratios, ratios=d["ratios"][::-1].copy())
-    for step in ("metrics", "embed", "export"):
+    for step in ("metrics", "embed", "export", "verdict"):
         err = run_cli([step, str(run_copy), "--force"], capsys)
         assert f"{ratios} is not the file `en-analysis extract` wrote" in err
     before[ratios] = ratios.read_bytes()

@@ -42,7 +42,15 @@ def test_one_run_per_seed_and_their_spread(replicated):
     assert len(table) == len(result.table)
     assert (table.n[table["mean"].notna()] == 2).all()  # NaN: a degenerate epoch
     assert (out / "figures" / "replicates.png").exists()
-    assert set(verdict.verdict) <= {"holds", "does not hold", "inconclusive", "not measured"}
+    assert set(verdict.verdict) <= {
+        "holds",
+        "does not hold",
+        "inconclusive",
+        "not measured",
+        "descriptive",
+    }
+    assert (verdict.n_runs == 2).all()  # one test of the two runs' mean per row
+    assert (out / "analysis" / "replicate_verdict.csv").exists()
 
 
 def test_the_seeds_differ_but_the_evaluation_images_do_not(replicated):

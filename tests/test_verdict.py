@@ -10,7 +10,7 @@ from scipy.spatial.distance import pdist, squareform
 from en_analysis.cli import main
 from en_analysis.config import AnalysisConfig
 from en_analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
-from en_analysis.verdict import Evidence, markdown, verdict_table
+from en_analysis.verdict import DESCRIPTIVE, Evidence, markdown, verdict_table
 
 K, N, D = 10, 30, 20
 SETTINGS = AnalysisConfig(
@@ -69,7 +69,11 @@ def planted():
 
 def test_planted_effects_hold(planted):
     ratios = planted[planted.space == "ratios"]
-    assert set(ratios.verdict) == {HOLDS}, ratios[["comparison", "verdict", "p_holm"]]
+    tested = ratios[ratios.comparison != "beyond the pixels, partial"]
+    assert set(tested.verdict) == {HOLDS}, ratios[["comparison", "verdict", "p_holm"]]
+    partial = ratios[ratios.comparison == "beyond the pixels, partial"]
+    assert (partial.verdict == DESCRIPTIVE).all() and partial.p_value.isna().all()
+    assert (partial.ci_low > 0).all()  # the ratios follow WordNet beyond the pixels
     assert ratios.comparison.tolist() == [
         "vs chance",
         "beyond the pixels",
@@ -95,7 +99,7 @@ def test_controls_that_pass_the_same_test_are_named(planted):
 
 
 def test_every_row_has_its_numbers(planted):
-    measured = planted[planted.verdict != UNMEASURED]
+    measured = planted[~planted.verdict.isin([UNMEASURED, DESCRIPTIVE])]
     for col in ("estimate", "ci_low", "ci_high", "p_value", "p_holm"):
         assert measured[col].notna().all(), col
     assert (measured.ci_low <= measured.ci_high).all()
@@ -145,6 +149,11 @@ def test_seed_replicates_are_one_test_of_their_mean():
 def test_verdict_of_a_run_through_the_cli(run_copy, capsys):
     assert main(["verdict", str(run_copy)]) == 0  # from the ratio files: no table needed
     table = pd.read_csv(run_copy / "analysis" / "verdict.csv")
-    assert set(table.verdict) <= {HOLDS, FAILS, INCONCLUSIVE, UNMEASURED}
+    assert set(table.verdict) <= {HOLDS, FAILS, INCONCLUSIVE, UNMEASURED, DESCRIPTIVE}
     assert {"ratios", "pixels", "statistics", "features", "random-head"} <= set(table.space)
-    assert "| claim | comparison |" in capsys.readouterr().out
+    first = capsys.readouterr().out
+    assert "| claim | comparison |" in first
+    assert main(["verdict", str(run_copy)]) == 0  # up to date: the table read back
+    again = capsys.readouterr().out
+    assert "up to date" in again and "nan" not in again.split("up to date")[0]
+    assert again.split("\n")[:5] == first.split("\n")[:5]
