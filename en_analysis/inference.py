@@ -6,11 +6,11 @@ estimate equals ``null``" and, where a margin is declared, the p-value of the eq
 "the estimate is within ``null`` +- ``margin``". The interval is the *re-centred percentile*
 interval: the point estimate plus the central 95% of the replicates' deviations from their own
 mean, which removes the resampling's own bias to first order (copies make a resample clumpier,
-resampled centroids noisier). Its p-value is that interval inverted: the estimate's null
-distribution is ``null`` plus those deviations, so p < alpha exactly when the 1 - alpha
-interval excludes ``null`` (up to the +1 of a Monte Carlo p-value). Equivalence is the same
-construction at ``null`` -+ ``margin`` (two one-sided tests): p < alpha when the 1 - 2 alpha
-interval lies inside the margin.
+resampled centroids noisier). Its p-value is that interval inverted - twice the share of the
+re-centred replicates on the far side of ``null`` - so p < alpha exactly when the 1 - alpha
+interval excludes ``null`` (up to the +1 of a Monte Carlo p-value), whatever the distribution's
+skew. Equivalence is the same construction at ``null`` -+ ``margin`` (two one-sided tests):
+p < alpha when the 1 - 2 alpha interval lies inside the margin.
 
 ``decide`` turns a row into ``holds`` (the estimate differs from ``null`` in the claimed
 direction, Holm-adjusted p < alpha), ``does not hold`` (it differs in the other direction, or is
@@ -77,20 +77,22 @@ def bootstrap_test(
     null: float = 0.0,
     margin: float = float("nan"),
 ) -> Result:
-    """``Result`` of a point estimate from its bootstrap replicates (centred interval, shift
-    p-value, and with ``margin`` the two one-sided tests of equivalence)."""
+    """``Result`` of a point estimate from its bootstrap replicates: the re-centred percentile
+    interval, its inversion as the p-value (the share of re-centred replicates on the far side
+    of ``null``, twice the smaller one), and with ``margin`` the two one-sided tests of
+    equivalence (the shares beyond ``null`` -+ ``margin``)."""
     r = _finite(replicates)
     if not len(r) or not np.isfinite(point):
         return Result(float(point), float("nan"), float("nan"), float("nan"), null, margin)
-    deviations = r - r.mean()
-    low, high = np.quantile(deviations, [ALPHA / 2, 1 - ALPHA / 2])
-    p = two_sided_p(null + deviations, point)
+    centred = point + (r - r.mean())  # the estimate's resampling distribution, bias removed
+    low, high = np.quantile(centred, [ALPHA / 2, 1 - ALPHA / 2])
+    p = two_sided_p(centred, null)
     p_eq = float("nan")
     if np.isfinite(margin):
-        above_lower = tail_p(null - margin + deviations, point, upper=True)  # H0: theta <= -m
-        below_upper = tail_p(null + margin + deviations, point, upper=False)  # H0: theta >= +m
+        above_lower = tail_p(centred, null - margin, upper=False)  # H0: theta <= null - m
+        below_upper = tail_p(centred, null + margin, upper=True)  # H0: theta >= null + m
         p_eq = max(above_lower, below_upper)
-    return Result(float(point), float(point + low), float(point + high), p, null, margin, p_eq)
+    return Result(float(point), float(low), float(high), p, null, margin, p_eq)
 
 
 def permutation_test(

@@ -351,7 +351,8 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
         if sel.empty:
             continue
         ax.plot(sel.epoch, sel.spearman, "-", color=colour, label=label)
-        _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
+        if space == "ratios":  # over 10 categories the intervals are wide: one band is readable
+            _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
         sig = sel[sel.p_value < 0.05]
         ax.plot(sig.epoch, sig.spearman, "o", color=colour, markersize=4)
     _drops(ax, run)
@@ -360,7 +361,7 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     ax.set_ylabel("Spearman r (Mantel)")
     ax.set_title(
         f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
-        "dots: Mantel p < 0.05; bands: 95% intervals (categories resampled)",
+        "dots: Mantel p < 0.05; band: the ratios' 95% interval (categories resampled)",
         fontsize=10,
     )
     ax.legend(fontsize=8, frameon=False)

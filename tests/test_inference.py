@@ -96,3 +96,16 @@ def test_two_level_resampling_adds_the_spread_of_the_runs():
     )
     assert apart.std() > 2 * draws.std()  # runs that differ widen the interval
     assert apart.mean() == pytest.approx(0.0, abs=0.005)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_interval_and_p_agree_for_a_skewed_resampling_distribution(sign):
+    """The p-value is the interval inverted whatever the skew: p < 0.05 exactly when the 95%
+    interval excludes the null, for nulls on either side of the estimate."""
+    replicates = sign * np.random.default_rng(2).exponential(0.02, 20000)
+    point = sign * 0.03
+    for null in np.linspace(-0.08, 0.12, 41) * sign:
+        t = inference.bootstrap_test(point, replicates, null)
+        excluded = null < t.ci_low or null > t.ci_high
+        if abs(null - t.ci_low) > 1e-3 and abs(null - t.ci_high) > 1e-3:  # not at the edge
+            assert excluded == (t.p_value < 0.05), (null, t)
