@@ -208,6 +208,7 @@ def statistics_space(inputs: HeadInputs) -> np.ndarray:
     u, s, _ = randomized_svd(x, rank, random_state=0)
     return u * s
 
+
 SPACES = ("ratios", "pixels", "features", "statistics", "random-head")  # the spaces compared
 CONTROLS = SPACES[1:]  # what the learned ratios are read against
 
