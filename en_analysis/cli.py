@@ -258,6 +258,45 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
         _report(*plotting.write_wordnet_figure(run, result, force=args.force))
 
 
+def cmd_decode(args: argparse.Namespace) -> None:
+    from . import plotting
+    from .decoding import write_decoding
+
+    with _run(args) as run:
+        table, written = write_decoding(run, _epochs(args), force=args.force)
+        best = table[table.level != "layer"].pivot_table(
+            index=["space", "name"], columns="epoch", values="accuracy"
+        )
+        print(best.iloc[:, [0, -1]].round(3).to_string())
+        _report([run.files.table("decoding.csv")], written)
+        _report(*plotting.write_beyond_figures(run, force=args.force))
+
+
+def cmd_stability(args: argparse.Namespace) -> None:
+    from . import plotting
+    from .stability import write_stability
+
+    with _run(args) as run:
+        table, written = write_stability(run, _epochs(args), force=args.force)
+        last = table[(table.epoch_b == table.epoch_b.max()) & (table.measure == "cka")]
+        print(last.pivot(index="epoch_a", columns="space", values="value").round(3).to_string())
+        _report([run.files.table("stability.csv")], written)
+        _report(*plotting.write_beyond_figures(run, force=args.force))
+
+
+def cmd_ablate(args: argparse.Namespace) -> None:
+    from . import plotting
+    from .ablation import write_ablation
+
+    with _run(args) as run:
+        table, written = write_ablation(run, _epochs(args), force=args.force)
+        print(
+            table.pivot(index="epoch", columns="condition", values="accuracy").round(3).to_string()
+        )
+        _report([run.files.table("ablation.csv"), run.files.table("ablation.npz")], written)
+        _report(*plotting.write_beyond_figures(run, force=args.force))
+
+
 def cmd_verdict(args: argparse.Namespace) -> None:
     from .verdict import markdown, write_verdict
 
@@ -390,6 +429,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("wordnet", help="WordNet distances vs cluster distances (Mantel test)")
     _run_args(p)
     p.set_defaults(func=cmd_wordnet)
+
+    p = sub.add_parser("decode", help="the category decoded from each layer's ratios, per epoch")
+    _run_args(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("stability", help="CKA and RDM similarity between epochs, per space")
+    _run_args(p)
+    p.set_defaults(func=cmd_stability)
+
+    p = sub.add_parser("ablate", help="accuracy with the EN ratios replaced, per checkpoint")
+    _run_args(p)
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("verdict", help="holds / does not hold / inconclusive, per claim")
     _run_args(p)

@@ -39,7 +39,7 @@ COLUMNS = [
 NO_INTERVAL = (float("nan"), float("nan"))
 # trustworthiness's resamples need every image's whole neighbour order in both spaces (N x N):
 # beyond this many images the value is given without an interval
-TRUSTWORTHINESS_INTERVAL_MAX = 2000
+TRUSTWORTHINESS_INTERVAL_MAX = 1000
 
 
 def silhouette(x: np.ndarray, labels: np.ndarray) -> float:

@@ -12,7 +12,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from . import plotting
+from .ablation import write_ablation
 from .config import Config, read_config
+from .decoding import write_decoding
 from .embedding import embed
 from .errors import UserError
 from .explorer import write_explorer
@@ -22,6 +24,7 @@ from .io import run_lock
 from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
 from .metrics import ratio_movement, write_clustering
 from .runs import Run
+from .stability import write_stability
 from .train import (
     final_metrics,
     refuse_conflicts,
@@ -97,6 +100,9 @@ def reproduce(
         step("embed", lambda: _written(embed(run, force=force, progress=progress)))
         table = step("metrics", lambda: write_clustering(run, force=force))
         comparison = step("wordnet", lambda: write_comparison(run, force=force))
+        step("decode", lambda: write_decoding(run, force=force))
+        step("stability", lambda: write_stability(run, force=force))
+        step("ablate", lambda: write_ablation(run, force=force))
         verdict = step("verdict", lambda: write_verdict(run, force=force))
         summary.verdict = markdown(verdict)
         step("export", lambda: export(run, force=force))
@@ -164,6 +170,7 @@ def plot_all(run: Run, comparison: Comparison, force: bool = False) -> tuple[lis
         plotting.write_ratio_figures(run, force=force),
         plotting.write_clustering_figure(run, force=force),
         plotting.write_wordnet_figure(run, comparison, force=force),
+        plotting.write_beyond_figures(run, force=force),
     ]
     page, page_written = write_explorer(run, force=force)
     paths = [p for files, _ in results for p in files] + [page]

@@ -25,7 +25,7 @@ from matplotlib.patches import Patch
 from .data import describe_data
 from .data.subset import resolve_categories
 from .errors import UserError
-from .io import atomic_write, atomic_write_bytes
+from .io import atomic_write, atomic_write_bytes, read_csv
 from .runs import Run
 from .wordnet import Comparison
 
@@ -457,7 +457,7 @@ def ratios_over_epochs(
 # animation is written beside them as ``tsne_animation.gif``; the clustering and WordNet figures
 # are written by the ``metrics`` and ``wordnet`` steps (they need those steps' tables).
 RATIO_FIGURES = ("tsne_grid", "ratio_heatmaps", "ratio_heatmaps_centred", "ratios_over_epochs")
-TABLE_FIGURES = ("clustering_dynamics", "wordnet")
+TABLE_FIGURES = ("clustering_dynamics", "wordnet", "decoding", "stability", "ablation")
 FIGURES = RATIO_FIGURES + TABLE_FIGURES
 ANIMATION = "tsne_animation.gif"
 EXPLORER = "explorer.html"  # written by ``explorer.write_explorer``
@@ -534,6 +534,138 @@ def write_wordnet_figure(
         {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops},
         force,
     )
+
+
+def decoding_figure(run: Run, table: pd.DataFrame) -> Figure:
+    """The category decoded from each EN layer's ratios over epochs (``decoding.csv``): the
+    ratios' leave-one-out accuracy (layers top to bottom in forward order, chance at the bottom
+    of the colour scale) and the ratios' minus the statistics' the heads read."""
+    layers = table[table.level == "layer"]
+    ratios = layers[layers.space == "ratios"].pivot(
+        index="index", columns="epoch", values="accuracy"
+    )
+    names = layers[layers.space == "ratios"].drop_duplicates("index").set_index("index").name
+    chance = float(table.chance.iloc[0])
+    panels = [(ratios, "ratios: leave-one-out accuracy", "viridis", (chance, None))]
+    statistics = layers[layers.space == "statistics"]
+    if not statistics.empty:
+        difference = ratios - statistics.pivot(index="index", columns="epoch", values="accuracy")
+        bound = float(np.nanmax(np.abs(difference.to_numpy()))) or 1.0
+        panels.append(
+            (difference, "ratios minus the heads' input statistics", "RdBu_r", (-bound, bound))
+        )
+    fig = _Figure(figsize=(5.2 * len(panels) + 1.5, 9))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (matrix, title, cmap, (low, high)) in zip(axes, panels):
+        high = high if high is not None else float(np.nanmax(matrix.to_numpy()))
+        im = ax.imshow(
+            matrix.to_numpy(),
+            aspect="auto",
+            cmap=cmap,
+            vmin=low,
+            vmax=high,
+            interpolation="nearest",
+        )
+        ax.set_xticks(range(matrix.shape[1]), matrix.columns)
+        ax.set_yticks(range(len(names)), names.loc[matrix.index], fontsize=5)
+        ax.set_xlabel("epoch")
+        ax.set_title(title, fontsize=10)
+        bar = fig.colorbar(im, ax=ax, fraction=0.05)
+        bar.set_label("accuracy" if cmap == "viridis" else "accuracy difference")
+        if cmap == "viridis":
+            bar.ax.axhline(chance, color="white", linewidth=2)
+            bar.ax.text(
+                1.6,
+                chance,
+                "chance",
+                va="center",
+                fontsize=8,
+                transform=bar.ax.get_yaxis_transform(),
+            )
+    fig.suptitle(f"The category decoded from each EN layer's ratios ({run.label})", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def stability_figure(run: Run, table: pd.DataFrame, measure: str = "cka") -> Figure:
+    """Epoch x epoch similarity of each space's representation (``stability.csv``): linear CKA
+    (``measure="cka"``) or the correlation of the category RDMs (``"rdm"``), one colour scale."""
+    t = table[table.measure == measure]
+    spaces = list(dict.fromkeys(t.space))
+    low = float(t.value.min())
+    fig = _Figure(figsize=(4.6 * len(spaces) + 1, 4.4))
+    axes = fig.subplots(1, len(spaces), squeeze=False)[0]
+    for ax, space in zip(axes, spaces):
+        sel = t[t.space == space]
+        epochs = sorted(set(sel.epoch_a) | set(sel.epoch_b))
+        matrix = pd.DataFrame(np.eye(len(epochs)), index=epochs, columns=epochs)
+        for row in sel.itertuples():
+            matrix.loc[row.epoch_a, row.epoch_b] = matrix.loc[row.epoch_b, row.epoch_a] = row.value
+        im = ax.imshow(matrix.to_numpy(), cmap="magma", vmin=low, vmax=1)
+        ax.set_xticks(range(len(epochs)), epochs, fontsize=7)
+        ax.set_yticks(range(len(epochs)), epochs, fontsize=7)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("epoch")
+        ax.set_title(space, fontsize=10)
+    fig.colorbar(
+        im,
+        ax=list(axes),
+        fraction=0.03,
+        label={"cka": "linear CKA", "rdm": "r of the category RDMs"}[measure],
+    )
+    fig.suptitle(f"How much each representation changes between epochs ({run.label})", fontsize=11)
+    return fig
+
+
+def ablation_figure(run: Run, table: pd.DataFrame) -> Figure:
+    """Accuracy on the evaluation images over epochs with the EN ratios as computed, replaced by
+    the layer's mean, shuffled across images, or the category's mean (``ablation.csv``)."""
+    fig = _Figure(figsize=(7.5, 4.2))
+    ax = fig.subplots()
+    for i, (condition, sel) in enumerate(table.groupby("condition", sort=False)):
+        colour = COLOURS[i * 2 % len(COLOURS)]
+        ax.plot(
+            sel.epoch, sel.accuracy, "-" + MARKERS[i], color=colour, markersize=4, label=condition
+        )
+        _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
+    _drops(ax, run)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy on the evaluation images")
+    ax.grid(alpha=0.3)
+    ax.legend(
+        title="EN ratios", fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5)
+    )
+    ax.set_title(
+        f"Does the network use its per-sample ratios? ({run.label})\n"
+        "bands: 95% intervals (images resampled)",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    return fig
+
+
+def write_beyond_figures(run: Run, force: bool = False) -> tuple[list[Path], bool]:
+    """``decoding``, ``stability`` and ``ablation`` from their tables, where they exist."""
+    drawn = [
+        ("decoding", "decoding.csv", lambda t: decoding_figure(run, t)),
+        ("stability", "stability.csv", lambda t: stability_figure(run, t)),
+        ("ablation", "ablation.csv", lambda t: ablation_figure(run, t)),
+    ]
+    paths, written = [], False
+    for name, table, draw in drawn:
+        source = run.files.table(table)
+        if not source.exists():
+            continue
+        files, done = _write_table_figure(
+            run,
+            name,
+            lambda draw=draw, source=source: draw(read_csv(source)),
+            [source],
+            {"lr_drops": run.config.train.lr_drops},
+            force,
+        )
+        paths, written = paths + files, written or done
+    return paths, written
 
 
 def figure_paths(run: Run) -> list[Path]:

@@ -400,6 +400,18 @@ class Run:
 
         return explorer(self, epochs)
 
+    def decoding(self) -> pd.DataFrame:
+        """``analysis/decoding.csv``: the category decoded from each layer's ratios (``decode``)."""
+        return self._table(self.files.table("decoding.csv"))
+
+    def stability(self) -> pd.DataFrame:
+        """``analysis/stability.csv``: CKA and RDM correlations between epochs (``stability``)."""
+        return self._table(self.files.table("stability.csv"))
+
+    def ablation(self) -> pd.DataFrame:
+        """``analysis/ablation.csv``: test accuracy with the ratios replaced (``ablate``)."""
+        return self._table(self.files.table("ablation.csv"))
+
     def clustering(self) -> pd.DataFrame:
         return self._table(self.files.table("clustering.csv"))
 

@@ -74,6 +74,34 @@ def crossvalidated_distances(x: np.ndarray, labels: np.ndarray, classes: list[in
     return d / x.shape[1]
 
 
+def split_half_reliability(
+    x: np.ndarray, labels: np.ndarray, classes: list[int], splits: int, rng: np.random.Generator
+) -> float:
+    """The reliability of the category RDM (cross-validated distances): the Spearman r between
+    the RDMs of two halves of every category's images, averaged over ``splits`` random splits,
+    then Spearman-Brown corrected to the full sample, 2r / (1 + r). NaN with fewer than 4 images
+    in a category (a half needs 2)."""
+    labels = np.asarray(labels)
+    groups = [np.flatnonzero(labels == c) for c in classes]
+    if min(len(g) for g in groups) < 4:
+        return float("nan")
+    values = []
+    for _ in range(splits):
+        first = np.zeros(len(labels), bool)
+        for g in groups:
+            first[rng.permutation(g)[: len(g) // 2]] = True
+        halves = [
+            upper(crossvalidated_distances(x[part], labels[part], classes))
+            for part in (first, ~first)
+        ]
+        values.append(spearman(*halves))
+    values = np.array(values)
+    if not np.isfinite(values).any():  # fewer than 3 categories: no pairs to rank
+        return float("nan")
+    r = float(values[np.isfinite(values)].mean())
+    return 2 * r / (1 + r) if r > -1 else float("nan")
+
+
 def upper(d: np.ndarray) -> np.ndarray:
     """The upper triangle of a square matrix, in ``np.triu_indices`` order."""
     return d[np.triu_indices(len(d), 1)]

@@ -129,11 +129,13 @@ class Evidence:
         epochs: list[int],
         spaces: Callable[[int], dict[str, np.ndarray]],
         heads: Callable[[int], Iterator[np.ndarray]] | None = None,
+        ablation: dict[str, np.ndarray] | None = None,
     ) -> None:
         self.labels, self.wordnet, self.settings = np.asarray(labels), wordnet, settings
         self.classes = list(dict.fromkeys(self.labels.tolist()))
         self.epochs, self.last = epochs, epochs[-1]
         self._space_fn, self._head_fn = spaces, heads
+        self.ablation = ablation  # the last epoch's per-image outcomes per condition (``ablate``)
         self._cache: dict[tuple, object] = {}
 
     @classmethod
@@ -159,9 +161,8 @@ class Evidence:
                 for ratios in chunk:
                     yield scale_ratios(ratios, a.scaling)
 
-        return cls(
-            last.labels, wordnet_distances(synsets, a.wordnet_distance), a, epochs, spaces, heads
-        )
+        wordnet = wordnet_distances(synsets, a.wordnet_distance)
+        return cls(last.labels, wordnet, a, epochs, spaces, heads, _ablation(run, epochs[-1]))
 
     def _cached(self, key: tuple, compute: Callable[[], object]):
         if key not in self._cache:
@@ -251,6 +252,20 @@ class Draws:
         return cls(
             images, categories, np.argsort(keys, 1), np.random.default_rng([a.bootstrap_seed, 8])
         )
+
+
+def _ablation(run, epoch: int) -> dict[str, np.ndarray] | None:
+    """The ``ablate`` step's per-image outcomes at ``epoch``, per condition (None without)."""
+    from .io import load_npz
+
+    path = run.files.table("ablation.npz")
+    if not path.exists():
+        return None
+    d = load_npz(path)
+    where = np.flatnonzero(d["epochs"] == epoch)
+    if not len(where):
+        return None
+    return dict(zip(d["conditions"].tolist(), d["outcomes"][where[0]].astype(float)))
 
 
 # --- the rows -----------------------------------------------------------------------------------
@@ -451,6 +466,55 @@ def _nanmean(values: np.ndarray) -> np.ndarray:
         return np.where(finite.any(0), total / finite.sum(0), np.nan)
 
 
+BEYOND = "beyond the paper: EN uses its ratios"
+ABLATIONS = (  # (comparison, condition compared, against, criterion)
+    ("per-sample ratios matter", "computed", "dataset-mean", "the layers' mean ratios"),
+    ("ratios matter per image", "computed", "shuffled", "the ratios shuffled across images"),
+    (
+        "category information in the ratios is used",
+        "category-mean",
+        "dataset-mean",
+        "the layers' mean ratios, against their category means",
+    ),
+)
+
+
+def ablation_rows(evidence: Sequence[Evidence], draws: Draws) -> list[Row]:
+    """Additional rows, beyond the paper's claims (``ablation``): the evaluation accuracy with
+    the ratios as named minus with the ratios replaced, at the last epoch, on the same image
+    resamples (a mean of per-image outcomes of fixed models)."""
+    if not all(e.ablation for e in evidence):
+        return []
+    e0 = evidence[0]
+    rows = []
+    for comparison, condition, against, criterion in ABLATIONS:
+
+        def measure(e: Evidence, condition=condition, against=against) -> Measure:
+            difference = e.ablation[condition] - e.ablation[against]  # (N,)
+            resampled = draws.images @ difference / draws.images.sum(1)
+            return Measure(difference.mean(keepdims=True), resampled[None])
+
+        m = _over_runs(evidence, measure)
+        point, replicates = m.collapse(draws.rng)
+        accuracy = {
+            c: np.mean([e.ablation[c].mean() for e in evidence]) for c in (condition, against)
+        }
+        rows.append(
+            Row(
+                BEYOND,
+                comparison,
+                "ratios",
+                f"accuracy at epoch {e0.last} with the ratios {condition} minus with {criterion}",
+                "images",
+                len(e0.labels),
+                inference.bootstrap_test(point, replicates, 0.0, e0.settings.margin_knn),
+                f"{condition} {accuracy[condition]:.3f}; {against} {accuracy[against]:.3f}",
+                family="ratios:beyond",
+            )
+        )
+    return rows
+
+
 def _fisher(r: np.ndarray) -> np.ndarray:
     return np.arctanh(np.clip(r, -0.999999, 0.999999))
 
@@ -634,6 +698,7 @@ def verdict_table(evidence: Sequence[Evidence], lr_drops: list[int]) -> pd.DataF
     rows = claim1_rows(evidence, draws, SPACES)
     rows += claim2_rows(evidence, draws, SPACES)
     rows += claim3_rows(evidence, draws, SPACES, lr_drops)
+    rows += ablation_rows(evidence, draws)
     return decide(rows, len(evidence))
 
 
@@ -650,6 +715,8 @@ def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
     epochs = run.extracted_epochs()
     csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
     inputs = [*(run.files.ratio_file(e) for e in epochs), run.files.pixels]
+    ablation = run.files.table("ablation.npz")
+    inputs += [ablation] if ablation.exists() else []  # the additional rows, where measured
     settings = {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops}
     table = None
 

@@ -11,7 +11,10 @@ by the noise within each category) are compared with WordNet distances by Spearm
 - a 95% interval from resampling the categories (rsatoolbox's bootstrap over conditions: pairs
   of copies of one category left out), the doubt that comes from which categories were chosen;
 - Kendall's tau-a beside r (rsatoolbox): WordNet's distances have many ties, which tau-a does
-  not reward.
+  not reward;
+- a noise ceiling: the split-half reliability of the space's category RDM (the images of each
+  category split in halves, ``SPLITS`` times, Spearman-Brown corrected) and its square root,
+  the highest correlation any model - WordNet included - could reach with an RDM that noisy.
 
 The spaces are those of ``controls.space_vectors`` (ratios, pixels, features, statistics, a
 random head) and the t-SNE map (``ratios-2d``).
@@ -31,7 +34,9 @@ from .data.wordnet import category_synsets, wordnet_distances
 from .errors import UserError
 from .runs import Run
 from .spaces import is_degenerate, scale_ratios
-from .statistics import cluster_distances, mantel, upper
+from .statistics import cluster_distances, mantel, split_half_reliability, upper
+
+SPLITS = 20  # random half-splits of the images behind each reliability
 
 COLUMNS = [
     "epoch",
@@ -42,6 +47,8 @@ COLUMNS = [
     "ci_low",
     "ci_high",
     "tau_a",
+    "reliability",
+    "ceiling",
     "p_value",
     "permutations",
     "n_categories",
@@ -77,7 +84,7 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
     epochs = epochs or run.extracted_epochs()
     classes, names, wn = _wordnet_matrix(run, epochs[0])
     pixels = run.pixels()
-    keys, matrices, notes = [], [], {}
+    keys, matrices, notes, reliability = [], [], {}, {}
     clusters = np.zeros_like(wn)
     for e in epochs:
         r = run.ratios(e)
@@ -90,6 +97,8 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
                 continue
             keys.append((e, space))
             matrices.append(cluster_distances(x, r.labels, classes, a.cluster_distance))
+            rng = np.random.default_rng([a.bootstrap_seed, 6])  # the same splits everywhere
+            reliability[(e, space)] = split_half_reliability(x, r.labels, classes, SPLITS, rng)
         if (e, "ratios") in notes:
             clusters = np.zeros_like(wn)
         else:
@@ -121,6 +130,7 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
             if key not in results and key not in notes:
                 continue
             r_value, (lo, hi), tau, p = results.get(key, (np.nan, (np.nan, np.nan), np.nan, np.nan))
+            reliable = reliability.get(key, np.nan)
             rows.append(
                 dict(
                     epoch=e,
@@ -131,6 +141,8 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
                     ci_low=lo,
                     ci_high=hi,
                     tau_a=tau,
+                    reliability=reliable,
+                    ceiling=np.sqrt(reliable) if reliable > 0 else np.nan,
                     p_value=p,
                     permutations=relabelings if key in results else 0,
                     n_categories=len(classes),

@@ -118,13 +118,17 @@ class ExemplarNorm2d(nn.Module):
         self._row_codes = [cpu_kernel.ROW_CODES[r] for r in self._stats_rows()]
 
     def fix_ratios(self, ratios: Sequence[float] | Tensor | None) -> None:
-        """Use these K ratios for every sample (``None`` returns to learned ratios)."""
+        """Use these K ratios for every sample, or (N, K) ones per sample of the batches that
+        follow (for ablations; the Python implementation runs them); ``None`` returns to
+        learned ratios."""
         if ratios is None:
             self.fixed_ratios = None
             return
-        r = torch.as_tensor(ratios, dtype=torch.float32).flatten()
-        if r.numel() != len(self.normalizers) or (r < 0).any() or abs(float(r.sum()) - 1) > 1e-6:
-            raise UserError(f"need {len(self.normalizers)} non-negative ratios summing to 1")
+        r = torch.as_tensor(ratios, dtype=torch.float32)
+        r = r.flatten() if r.dim() < 2 else r
+        k = len(self.normalizers)
+        if r.shape[-1] != k or r.dim() > 2 or (r < 0).any() or (r.sum(-1) - 1).abs().max() > 1e-5:
+            raise UserError(f"need {k} non-negative ratios summing to 1 (per sample: N x {k})")
         self.fixed_ratios = r
 
     def _params(self) -> tuple[Tensor | None, ...]:
@@ -230,6 +234,7 @@ class ExemplarNorm2d(nn.Module):
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
+            and (self.fixed_ratios is None or self.fixed_ratios.dim() == 1)
             and not self._synced()
             and not torch.compiler.is_compiling()
             and cpu_kernel.available()
@@ -268,7 +273,8 @@ class ExemplarNorm2d(nn.Module):
         moments = {name: stats(name) for name in self.normalizers}
         mean_in, var_in = moments["in"] if "in" in moments else stats("in")
         if self.fixed_ratios is not None:
-            lam = self.fixed_ratios.to(x)[None].expand(n, -1)
+            fixed = self.fixed_ratios.to(x)
+            lam = fixed if fixed.dim() == 2 else fixed[None].expand(n, -1)
         else:
             logits = []
             for k, (mean, var) in enumerate(moments.values()):
@@ -502,7 +508,8 @@ def _graph_forward(
     k = g.k
     descriptors = hidden = None
     if g.fixed:
-        lam = fixed_ratios.to(m)[None].expand(n, k)
+        fixed = fixed_ratios.to(m)
+        lam = fixed if fixed.dim() == 2 else fixed[None].expand(n, k)
     else:
         k_in = g.rows.index("in")
         log_var = torch.log(var + g.eps)

@@ -1,0 +1,90 @@
+"""Beyond the paper, on planted data: a layer whose ratios encode the category decodes above
+chance and one that does not decodes at chance; linear CKA of a representation with itself is 1
+and with an independent one near 0; the noise ceiling of a reliable geometry is near 1 and of
+pure noise near 0; and each step on a run."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import RidgeClassifier
+from sklearn.model_selection import LeaveOneOut, cross_val_predict
+
+from en_analysis.decoding import ALPHA, feature_sets, loo_accuracy, stage, write_decoding
+from en_analysis.runs import Run
+from en_analysis.spaces import standardize
+from en_analysis.stability import linear_cka, write_stability
+from en_analysis.statistics import split_half_reliability
+
+LABELS = np.repeat(np.arange(5), 30)
+
+
+def test_a_layer_that_encodes_the_category_decodes_above_chance_and_one_that_does_not_at_chance():
+    rng = np.random.default_rng(0)
+    encoding = rng.normal(size=(5, 3))[LABELS] + 0.5 * rng.normal(size=(150, 3))
+    noise = rng.normal(size=(150, 3))
+    assert loo_accuracy(encoding, LABELS) > 0.6  # chance: 0.2
+    chance = [loo_accuracy(rng.normal(size=(150, 3)), LABELS) for _ in range(20)]
+    assert abs(np.mean(chance) - 0.2) < 0.05 and loo_accuracy(noise, LABELS) < 0.35
+
+
+@pytest.mark.parametrize("classes", [2, 5])
+def test_leave_one_out_decoding_equals_refitting_without_each_image(classes):
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(classes), 12)
+    x = rng.normal(size=(classes, 4))[labels] + rng.normal(size=(len(labels), 4))
+    brute = cross_val_predict(
+        RidgeClassifier(alpha=ALPHA), standardize(x), labels, cv=LeaveOneOut()
+    )
+    assert loo_accuracy(x, labels) == pytest.approx((brute == labels).mean())
+
+
+def test_feature_sets_are_layers_stages_and_all():
+    names = ["bn1", "layer1.0.bn1", "layer1.0.bn2", "layer2.0.bn1"]
+    sets = feature_sets(names)
+    assert [s for s in sets if s[0] == "stage"] == [
+        ("stage", "stem", 0, [0]),
+        ("stage", "layer1", 1, [1, 2]),
+        ("stage", "layer2", 2, [3]),
+    ]
+    assert sets[-1] == ("all", "all", 0, [0, 1, 2, 3]) and stage("layer3.2.bn1") == "layer3"
+
+
+def test_linear_cka_of_itself_is_one_and_of_an_independent_representation_near_zero():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 20))
+    rotated = x @ np.linalg.qr(rng.normal(size=(20, 20)))[0] * 3.0
+    assert linear_cka(x, x)[0] == pytest.approx(1.0)
+    assert linear_cka(x, rotated)[0] == pytest.approx(1.0)  # invariant to rotation and scale
+    assert linear_cka(x, rng.normal(size=(300, 20)))[0] < 0.1
+
+
+def test_weighted_cka_is_cka_of_the_resample_built_copy_by_copy():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 5)), rng.normal(size=(40, 7))
+    counts = rng.multinomial(40, np.full(40, 1 / 40), size=2)
+    for w in counts:
+        idx = np.repeat(np.arange(40), w)
+        assert linear_cka(x, y, w[None])[0] == pytest.approx(linear_cka(x[idx], y[idx])[0])
+
+
+def test_the_noise_ceiling_of_a_reliable_geometry_is_high_and_of_noise_low():
+    rng = np.random.default_rng(4)
+    reliable = rng.normal(0, 2, size=(5, 10))[LABELS] + rng.normal(size=(150, 10))
+    assert split_half_reliability(reliable, LABELS, list(range(5)), 10, rng) > 0.9
+    noise = rng.normal(size=(150, 10))
+    assert split_half_reliability(noise, LABELS, list(range(5)), 10, rng) < 0.5
+    assert np.isnan(split_half_reliability(noise[:30], LABELS[:30], [0], 2, rng))  # no pairs
+    few = np.r_[0:3, 30:33, 60:63]  # 3 images a category: a half needs 2
+    assert np.isnan(split_half_reliability(noise[few], LABELS[few], [0, 1, 2], 2, rng))
+
+
+def test_the_decode_and_stability_steps(run_copy):
+    run = Run(run_copy)
+    table, written = write_decoding(run)
+    assert written and not write_decoding(run)[1]
+    assert set(table.space) == {"ratios", "random-head", "statistics"}
+    assert set(table.level) == {"layer", "stage", "all"} and table.epoch.nunique() == 3
+    assert ((table.ci_low <= table.accuracy) & (table.accuracy <= table.ci_high)).all()
+    stability, written = write_stability(run)
+    assert written and set(stability.measure) == {"cka", "rdm"}
+    consecutive = stability[(stability.epoch_a == 1) & (stability.epoch_b == 2)]
+    assert consecutive.ci_low.notna().all() and (consecutive.value <= 1 + 1e-9).all()
