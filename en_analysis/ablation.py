@@ -4,21 +4,22 @@ on the evaluation images with each EN layer's ratios
 - ``computed``: as the layer computes them (the normal evaluation, unchanged);
 - ``dataset-mean``: the layer's mean ratios over the evaluation images, the same for every
   image (a static mixture, as Switchable Normalization learns);
-- ``shuffled``: the layer's own ratios, computed from its input, given to another image of the
-  same batch (a seeded permutation per batch);
+- ``shuffled``: another image's ratios (a seeded permutation within each batch), every layer's
+  as the normal forward pass computed them for that image;
 - ``category-mean``: the layer's mean ratios over the images of the image's category.
 
 The drop from ``computed`` to ``dataset-mean`` (or ``shuffled``) is what per-sample mixing is
 worth (``difference``: a condition's accuracy minus the computed ratios'); ``category-mean``
-against ``dataset-mean`` is what the category information in the ratios is worth. The means
-come from the epoch's ratio file (the same images). Each accuracy and each difference has a 95%
-interval from resampling the images within categories, the same resamples for every condition
-(a mean of per-image outcomes of a fixed model: the plain bootstrap is calibrated for it).
+against ``dataset-mean`` is what the category information in the ratios is worth. Every
+replacement comes from the epoch's ratio file (the same images, recorded in the normal forward
+pass). Each accuracy and each difference has a 95% interval from resampling the images within
+categories, the same resamples for every condition (a mean of per-image outcomes of a fixed
+model: the plain bootstrap, calibrated on simulated data in ``simulate.accuracy_difference``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
@@ -30,7 +31,6 @@ from . import bootstrap
 from .errors import UserError
 from .io import save_npz
 from .nn import en_layers
-from .nn.exemplar_norm import _moments
 from .runs import Run
 
 CONDITIONS = ("computed", "dataset-mean", "shuffled", "category-mean")
@@ -45,34 +45,40 @@ COLUMNS = [
     "difference_ci_high",
     "n",
 ]
-Rule = Callable[[int, torch.Tensor], torch.Tensor]  # (layer, learned ratios (N, K)) -> used
 
 
 @contextmanager
-def ratios_replaced(model: torch.nn.Module, rule: Rule) -> Iterator[None]:
-    """Inside the block every EN layer uses ``rule(layer index, its learned ratios)`` instead of
-    its learned ratios (computed from the layer's own input, in eval mode); hooks removed on
-    exit."""
-    handles = []
-    for j, (_, layer) in enumerate(en_layers(model)):
-
-        def before(module, inputs, j=j) -> None:
-            x = inputs[0]
-            m, q = _moments(x)
-            learned = module.coefficients(m, q, x.shape[2] * x.shape[3])[2]
-            module.fix_ratios(rule(j, learned))
-
-        def after(module, inputs, output) -> None:
-            module.fix_ratios(None)
-
-        handles += [layer.register_forward_pre_hook(before), layer.register_forward_hook(after)]
+def fixed_ratios(model: torch.nn.Module, ratios: list[torch.Tensor]) -> Iterator[None]:
+    """Inside the block every EN layer j uses ``ratios[j]``: (K,) for every image, or (N, K)
+    per image of the batch; the learned ratios again on exit."""
+    layers = [layer for _, layer in en_layers(model)]
     try:
+        for layer, r in zip(layers, ratios, strict=True):
+            layer.fix_ratios(r)
         yield
     finally:
-        for h in handles:
-            h.remove()
-        for _, layer in en_layers(model):
+        for layer in layers:
             layer.fix_ratios(None)
+
+
+def replacement(
+    condition: str, ratios: np.ndarray, labels: np.ndarray, rows: np.ndarray, perm: np.ndarray
+) -> list[torch.Tensor] | None:
+    """Per layer, the ratios ``condition`` gives the images ``rows`` of the evaluation set
+    (``ratios`` (N, L, K) and ``labels`` as recorded; ``perm`` a permutation of the batch);
+    None for the computed ratios."""
+    if condition not in CONDITIONS:
+        raise UserError(f"condition {condition!r} is not one of {', '.join(CONDITIONS)}")
+    if condition == "computed":
+        return None
+    if condition == "dataset-mean":
+        return [torch.from_numpy(r) for r in ratios.mean(0)]  # (K,) a layer: the kernel runs
+    if condition == "shuffled":
+        used = ratios[rows[perm]]  # (n, L, K)
+    else:  # category-mean
+        means = {c: ratios[labels == c].mean(0) for c in np.unique(labels[rows])}
+        used = np.stack([means[c] for c in labels[rows]])
+    return [torch.from_numpy(np.ascontiguousarray(used[:, j])) for j in range(used.shape[1])]
 
 
 def correct(
@@ -83,38 +89,21 @@ def correct(
     labels: np.ndarray,
     seed: int,
 ) -> np.ndarray:
-    """(N,) whether each image of ``loader`` is classified right under ``condition``; ``ratios``
-    (N, L, K) and ``labels`` are the epoch's recorded ratios of the same images."""
+    """(N,) whether each image of ``loader`` (the evaluation images in order) is classified
+    right under ``condition``; ``ratios`` (N, L, K) and ``labels`` are the epoch's recorded
+    ratios of the same images."""
     model.eval()
-    if condition not in CONDITIONS:
-        raise UserError(f"condition {condition!r} is not one of {', '.join(CONDITIONS)}")
-    mean = torch.from_numpy(ratios.mean(0))  # (L, K)
-    by_category = torch.from_numpy(
-        np.stack(
-            [
-                ratios[labels == c].mean(0) if (labels == c).any() else ratios.mean(0)
-                for c in range(int(labels.max()) + 1)
-            ]
-        )
-    )  # (C, L, K)
-    generator = torch.Generator().manual_seed(seed)
-    batch: dict[str, torch.Tensor] = {}
-
-    def rule(j: int, learned: torch.Tensor) -> torch.Tensor:
-        if condition == "dataset-mean":
-            return mean[j]
-        if condition == "category-mean":
-            return by_category[batch["y"], j]
-        return learned[batch["perm"]]  # shuffled
-
-    out = []
+    rng = np.random.default_rng(seed)
+    out, start = [], 0
     with torch.no_grad():
         for x, y in loader:
-            if condition == "computed":
+            rows = np.arange(start, start + len(y))
+            start += len(y)
+            used = replacement(condition, ratios, labels, rows, rng.permutation(len(y)))
+            if used is None:
                 out.append(model(x).argmax(1) == y)
                 continue
-            batch["y"], batch["perm"] = y, torch.randperm(len(y), generator=generator)
-            with ratios_replaced(model, rule):
+            with fixed_ratios(model, used):
                 out.append(model(x).argmax(1) == y)
     return torch.cat(out).numpy()
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
@@ -190,12 +191,33 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
             hovertemplate="category mean: %{customdata}<extra></extra>",
         )
     )
+    decoding = _decoding(run, epochs)
+    if decoding is not None:  # the category decoded from each layer's ratios, beside the map
+        fig.add_trace(decoding_heatmap(decoding, first.layer_names))
+
+    def marker(e: int) -> list[dict]:
+        """The shown epoch's row of the decoding map, outlined."""
+        if decoding is None or e not in decoding.index:
+            return []
+        return [
+            dict(
+                type="rect",
+                xref="x3",
+                yref="y3",
+                x0=0.5,
+                x1=layers + 0.5,
+                y0=e - 0.5,
+                y1=e + 0.5,
+                line=dict(color="white", width=2),
+            )
+        ]
+
     fig.frames = [
         go.Frame(
             name=str(e),
             data=[go.Scatter(**points(k, c)) for c in classes],
             traces=list(range(len(classes))),
-            layout=dict(title_text=title(k)),
+            layout=dict(title_text=title(k), shapes=marker(e)),
         )
         for k, e in enumerate(epochs)
     ]
@@ -215,11 +237,18 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
             range=[0.5, layers + 0.5],
             title_text="EN layer (input → output)",
         ),
-        yaxis2=dict(anchor="x2", range=[0, 1], title_text="ratio (stacked)"),
+        yaxis2=dict(
+            anchor="x2",
+            range=[0, 1],
+            title_text="ratio (stacked)",
+            domain=[0.45, 1] if decoding is not None else [0, 1],
+        ),
+        shapes=marker(epochs[0]),
         barmode="stack",
         bargap=0.1,
         legend=dict(x=0.47, y=1, title_text="category<br>(click: hide/show)", font_size=11),
         legend2=dict(x=1.0, y=-0.12, xanchor="right", orientation="h", font_size=11),
+        **(_decoding_axes(layers) if decoding is not None else {}),
         annotations=[
             dict(
                 text="Click a point to see its ratios",
@@ -230,7 +259,22 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
                 showarrow=False,
                 font_size=13,
                 name="ratio-title",
-            )
+            ),
+            *(
+                [
+                    dict(
+                        text="the category decoded from each layer's ratios (leave-one-out)",
+                        xref="x3 domain",
+                        yref="y3 domain",
+                        x=0.5,
+                        y=1.12,
+                        showarrow=False,
+                        font_size=11,
+                    )
+                ]
+                if decoding is not None
+                else []
+            ),
         ],
         updatemenus=[
             dict(
@@ -287,6 +331,46 @@ def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
         shape=[len(first.labels), layers, k_norm],
     )
     return Explorer(fig, payload)
+
+
+def _decoding(run: Run, epochs: list[int]) -> pd.DataFrame | None:
+    """(epochs x layers) the category's leave-one-out accuracy from each layer's ratios, from
+    ``analysis/decoding.csv`` if the decode step ran (None otherwise)."""
+    if not run.files.table("decoding.csv").exists():
+        return None
+    t = run.decoding()
+    t = t[(t.space == "ratios") & (t.level == "layer") & t.epoch.isin(epochs)]
+    return t.pivot(index="epoch", columns="index", values="accuracy") if len(t) else None
+
+
+def decoding_heatmap(decoding: pd.DataFrame, layer_names: list[str]) -> go.Heatmap:
+    """The decoding map as a heatmap on the third axes: layers (1..L, as the ratio panel's)
+    across, epochs down."""
+    return go.Heatmap(
+        z=decoding.to_numpy(),
+        x=[int(j) + 1 for j in decoding.columns],
+        y=list(decoding.index),
+        customdata=[[layer_names[int(j)] for j in decoding.columns]] * len(decoding),
+        xaxis="x3",
+        yaxis="y3",
+        colorscale="Viridis",
+        colorbar=dict(len=0.3, y=0.15, x=1.02, thickness=10, title=dict(text="accuracy")),
+        hovertemplate="epoch %{y}, %{customdata}: %{z:.3f}<extra>decoded from the ratios</extra>",
+        name="decoding",
+        showlegend=False,
+    )
+
+
+def _decoding_axes(layers: int) -> dict:
+    return dict(
+        xaxis3=dict(domain=[0.68, 1], anchor="y3", range=[0.5, layers + 0.5], visible=False),
+        yaxis3=dict(
+            domain=[0, 0.3],
+            anchor="x3",
+            autorange="reversed",
+            title_text="epoch",
+        ),
+    )
 
 
 def _encode(ratios: np.ndarray) -> str:
@@ -348,9 +432,9 @@ def write_explorer(
 ) -> tuple[Path, bool]:
     """The analysis's ``figures/explorer.html``, unless up to date; (its path, whether written)."""
     path = run.files.figures / EXPLORER
-    table = run.files.table("clustering.csv")
     inputs = run.analysis_inputs(epochs or run.embedded_epochs())
-    inputs += [table] if table.exists() else []
+    tables = [run.files.table(n) for n in ("clustering.csv", "decoding.csv")]
+    inputs += [t for t in tables if t.exists()]
     settings = {"epochs": epochs, "lr_drops": run.config.train.lr_drops}
     return path, run.make(
         [path], inputs, settings, lambda: explorer(run, epochs).write_html(path), force

@@ -409,3 +409,29 @@ def settling(
     tests = _tests(np.array(points), np.array(replicates))
     truth = float(np.mean(points))
     return _summary(f"settling contrast, steps {step_before} then {step_after}", tests, truth)
+
+
+def accuracy_difference(
+    draws: int, accuracy_a: float, accuracy_b: float, seed: int = 0, resamples: int = 1
+) -> Calibration:
+    """The ablation rows: the accuracy of a fixed model on the same images under two
+    conditions - each image right with probability ``accuracy_a`` under the first; under the
+    second the same decision, but for a tenth of the images decided afresh with probability
+    ``accuracy_b`` (one condition changes few decisions) - the difference over the same image
+    resamples; the truth is its mean, 0.1 (accuracy_a - accuracy_b)."""
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    points, replicates = [], []
+    for _ in range(draws):
+        a = rng.random(len(lab)) < accuracy_a
+        flip = rng.random(len(lab)) < 0.1  # a tenth of the images decided afresh
+        b = np.where(flip, rng.random(len(lab)) < accuracy_b, a)
+        difference = a.astype(float) - b
+        counts = _with_point(bootstrap.bootstrap_counts(lab, resamples, rng))
+        resampled = counts @ difference / counts.sum(1)
+        points.append(resampled[0])
+        replicates.append(resampled[1:])
+    tests = _tests(np.array(points), np.array(replicates))
+    return _summary(
+        f"accuracy difference, {accuracy_a} vs {accuracy_b}", tests, float(np.mean(points))
+    )

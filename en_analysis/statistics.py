@@ -227,6 +227,8 @@ def mantel(
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman's r of two vectors (average ranks for ties); NaN when either is constant."""
+    if len(a) < 2:
+        return float("nan")
     ra, rb = _centred_ranks(np.asarray(a, float)), _centred_ranks(np.asarray(b, float))
     denominator = np.linalg.norm(ra) * np.linalg.norm(rb)
     return float(ra @ rb / denominator) if denominator > 1e-12 else float("nan")

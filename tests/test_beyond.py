@@ -26,11 +26,13 @@ def test_a_layer_that_encodes_the_category_decodes_above_chance_and_one_that_doe
     assert abs(np.mean(chance) - 0.2) < 0.05 and loo_accuracy(noise, LABELS) < 0.35
 
 
-@pytest.mark.parametrize("classes", [2, 5])
-def test_leave_one_out_decoding_equals_refitting_without_each_image(classes):
+@pytest.mark.parametrize("classes, dims", [(2, 4), (5, 4), (5, 100)])
+def test_leave_one_out_decoding_equals_refitting_without_each_image(classes, dims):
+    """Against scikit-learn's RidgeClassifier refitted without each image (more features than
+    images: the closed form solved in the images)."""
     rng = np.random.default_rng(1)
     labels = np.repeat(np.arange(classes), 12)
-    x = rng.normal(size=(classes, 4))[labels] + rng.normal(size=(len(labels), 4))
+    x = rng.normal(size=(classes, dims))[labels] + rng.normal(size=(len(labels), dims))
     brute = cross_val_predict(
         RidgeClassifier(alpha=ALPHA), standardize(x), labels, cv=LeaveOneOut()
     )
@@ -88,3 +90,27 @@ def test_the_decode_and_stability_steps(run_copy):
     assert written and set(stability.measure) == {"cka", "rdm"}
     consecutive = stability[(stability.epoch_a == 1) & (stability.epoch_b == 2)]
     assert consecutive.ci_low.notna().all() and (consecutive.value <= 1 + 1e-9).all()
+
+
+def test_the_explorer_shows_the_decoding_map_beside_the_map(run_copy):
+    from en_analysis.explorer import explorer
+
+    run = Run(run_copy)
+    assert not any(t.type == "heatmap" for t in explorer(run).figure.data)  # not decoded yet
+    write_decoding(run)
+    figure = explorer(run).figure
+    (heatmap,) = [t for t in figure.data if t.type == "heatmap"]
+    assert list(heatmap.y) == run.embedded_epochs() and len(heatmap.x) == 53
+    for frame in figure.frames:  # each epoch's row outlined when it is shown
+        (shape,) = frame.layout.shapes
+        assert shape.y0 == int(frame.name) - 0.5 and shape.y1 == int(frame.name) + 0.5
+
+
+def test_wilson_interval_is_scipys():
+    from scipy.stats import binomtest
+
+    from en_analysis.decoding import wilson
+
+    for hits, n in ((0, 10), (37, 500), (500, 500)):
+        ci = binomtest(hits, n).proportion_ci(method="wilson")
+        assert wilson(hits, n) == pytest.approx((ci.low, ci.high), abs=1e-8)

@@ -75,3 +75,10 @@ def test_settling_contrast_is_calibrated_and_has_power():
 def test_seed_replicates_interval():
     result = _report(simulate.seeds_interval(300, seeds=3, seed=13))
     assert result.covered.at_least(0.95)
+
+
+def test_ablation_accuracy_difference_is_calibrated():
+    same = _report(simulate.accuracy_difference(DRAWS, 0.85, 0.85, seed=14))
+    assert same.rejected.at_most(0.05) and same.covered.near(0.95)
+    planted = _report(simulate.accuracy_difference(300, 0.85, 0.45, seed=15))  # 0.04 lower
+    assert planted.rejected.at_least(0.8) and planted.covered.near(0.95)
