@@ -571,17 +571,10 @@ def decoding_figure(run: Run, table: pd.DataFrame) -> Figure:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=10)
         bar = fig.colorbar(im, ax=ax, fraction=0.05)
-        bar.set_label("accuracy" if cmap == "viridis" else "accuracy difference")
         if cmap == "viridis":
-            bar.ax.axhline(chance, color="white", linewidth=2)
-            bar.ax.text(
-                1.6,
-                chance,
-                "chance",
-                va="center",
-                fontsize=8,
-                transform=bar.ax.get_yaxis_transform(),
-            )
+            bar.set_label(f"accuracy (the scale starts at chance, {chance:.2f})")
+        else:
+            bar.set_label("accuracy difference")
     fig.suptitle(f"The category decoded from each EN layer's ratios ({run.label})", fontsize=11)
     fig.tight_layout()
     return fig
@@ -619,28 +612,34 @@ def stability_figure(run: Run, table: pd.DataFrame, measure: str = "cka") -> Fig
 
 def ablation_figure(run: Run, table: pd.DataFrame) -> Figure:
     """Accuracy on the evaluation images over epochs with the EN ratios as computed, replaced by
-    the layer's mean, shuffled across images, or the category's mean (``ablation.csv``)."""
-    fig = _Figure(figsize=(7.5, 4.2))
-    ax = fig.subplots()
+    the layer's mean, shuffled across images, or the category's mean (``ablation.csv``), and
+    each replacement's accuracy minus the computed ratios'."""
+    fig = _Figure(figsize=(12, 4.2))
+    axes = fig.subplots(1, 2)
     for i, (condition, sel) in enumerate(table.groupby("condition", sort=False)):
         colour = COLOURS[i * 2 % len(COLOURS)]
-        ax.plot(
-            sel.epoch, sel.accuracy, "-" + MARKERS[i], color=colour, markersize=4, label=condition
-        )
-        _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
-    _drops(ax, run)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy on the evaluation images")
-    ax.grid(alpha=0.3)
-    ax.legend(
-        title="EN ratios", fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5)
+        style = dict(color=colour, marker=MARKERS[i], markersize=4, label=condition)
+        axes[0].plot(sel.epoch, sel.accuracy, **style)
+        _band(axes[0], sel.epoch, sel.ci_low, sel.ci_high, colour)
+        if condition != "computed":
+            axes[1].plot(sel.epoch, sel.difference, **style)
+            _band(axes[1], sel.epoch, sel.difference_ci_low, sel.difference_ci_high, colour)
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    for ax, label in zip(axes, ("accuracy", "accuracy minus with the computed ratios")):
+        _drops(ax, run)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("accuracy on the evaluation images", fontsize=10)
+    axes[1].set_title("what replacing the ratios costs (below 0) or gains", fontsize=10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="EN ratios", loc="center right", frameon=False)
+    fig.suptitle(
+        f"Does the network use its per-sample ratios? ({run.label}); bands: 95% intervals "
+        "(images resampled)",
+        fontsize=11,
     )
-    ax.set_title(
-        f"Does the network use its per-sample ratios? ({run.label})\n"
-        "bands: 95% intervals (images resampled)",
-        fontsize=10,
-    )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
     return fig
 
 
