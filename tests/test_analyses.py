@@ -8,14 +8,14 @@ import shutil
 import pandas as pd
 import pytest
 
+from en_analysis.analysis.extract import extract
 from en_analysis.cli import main
-from en_analysis.config import read_config
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.layout import AnalysisLayout, RunLayout
-from en_analysis.pipeline import reproduce
-from en_analysis.provenance import Provenance
-from en_analysis.runs import Run
+from en_analysis.core.errors import UserError
+from en_analysis.core.layout import AnalysisLayout, RunLayout
+from en_analysis.core.provenance import Provenance
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.run.folder import Run
+from en_analysis.settings.config import read_config
 
 from conftest import snapshot, tiny_config
 
@@ -114,7 +114,7 @@ def test_a_changed_categories_file_is_noticed(tmp_path, analysed_run):
         "category,synset\ndog,dog.n.01\ncat,cat.n.01\ncar,car.n.01\ntree,tree.n.01\n"
     )
     path = tmp_path / "run"
-    from en_analysis.train import train
+    from en_analysis.training.train import train
 
     train(tiny_config(f"data.categories_file={mapping}", "train.epochs=1"), path, progress=False)
     assert extract(Run(path), progress=False).written == [0, 1]
@@ -154,7 +154,7 @@ def test_two_analyses_of_one_run_side_by_side(run):
 
 
 def test_two_analyses_in_one_figure(run):
-    from en_analysis import plotting
+    from en_analysis.figures import plotting
 
     reproduce(tiny_config(*FAST, "analysis.scaling=raw"), run, "raw", progress=False)
     default, raw = Run(run), Run(run, "raw")

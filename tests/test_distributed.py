@@ -13,10 +13,10 @@ import torch
 import torch.distributed as dist
 
 from en_analysis import cli
-from en_analysis.checkpoints import load_checkpoint
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.runs import Run
+from en_analysis.analysis.extract import extract
+from en_analysis.core.errors import UserError
+from en_analysis.run.folder import Run
+from en_analysis.training.checkpoints import load_checkpoint
 
 from conftest import TINY
 

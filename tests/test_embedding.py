@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from en_analysis.embedding import embed, embed_sequence, tsne
-from en_analysis.runs import Run
+from en_analysis.analysis.embedding import embed, embed_sequence, tsne
+from en_analysis.run.folder import Run
 
 from conftest import tiny_config
 
@@ -69,7 +69,7 @@ def test_embed_run_records_settings_and_skips_when_current(run_copy):
 def test_a_perplexity_too_large_for_the_samples_is_said_and_recorded(run_copy):
     """Before: perplexity 1e9 was lowered to what 32 samples allow without a word, and only
     1e9 was recorded."""
-    from en_analysis.io import load_npz
+    from en_analysis.core.io import load_npz
 
     run = Run(run_copy)
     assert float(load_npz(run.files.embedding_file(2))["perplexity"]) == 5.0  # as asked

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
 from en_analysis.nn import ExemplarNorm2d, cpu_kernel
 from en_analysis.nn.exemplar_norm import _moments
 

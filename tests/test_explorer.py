@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from en_analysis.analysis.projector import SPRITE_SIDE, write_projector
 from en_analysis.cli import main
-from en_analysis.errors import UserError
-from en_analysis.explorer import explorer, thumbnail_images
-from en_analysis.projector import SPRITE_SIDE, write_projector
-from en_analysis.runs import Run
+from en_analysis.core.errors import UserError
+from en_analysis.figures.explorer import explorer, thumbnail_images
+from en_analysis.run.folder import Run
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from en_analysis.errors import UserError
-from en_analysis.export import STAT_COLUMNS, category_stats, export, wide
-from en_analysis.runs import Run
+from en_analysis.analysis.export import STAT_COLUMNS, category_stats, export, wide
+from en_analysis.core.errors import UserError
+from en_analysis.run.folder import Run
 
 
 def test_statistics_equal_a_pandas_group_by(analysed_run):

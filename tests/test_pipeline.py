@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from en_analysis.config import load_config
 from en_analysis.data.wordnet import DEBIAN_WORDNET
-from en_analysis.pipeline import reproduce
-from en_analysis.runs import Run
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.run.folder import Run
+from en_analysis.settings.config import load_config
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist") or not DEBIAN_WORDNET.exists(),
@@ -116,7 +116,7 @@ def test_reproduce_refuses_new_model_data_and_training_settings(tmp_path):
     """On a finished run, a model or data setting that differs is refused in one line, and so
     is a schedule setting that no further epoch would use; nothing is changed. (Analysis
     settings: tests/test_analyses.py.)"""
-    from en_analysis.errors import UserError
+    from en_analysis.core.errors import UserError
 
     from conftest import snapshot, tiny_config
 

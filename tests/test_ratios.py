@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
+from en_analysis.analysis.extract import extract
+from en_analysis.core.errors import UserError
 from en_analysis.nn import en_layers, en_resnet50
-from en_analysis.ratios import RatioRecorder
-from en_analysis.runs import Run
+from en_analysis.nn.recording import RatioRecorder
+from en_analysis.run.folder import Run
 
 
 def _model():

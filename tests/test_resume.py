@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from en_analysis.checkpoints import load_checkpoint
+from en_analysis.analysis.extract import extract
 from en_analysis.cli import main
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.pipeline import reproduce
-from en_analysis.runs import Run
-from en_analysis.train import train
+from en_analysis.core.errors import UserError
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.run.folder import Run
+from en_analysis.training.checkpoints import load_checkpoint
+from en_analysis.training.train import train
 
 from conftest import TINY, snapshot, tiny_config
 
@@ -69,7 +69,7 @@ def test_a_resume_after_a_nan_loss_with_a_lower_lr_trains(tmp_path):
 def test_device_and_loading_settings_are_no_schedule_change(run):
     """Where a run computes may change on any resume or rerun: nothing recorded, nothing
     refused (reproduce on the finished run, a resume with other workers)."""
-    from en_analysis.train import resume_changes
+    from en_analysis.training.train import resume_changes
 
     asked = tiny_config("data.num_workers=1", "train.threads=1", "data.root=/elsewhere")
     assert resume_changes(tiny_config(), asked) == {}

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from en_analysis import statistics
+from en_analysis.analysis import statistics
+from en_analysis.analysis.wordnet import compare, extreme_pairs
+from en_analysis.core.errors import UserError
 from en_analysis.data import mapping
 from en_analysis.data import wordnet as W
 from en_analysis.data.datasets import category_table
-from en_analysis.errors import UserError
-from en_analysis.runs import Run
-from en_analysis.wordnet import compare, extreme_pairs
+from en_analysis.run.folder import Run
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_run_comparison(analysed_run):
 
 
 def test_wnid_categories_are_shown_by_name():
-    from en_analysis.plotting import display_names
+    from en_analysis.figures.plotting import display_names
 
     assert display_names(["n02111889", "n07873807", "Bag"], [0, 1, 2]) == [
         "Samoyed",
@@ -276,9 +276,9 @@ def test_tau_a_and_the_category_resamples_agree_with_rsatoolbox():
     from rsatoolbox.rdm import compare as compare_rdms
     from scipy.spatial.distance import squareform
 
-    from en_analysis import bootstrap
-    from en_analysis.statistics import upper
-    from en_analysis.wordnet import tau_a
+    from en_analysis.analysis import bootstrap
+    from en_analysis.analysis.statistics import upper
+    from en_analysis.analysis.wordnet import tau_a
 
     rng = np.random.default_rng(0)
     wn = squareform(np.round(rng.random(45), 1))  # ties, as Wu-Palmer distances have

@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..config import DataConfig
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.config import DataConfig
 from .subset import balanced_subset
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -419,7 +419,7 @@ def heldout_fingerprint(cfg: DataConfig) -> str:
     (the IDX or CIFAR test files; an image folder's held-out file names and sizes), without
     reading the images: the same data give the same fingerprint wherever they lie, other data
     another one. Empty where the files are missing; the settings alone make synthetic data."""
-    from ..provenance import digest
+    from ..core.provenance import digest
 
     if cfg.dataset == "fashion-mnist":
         files = [p for p in _fashion_mnist_files(cfg)[2:] if p is not None]

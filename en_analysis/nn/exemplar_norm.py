@@ -26,8 +26,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..choices import DEFAULT_NORMALIZERS, NORMALIZERS
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.choices import DEFAULT_NORMALIZERS, NORMALIZERS
 from . import cpu_kernel
 
 MIN_HIDDEN = 8

@@ -22,15 +22,15 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from .data import describe_data
-from .data.subset import resolve_categories
-from .errors import UserError
-from .io import atomic_write, atomic_write_bytes
-from .runs import Run
-from .wordnet import Comparison
+from ..analysis.wordnet import Comparison
+from ..core.errors import UserError
+from ..core.io import atomic_write, atomic_write_bytes
+from ..data import describe_data
+from ..data.subset import resolve_categories
+from ..run.folder import Run
 
 if TYPE_CHECKING:
-    from .replicates import Replicates
+    from ..pipeline.replicates import Replicates
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
 COLOURS = [
@@ -61,7 +61,7 @@ class _Figure(Figure):
 
 def display_names(categories: list[str], classes: list[int]) -> list[str]:
     """Readable names: an ImageNet wnid becomes its WordNet lemma (n02111889 -> Samoyed)."""
-    from .data.wordnet import WNID, resolve_synset
+    from ..data.wordnet import WNID, resolve_synset
 
     names = []
     for c in classes:

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core.errors import UserError
+from ..data.wordnet import category_synsets, wordnet_distances
+from ..run.folder import Run
 from . import bootstrap
 from .controls import space_vectors
-from .data.wordnet import category_synsets, wordnet_distances
-from .errors import UserError
-from .runs import Run
 from .spaces import is_degenerate, scale_ratios
 from .statistics import cluster_distances, mantel, upper
 

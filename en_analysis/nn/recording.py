@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .controls import HeadInputs
-from .errors import UserError
-from .nn import en_layers
-from .nn.exemplar_norm import _moments
+from ..analysis.controls import HeadInputs
+from ..core.errors import UserError
+from . import en_layers
+from .exemplar_norm import _moments
 
 
 class RatioRecorder:

@@ -15,9 +15,9 @@ import numpy as np
 from openTSNE import TSNE, initialization
 from tqdm import tqdm
 
-from .config import AnalysisConfig
-from .io import save_npz
-from .runs import Run
+from ..core.io import save_npz
+from ..run.folder import Run
+from ..settings.config import AnalysisConfig
 from .spaces import is_degenerate, scale_ratios
 
 

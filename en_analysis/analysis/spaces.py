@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .choices import SCALINGS, check
+from ..settings.choices import SCALINGS, check
 
 CONSTANT = 1e-7  # a dimension whose std across samples is below this carries no information
 

@@ -25,10 +25,10 @@ import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
 
-from .errors import UserError
-from .io import atomic_write_text
+from ..core.errors import UserError
+from ..core.io import atomic_write_text
+from ..run.folder import Run
 from .plotting import COLOURS, EXPLORER, display_names, first_after_drops
-from .runs import Run
 
 THUMBNAIL_SIDE = 48  # pixels, at most: small PNGs keep the page light
 PLOTLY_SYMBOLS = ["circle", "square", "triangle-up", "diamond", "triangle-down", "cross", "x"]
@@ -318,7 +318,7 @@ def _clustering_text(run: Run) -> dict[int, str]:
 def thumbnail_images(run: Run, sample_index: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
     """The evaluation images as uint8 (N, S, S) or (N, S, S, 3) arrays, S <= ``side``, contrast
     stretched per image (the data are normalized tensors; this undoes any mean/std)."""
-    from .data import build_datasets
+    from ..data import build_datasets
 
     data = build_datasets(run.config.data)
     out = []

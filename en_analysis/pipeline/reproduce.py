@@ -11,26 +11,26 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from . import plotting
-from .config import Config, read_config
-from .embedding import embed
-from .errors import UserError
-from .explorer import write_explorer
-from .export import export
-from .extract import extract
-from .io import run_lock
-from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
-from .metrics import ratio_movement, write_clustering
-from .runs import Run
-from .train import (
+from ..analysis.embedding import embed
+from ..analysis.export import export
+from ..analysis.extract import extract
+from ..analysis.metrics import ratio_movement, write_clustering
+from ..analysis.verdict import markdown, write_verdict
+from ..analysis.wordnet import Comparison, extreme_pairs, write_comparison
+from ..core.errors import UserError
+from ..core.io import run_lock
+from ..core.layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
+from ..figures import plotting
+from ..figures.explorer import write_explorer
+from ..run.folder import Run
+from ..settings.config import Config, read_config
+from ..training.train import (
     final_metrics,
     refuse_conflicts,
     refuse_unused_changes,
     repair_metrics,
     train,
 )
-from .verdict import markdown, write_verdict
-from .wordnet import Comparison, extreme_pairs, write_comparison
 
 
 @dataclass

@@ -23,21 +23,15 @@ from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-from .checkpoints import (
-    build_model,
-    check_owner,
-    load_checkpoint,
-    run_identity,
-    save_checkpoint,
-)
-from .config import Config, TrainConfig, first_difference, read_config, save_config
-from .data import Datasets, balanced_subset, build_datasets
+from ..core.errors import UserError
+from ..core.io import atomic_write_text, read_csv, run_lock, write_csv
+from ..core.layout import RunLayout, epoch_files
+from ..data import Datasets, balanced_subset, build_datasets
+from ..nn import cpu_kernel
+from ..nn.exemplar_norm import compile_layers
+from ..settings.config import Config, TrainConfig, first_difference, read_config, save_config
+from .checkpoints import build_model, check_owner, load_checkpoint, run_identity, save_checkpoint
 from .distributed import Process, all_sum, setup_process
-from .errors import UserError
-from .io import atomic_write_text, read_csv, run_lock, write_csv
-from .layout import RunLayout, epoch_files
-from .nn import cpu_kernel
-from .nn.exemplar_norm import compile_layers
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
 RUNTIME_KEYS = (  # where and how a run computes: may change on resume

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import UserError
-from .explorer import thumbnail_images
-from .io import atomic_write_bytes, atomic_write_text
-from .layout import epoch_file
-from .runs import Ratios, Run
+from ..core.errors import UserError
+from ..core.io import atomic_write_bytes, atomic_write_text
+from ..core.layout import epoch_file
+from ..figures.explorer import thumbnail_images
+from ..run.folder import Ratios, Run
 
 SPRITE_SIDE = 28  # pixels per thumbnail in the sprite (the projector shows them small)
 MAX_SPRITE = 8192  # the projector's limit on the sprite image's side

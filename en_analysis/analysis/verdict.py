@@ -37,10 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..core.errors import UserError
+from ..data.wordnet import category_synsets, wordnet_distances
 from . import bootstrap, inference
 from .controls import SPACES, head_chunks, space_vectors
-from .data.wordnet import category_synsets, wordnet_distances
-from .errors import UserError
 from .inference import HOLDS, Result
 from .metrics import nearest
 from .spaces import scale_ratios
@@ -645,7 +645,7 @@ def verdicts(runs: Sequence, lr_drops: list[int], epochs: list[int] | None = Non
 def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
     """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its ratio
     files, unless up to date; (the table, whether it was written)."""
-    from .io import atomic_write_text, write_csv
+    from ..core.io import atomic_write_text, write_csv
 
     epochs = run.extracted_epochs()
     csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
@@ -661,7 +661,7 @@ def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
 
     written = run.make([csv, md], inputs, settings, write, force)
     if table is None:
-        from .io import read_csv
+        from ..core.io import read_csv
 
         table = read_csv(csv)
     return table, written

@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from .checkpoints import model_from_checkpoint
-from .config import Config
-from .data import Datasets, build_datasets, evaluation_subset, heldout_fingerprint
-from .distributed import gather_shards, setup_process
-from .errors import UserError
-from .io import save_npz
-from .ratios import forward_subset
-from .runs import Run
+from ..core.errors import UserError
+from ..core.io import save_npz
+from ..data import Datasets, build_datasets, evaluation_subset, heldout_fingerprint
+from ..nn.recording import forward_subset
+from ..run.folder import Run
+from ..settings.config import Config
+from ..training.checkpoints import model_from_checkpoint
+from ..training.distributed import gather_shards, setup_process
 
 PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
 

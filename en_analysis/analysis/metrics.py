@@ -17,10 +17,10 @@ from scipy.spatial.distance import pdist, squareform
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
+from ..core.errors import UserError
+from ..run.folder import Run
 from . import bootstrap
 from .controls import space_vectors
-from .errors import UserError
-from .runs import Run
 from .spaces import is_degenerate
 
 COLUMNS = [

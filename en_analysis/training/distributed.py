@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from ..core.errors import UserError
 
 
 @dataclass

@@ -26,7 +26,7 @@ import numpy as np
 from .spaces import scale_ratios, standardize
 
 if TYPE_CHECKING:
-    from .runs import Ratios
+    from ..run.folder import Ratios
 
 MAX_COMPONENTS = 512  # the statistics space keeps at most this many principal components
 # The stored statistics' type. Measured on the default run's last checkpoint: ratios recomputed

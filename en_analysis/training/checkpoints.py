@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, first_difference
-from .errors import UserError
-from .io import atomic_write, read_text
-from .layout import RunLayout, epoch_files
-from .nn import ResNet, en_layers, en_resnet50
+from ..core.errors import UserError
+from ..core.io import atomic_write, read_text
+from ..core.layout import RunLayout, epoch_files
+from ..nn import ResNet, en_layers, en_resnet50
+from ..settings.config import Config, first_difference
 
 FORMAT = "en-analysis-checkpoint"
 VERSION = 1

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import Config, first_difference, validate
-from .errors import UserError
-from .io import write_csv
-from .layout import AnalysisLayout
-from .runs import Run
-from .train import RUNTIME_KEYS
+from ..core.errors import UserError
+from ..core.io import write_csv
+from ..core.layout import AnalysisLayout
+from ..run.folder import Run
+from ..settings.config import Config, first_difference, validate
+from ..training.train import RUNTIME_KEYS
 
 KEYS = ["source", "space", "dims", "metric", "epoch"]
 COLUMNS = [*KEYS, "mean", "sd", "min", "max", "n"]
@@ -129,9 +129,9 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     ``OUT/figures/replicates.png``: the spread across ``paths``, and the verdict on the runs'
     mean - every row one test, the runs resampled with the images (or categories) they share
     (``verdict.verdicts``)."""
-    from .io import atomic_write_text
-    from .plotting import replicates_figure, save
-    from .verdict import markdown, verdicts
+    from ..analysis.verdict import markdown, verdicts
+    from ..core.io import atomic_write_text
+    from ..figures.plotting import replicates_figure, save
 
     out = Path(out)
     result = compare(paths)
@@ -149,7 +149,7 @@ def replicate(
 ) -> tuple[Replicates, pd.DataFrame]:
     """Train and analyse one run per seed in ``OUT/seed-K`` (each resumable, steps skipped when
     up to date), then ``write_replicates``."""
-    from .pipeline import reproduce
+    from .reproduce import reproduce
 
     if len(set(seeds)) < 2:
         raise UserError(f"replicate needs at least two different seeds, got {seeds}")

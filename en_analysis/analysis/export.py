@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import write_csv
-from .runs import Ratios, Run
+from ..core.io import write_csv
+from ..run.folder import Ratios, Run
 
 STAT_COLUMNS = [
     "epoch",

@@ -17,9 +17,9 @@ from typing import Any
 
 import tomli_w
 
+from ..core.errors import UserError
+from ..core.io import read_text
 from . import choices
-from .errors import UserError
-from .io import read_text
 
 
 @dataclass
@@ -124,7 +124,7 @@ SECTIONS = {f.name for f in dataclasses.fields(Config) if f.name != "name"}
 def preset_names() -> list[str]:
     return sorted(
         p.name[:-5]
-        for p in resources.files("en_analysis.presets").iterdir()
+        for p in resources.files("en_analysis.settings.presets").iterdir()
         if p.name.endswith(".toml")
     )
 
@@ -206,7 +206,9 @@ def load_config(
         names = preset_names()
         if preset not in names:
             raise UserError(f"unknown preset {preset!r}.{_close(preset, names)}")
-        text = resources.files("en_analysis.presets").joinpath(f"{preset}.toml").read_text()
+        text = (
+            resources.files("en_analysis.settings.presets").joinpath(f"{preset}.toml").read_text()
+        )
         _merge(config, _read_toml(text, f"preset {preset}"), f"preset {preset}")
         config.name = preset if config.name == "run" else config.name
     if file is not None:
@@ -353,7 +355,7 @@ def check_knn(analysis: AnalysisConfig, samples: int) -> None:
 
 
 def save_config(config: Config, path: Path) -> None:
-    from .io import atomic_write_bytes
+    from ..core.io import atomic_write_bytes
 
     atomic_write_bytes(path, tomli_w.dumps(config.to_dict()).encode())
 
@@ -377,7 +379,7 @@ def first_difference(
 
 def save_analysis_settings(settings: AnalysisConfig, path: Path) -> None:
     """A named analysis's settings: an ``[analysis]`` table of their own."""
-    from .io import atomic_write_bytes
+    from ..core.io import atomic_write_bytes
 
     atomic_write_bytes(path, tomli_w.dumps({"analysis": dataclasses.asdict(settings)}).encode())
 

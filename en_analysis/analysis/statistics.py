@@ -18,7 +18,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 from scipy.stats import rankdata
 
-from .errors import UserError
+from ..core.errors import UserError
 
 EXACT_MAX = 10  # enumerate every relabelling up to this many categories
 CHUNK = 1 << 17  # relabelings per vectorised chunk (45 pairs: ~24 MB of float32)

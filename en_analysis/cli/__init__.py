@@ -13,20 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .choices import check_device
-from .config import (
-    Config,
-    load_config,
-    parse_override,
-    preset_names,
-    read_config,
-)
-from .distributed import leave_process_group
-from .errors import UserError
-from .layout import RunLayout
+from ..core.errors import UserError
+from ..core.layout import RunLayout
+from ..settings.choices import check_device
+from ..settings.config import Config, load_config, parse_override, preset_names, read_config
+from ..training.distributed import leave_process_group
 
 if TYPE_CHECKING:  # the CLI imports the library when a step runs: --help stays fast
-    from .runs import Run
+    from ..run.folder import Run
 
 
 def _set_arg(p: argparse.ArgumentParser, help: str) -> None:
@@ -109,7 +103,7 @@ def _asked_config(args: argparse.Namespace, continues: bool) -> tuple[Config, Pa
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .train import train
+    from ..training.train import train
 
     config, out = _asked_config(args, continues=args.resume)
     run = train(config, out, resume=args.resume, progress=not args.quiet)
@@ -125,7 +119,7 @@ def _run(args: argparse.Namespace) -> Iterator[Run]:
     """The run folder of a step, opened at its analysis; ``--set analysis.*`` settings become
     that analysis's (refused when its outputs were made with others, unless --force), and are
     stored once the step has succeeded."""
-    from .runs import Run
+    from ..run.folder import Run
 
     run = Run(args.run, args.analysis)
     for text in args.overrides:
@@ -150,8 +144,8 @@ def _report(paths: list[Path], written: bool) -> None:
 
 
 def cmd_extract(args: argparse.Namespace) -> None:
-    from .checkpoints import run_identity
-    from .extract import extract
+    from ..analysis.extract import extract
+    from ..training.checkpoints import run_identity
 
     with _run(args) as run:
         run_identity(run.path)  # a damaged run.json: one error, not one per checkpoint
@@ -179,12 +173,12 @@ def cmd_extract(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export
+    from ..analysis.export import export
 
     with _run(args) as run:
         _report(*export(run, _epochs(args), args.samples, args.wide, force=args.force))
         if args.projector:
-            from .projector import write_projector
+            from ..analysis.projector import write_projector
 
             folder = write_projector(run, _epochs(args))
             print(f"wrote {folder} (open it with: tensorboard --logdir {folder})")
@@ -193,7 +187,7 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_explore(args: argparse.Namespace) -> None:
     import time
 
-    from .explorer import check_page_path, explorer, write_explorer
+    from ..figures.explorer import check_page_path, explorer, write_explorer
 
     start = time.perf_counter()
     with _run(args) as run:
@@ -212,7 +206,7 @@ def cmd_explore(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from .embedding import embed
+    from ..analysis.embedding import embed
 
     with _run(args) as run:
         written, skipped = embed(run, _epochs(args), force=args.force, progress=not args.quiet)
@@ -223,8 +217,8 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_metrics(args: argparse.Namespace) -> None:
-    from . import plotting
-    from .metrics import summary, write_clustering
+    from ..analysis.metrics import summary, write_clustering
+    from ..figures import plotting
 
     with _run(args) as run:
         table, written = write_clustering(run, _epochs(args), force=args.force)
@@ -234,8 +228,8 @@ def cmd_metrics(args: argparse.Namespace) -> None:
 
 
 def cmd_wordnet(args: argparse.Namespace) -> None:
-    from . import plotting
-    from .wordnet import extreme_pairs, write_comparison
+    from ..analysis.wordnet import extreme_pairs, write_comparison
+    from ..figures import plotting
 
     with _run(args) as run:
         result, written = write_comparison(run, _epochs(args), force=args.force)
@@ -259,7 +253,7 @@ def cmd_wordnet(args: argparse.Namespace) -> None:
 
 
 def cmd_verdict(args: argparse.Namespace) -> None:
-    from .verdict import markdown, write_verdict
+    from ..analysis.verdict import markdown, write_verdict
 
     with _run(args) as run:
         table, written = write_verdict(run, force=args.force)
@@ -268,7 +262,7 @@ def cmd_verdict(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    from . import plotting
+    from ..figures import plotting
 
     with _run(args) as run:
         categories = args.categories.split(",") if args.categories else None
@@ -280,7 +274,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from .pipeline import reproduce
+    from ..pipeline.reproduce import reproduce
 
     config, out = _asked_config(args, continues=True)
     summary = reproduce(config, out, args.analysis, force=args.force, progress=not args.quiet)
@@ -288,7 +282,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 
 
 def _print_replicates(result, verdict, out: Path) -> None:
-    from .verdict import markdown
+    from ..analysis.verdict import markdown
 
     print(f"{len(result.runs)} runs: " + ", ".join(str(r.path) for r in result.runs))
     print(markdown(verdict))
@@ -298,7 +292,7 @@ def _print_replicates(result, verdict, out: Path) -> None:
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
-    from .replicates import replicate
+    from ..pipeline.replicates import replicate
 
     config = load_config(
         args.preset or (None if args.config else "fashion-mnist"), args.config, args.overrides
@@ -313,7 +307,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .replicates import write_replicates
+    from ..pipeline.replicates import write_replicates
 
     result, verdict = write_replicates(args.out, args.runs)
     _print_replicates(result, verdict, args.out)
@@ -431,7 +425,7 @@ def _step_lock(args: argparse.Namespace):
     write nothing)."""
     from contextlib import nullcontext
 
-    from .io import run_lock
+    from ..core.io import run_lock
 
     run = getattr(args, "run", None)
     if run is None or not Path(run).is_dir() or not _main_process():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .errors import UserError
+from ..core.errors import UserError
 
 NORMS = ("en", "bn")  # model.norm: Exemplar Normalization or plain BatchNorm2d
 STEMS = ("small", "imagenet")  # model.stem

@@ -11,8 +11,12 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from .checkpoints import check_owner, load_checkpoint, model_from_checkpoint, run_identity
-from .config import (
+from ..analysis.controls import HeadInputs
+from ..core.errors import UserError
+from ..core.io import load_npz, read_csv, write_csv
+from ..core.layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
+from ..core.provenance import Provenance
+from ..settings.config import (
     AnalysisConfig,
     Config,
     check_knn,
@@ -22,11 +26,7 @@ from .config import (
     save_analysis_settings,
     save_config,
 )
-from .controls import HeadInputs
-from .errors import UserError
-from .io import load_npz, read_csv, write_csv
-from .layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
-from .provenance import Provenance
+from ..training.checkpoints import check_owner, load_checkpoint, model_from_checkpoint, run_identity
 
 
 @dataclass
@@ -233,7 +233,7 @@ class Run:
     def label(self) -> str:
         """What the run's figures say it is: the data it used, the run folder's name and the
         analysis when it is not the default one."""
-        from .data import describe_data
+        from ..data import describe_data
 
         named = "" if self.analysis == DEFAULT_ANALYSIS else f", analysis {self.analysis}"
         return f"{describe_data(self.config.data)}, run {self.path.name}{named}"
@@ -396,7 +396,7 @@ class Run:
     def explore(self, epochs: list[int] | None = None):
         """The interactive explorer of the run's embedded epochs (``explorer.Explorer``): shows
         inline in Jupyter; ``.write_html(path)`` writes the offline page."""
-        from .explorer import explorer
+        from ..figures.explorer import explorer
 
         return explorer(self, epochs)
 
