@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,89 +19,282 @@ import tomli_w
 from ..core.errors import UserError
 from ..core.io import read_text
 from . import choices
+from .rules import (
+    SEED_LIMIT,
+    Effect,
+    Rule,
+    check_categories,
+    check_drops,
+    check_epochs,
+    check_name,
+    check_normalizers,
+    rules,
+    setting,
+)
+
+# Every setting, declared once: default, help, what a change redoes (``Effect``) and its bounds or
+# choices. Validation, ``--set`` help, ``presets --show`` and docs/settings.md read these.
+RUN, SCHEDULE, RUNTIME, ANALYSIS = Effect.RUN, Effect.SCHEDULE, Effect.RUNTIME, Effect.ANALYSIS
+SEED = dict(minimum=0, maximum=SEED_LIMIT)
 
 
 @dataclass
 class ModelConfig:
-    norm: str = "en"  # choices.NORMS
-    width: int = 16  # channels of the stem; torchvision's resnet50 has 64
-    stem: str = "small"  # "small" (3x3 conv, no max-pool) or "imagenet" (7x7/2 conv + max-pool)
-    stem_stride: int = 2  # small stem only
-    normalizers: list[str] = field(default_factory=lambda: ["in", "ln", "bn"])
-    reduction: int = 16  # ratio sub-network: 2C -> C/reduction -> 1
-    zero_init_residual: bool = True  # last norm gamma of each block = 0
-    sync_bn_stats: bool = False  # all-reduce EN's BN statistics across processes
+    norm: str = setting(
+        "en", "Exemplar Normalization or plain BatchNorm2d", effect=RUN, choices=choices.NORMS
+    )
+    width: int = setting(
+        16,
+        "channels of the stem (torchvision's resnet50 has 64)",
+        effect=RUN,
+        minimum=1,
+        maximum=4096,
+    )
+    stem: str = setting(
+        "small",
+        "small: 3x3 conv, no max-pool; imagenet: 7x7/2 conv and max-pool",
+        effect=RUN,
+        choices=choices.STEMS,
+    )
+    stem_stride: int = setting(2, "stride of the small stem's conv", effect=RUN, minimum=1)
+    normalizers: list[str] = setting(
+        ["in", "ln", "bn"],
+        "the EN layers' pool of normalizers, in order",
+        effect=RUN,
+        check=check_normalizers,
+        check_text=f"distinct names from {', '.join(choices.NORMALIZERS)}",
+    )
+    reduction: int = setting(
+        16, "the ratio sub-network's reduction: 2C -> C/reduction -> 1", effect=RUN, minimum=1
+    )
+    zero_init_residual: bool = setting(
+        True, "the last norm's gamma of each block starts at 0", effect=RUN
+    )
+    sync_bn_stats: bool = setting(
+        False, "all-reduce EN's BN statistics across processes (torchrun)", effect=RUN
+    )
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion-mnist"  # fashion-mnist | cifar10 | cifar100 | imagefolder | synthetic
-    root: str = ""  # "" = the dataset's default location
-    train_samples: int = 0  # 0 = the whole training split, else a seeded class-balanced subset
-    val_samples: int = 0  # per-epoch validation subset of the held-out split, 0 = all of it
-    image_size: int = 0  # 0 = the dataset's own (28, 32, or 224 for image folders)
-    augment: str = "crop-flip"  # none | flip | crop-flip (random crop with padding + flip)
-    download: bool = False  # torchvision download where no local copy exists (never in tests)
-    num_workers: int = 0
-    categories_file: str = ""  # CSV/TOML (category, synset) overriding the built-in mapping
-    skip_bad_images: bool = False  # image folders: leave out unreadable files instead of stopping
+    dataset: str = setting(
+        "fashion-mnist", "the training and held-out images", effect=RUN, choices=choices.DATASETS
+    )
+    root: str = setting(
+        "", 'where the dataset is ("": the dataset\'s default location)', effect=RUNTIME
+    )
+    train_samples: int = setting(
+        0,
+        "training images: 0 = the whole split, else a seeded class-balanced subset",
+        effect=RUN,
+        minimum=0,
+    )
+    val_samples: int = setting(
+        0,
+        "held-out images scored after each epoch (0 = all; the last epoch always uses all)",
+        effect=RUN,
+        minimum=0,
+    )
+    image_size: int = setting(
+        0,
+        "image side: 0 = the dataset's own (28, 32, or 224 for image folders)",
+        effect=RUN,
+        minimum=0,
+        maximum=4096,
+    )
+    augment: str = setting(
+        "crop-flip",
+        "training augmentation: none, flips, or random crops with padding and flips",
+        effect=RUN,
+        choices=choices.AUGMENTS,
+    )
+    download: bool = setting(
+        False, "let torchvision download the dataset where no local copy exists", effect=RUN
+    )
+    num_workers: int = setting(0, "data-loading processes", effect=RUNTIME, minimum=0, maximum=1024)
+    categories_file: str = setting(
+        "",
+        "a CSV or TOML file of (category, synset) overriding the built-in mapping",
+        effect=RUN,
+    )
+    skip_bad_images: bool = setting(
+        False, "image folders: leave out unreadable files instead of stopping", effect=RUN
+    )
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 12
-    batch_size: int = 64  # global: split across processes under torchrun
-    lr: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_drops: list[int] = field(default_factory=lambda: [6, 9])  # x lr_gamma after these epochs
-    lr_gamma: float = 0.1
-    warmup_epochs: int = 0  # linear warm-up, per step
-    ratio_lr_mult: float = 10.0  # the EN ratio sub-network's learning rate multiplier
-    ratio_weight_decay: float = 0.0
-    seed: int = 0
-    device: str = "cpu"  # cpu | cuda | cuda:N
-    amp: bool = False  # bf16 autocast (EN statistics stay float32)
-    channels_last: bool = False
-    threads: int = 0  # torch CPU threads, 0 = torch's default
-    compile: bool = False  # run the model under torch.compile (see the README's measurements)
-    # the Python EN layer as one compiled graph each way, where the C++ kernel does not run
-    # (GPU, bf16, synced BN statistics; README)
-    compile_en_layers: bool = False
+    epochs: int = setting(12, "epochs to train", effect=SCHEDULE, minimum=1, maximum=10_000)
+    batch_size: int = setting(
+        64,
+        "the global batch (split across processes under torchrun)",
+        effect=RUN,
+        minimum=1,
+        maximum=1_000_000,
+    )
+    lr: float = setting(0.02, "SGD's learning rate", effect=SCHEDULE, minimum=0)
+    momentum: float = setting(0.9, "SGD's momentum", effect=SCHEDULE, minimum=0)
+    weight_decay: float = setting(1e-4, "SGD's weight decay", effect=SCHEDULE, minimum=0)
+    lr_drops: list[int] = setting(
+        [6, 9],
+        "epochs after which the learning rate is multiplied by lr_gamma",
+        effect=SCHEDULE,
+        check=check_drops,
+        check_text="strictly increasing epoch numbers",
+    )
+    lr_gamma: float = setting(
+        0.1, "the learning rate's factor at each drop", effect=SCHEDULE, minimum=0
+    )
+    warmup_epochs: int = setting(
+        0, "epochs of linear learning-rate warm-up (per step)", effect=SCHEDULE, minimum=0
+    )
+    ratio_lr_mult: float = setting(
+        10.0, "the EN ratio sub-network's learning-rate multiplier", effect=SCHEDULE, minimum=0
+    )
+    ratio_weight_decay: float = setting(
+        0.0, "the EN ratio sub-network's weight decay", effect=SCHEDULE, minimum=0
+    )
+    seed: int = setting(0, "seeds the weights, the data order and augmentation", effect=RUN, **SEED)
+    device: str = setting(
+        "cpu",
+        "cpu, cuda or cuda:N",
+        effect=RUNTIME,
+        check=choices.check_device,
+        check_text="cpu, cuda or cuda:N",
+    )
+    amp: bool = setting(False, "bf16 autocast (EN statistics stay float32)", effect=RUNTIME)
+    channels_last: bool = setting(False, "channels-last memory format", effect=RUNTIME)
+    threads: int = setting(
+        0, "torch's CPU threads (0 = torch's default)", effect=RUNTIME, minimum=0, maximum=4096
+    )
+    compile: bool = setting(False, "run the model under torch.compile", effect=RUNTIME)
+    compile_en_layers: bool = setting(
+        False,
+        "compile the Python EN layer where the C++ kernel does not run (GPU, bf16, synced BN)",
+        effect=RUNTIME,
+    )
 
 
 @dataclass
 class AnalysisConfig:
-    categories: list[str] = field(default_factory=list)  # evaluation categories; [] = all
-    per_category: int = 50
-    subset_seed: int = 0
-    batch_size: int = 100
-    epochs: list[int] = field(default_factory=list)  # epochs to analyse; [] = every checkpoint
-    scaling: str = "zscore"  # raw | zscore | clr (feature scaling before t-SNE and metrics)
-    perplexity: float = 30.0
-    tsne_mode: str = "aligned"  # aligned | independent
-    tsne_seed: int = 0  # t-SNE's random state
-    n_jobs: int = 1
-    knn: int = 5
-    panels: list[int] = field(default_factory=list)  # figure epochs; [] = chosen like the paper
-    wordnet_distance: str = "wup"  # wup | path | lch | hops
-    # crossvalidated (unbiased squared distance between category means) | centroid | pairwise
-    cluster_distance: str = "crossvalidated"
-    permutations: int = 999  # label permutations; Mantel relabelings above 10 categories (else all)
-    bootstrap: int = 200  # resamples of the images within categories for 95% intervals; 0 = none
-    bootstrap_seed: int = 0  # seeds every resample (intervals and verdict)
-    permutation_seed: int = 0  # seeds the label permutations and random relabelings
-    control_seed: int = 0  # seeds the random heads
-    random_heads: int = 199  # random heads the learned ratios are ranked among
-    verdict_bootstrap: int = 1999  # resamples behind each verdict row's interval and p-value
-    margin_knn: float = 0.02  # equivalence margin for k-NN accuracy differences
-    margin_r: float = 0.1  # equivalence margin for differences of correlations
-    formed_share: float = 0.9  # "formed early": share of the final clustering reached at the drop
+    categories: list[str] = setting(
+        [],
+        "the evaluation categories ([] = all)",
+        effect=ANALYSIS,
+        check=check_categories,
+        check_text="distinct names",
+    )
+    per_category: int = setting(
+        50,
+        "held-out images per category",
+        effect=ANALYSIS,
+        minimum=2,
+        maximum=100_000,
+        why="silhouette and k-NN need pairs",
+    )
+    subset_seed: int = setting(0, "chooses the evaluation images", effect=ANALYSIS, minimum=0)
+    batch_size: int = setting(100, "images per forward pass of extract", effect=RUNTIME, minimum=1)
+    epochs: list[int] = setting(
+        [],
+        "the checkpoints extract reads ([] = every one); changes no file already made",
+        effect=ANALYSIS,
+        check=check_epochs,
+        check_text="epoch numbers",
+    )
+    scaling: str = setting(
+        "zscore",
+        "feature scaling of the ratio vectors before t-SNE and the metrics",
+        effect=ANALYSIS,
+        choices=choices.SCALINGS,
+    )
+    perplexity: float = setting(30.0, "t-SNE's perplexity", effect=ANALYSIS, positive=True)
+    tsne_mode: str = setting(
+        "aligned",
+        "aligned: each epoch starts from the previous map; independent: each from PCA",
+        effect=ANALYSIS,
+        choices=choices.TSNE_MODES,
+    )
+    tsne_seed: int = setting(0, "t-SNE's random state", effect=ANALYSIS, **SEED)
+    n_jobs: int = setting(1, "t-SNE's threads", effect=RUNTIME, minimum=1)
+    knn: int = setting(5, "neighbours of the k-NN accuracy", effect=ANALYSIS, minimum=1)
+    panels: list[int] = setting(
+        [],
+        "the t-SNE grid's epochs ([] = chosen like the paper's)",
+        effect=ANALYSIS,
+        check=check_epochs,
+        check_text="epoch numbers",
+    )
+    wordnet_distance: str = setting(
+        "wup",
+        "the WordNet distance between categories",
+        effect=ANALYSIS,
+        choices=choices.WORDNET_DISTANCES,
+    )
+    cluster_distance: str = setting(
+        "crossvalidated",
+        "distance between category clusters: crossvalidated (unbiased squared distance "
+        "between category means), centroid or pairwise",
+        effect=ANALYSIS,
+        choices=choices.CLUSTER_DISTANCES,
+    )
+    permutations: int = setting(
+        999,
+        "label permutations; Mantel relabelings above 10 categories (else all of them)",
+        effect=ANALYSIS,
+        minimum=1,
+        maximum=1_000_000,
+    )
+    bootstrap: int = setting(
+        200,
+        "resamples of the images within categories for the tables' 95% intervals (0 = none)",
+        effect=ANALYSIS,
+        minimum=0,
+        maximum=100_000,
+    )
+    bootstrap_seed: int = setting(
+        0, "seeds every resample (intervals and verdict)", effect=ANALYSIS, **SEED
+    )
+    permutation_seed: int = setting(
+        0, "seeds the label permutations and random relabelings", effect=ANALYSIS, **SEED
+    )
+    control_seed: int = setting(0, "seeds the random heads", effect=ANALYSIS, **SEED)
+    random_heads: int = setting(
+        199,
+        "random heads the learned ratios are ranked among",
+        effect=ANALYSIS,
+        minimum=1,
+        maximum=100_000,
+    )
+    verdict_bootstrap: int = setting(
+        1999,
+        "resamples behind each verdict row's interval and p-value",
+        effect=ANALYSIS,
+        minimum=1,
+        maximum=1_000_000,
+    )
+    margin_knn: float = setting(
+        0.02, "equivalence margin of k-NN accuracy differences", effect=ANALYSIS, positive=True
+    )
+    margin_r: float = setting(
+        0.1, "equivalence margin of differences of correlations", effect=ANALYSIS, positive=True
+    )
+    formed_share: float = setting(
+        0.9,
+        "formed early: the share of the last epoch's clustering reached before the first drop",
+        effect=ANALYSIS,
+        positive=True,
+        maximum=1,
+    )
 
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = setting(
+        "run",
+        "the run's name (the default run folder is runs/NAME)",
+        effect=RUNTIME,
+        check=check_name,
+    )
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -118,7 +310,27 @@ class Config:
         return config
 
 
-SECTIONS = {f.name for f in dataclasses.fields(Config) if f.name != "name"}
+SECTION_TYPES = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "analysis": AnalysisConfig,
+}
+SECTIONS = tuple(SECTION_TYPES)
+
+
+def declared() -> dict[str, Rule]:
+    """Every setting (``section.key``, and ``name``) and its rule, in declaration order."""
+    out = {"name": rules(Config)["name"]}
+    for section in SECTIONS:
+        out.update({f"{section}.{k}": r for k, r in rules(SECTION_TYPES[section]).items()})
+    return out
+
+
+def value_of(config: Config, key: str):
+    """The value of ``section.key`` (or ``name``) in ``config``."""
+    section, _, name = key.rpartition(".")
+    return getattr(getattr(config, section) if section else config, name)
 
 
 def preset_names() -> list[str]:
@@ -141,29 +353,10 @@ def _read_toml(text: str, source: str) -> dict[str, Any]:
         raise UserError(f"{source} is not valid TOML: {e}") from None
 
 
-def _coerce(value: Any, default: Any, key: str, source: str) -> Any:
-    def bad() -> UserError:
-        return UserError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
-
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad()
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise bad()
-        value = float(value)
-    elif isinstance(default, str | list) and not isinstance(value, type(default)):
-        raise bad()
-    return value
-
-
 def _merge(config: Config, values: dict[str, Any], source: str) -> None:
     for section, entries in values.items():
         if section == "name":
-            config.name = _coerce(entries, config.name, "name", source)
+            config.name = rules(Config)["name"].coerce(entries, f"{source}: name")
             continue
         if section not in SECTIONS:
             raise UserError(
@@ -172,12 +365,12 @@ def _merge(config: Config, values: dict[str, Any], source: str) -> None:
         if not isinstance(entries, dict):
             raise UserError(f"{source}: [{section}] must be a table of settings")
         target = getattr(config, section)
-        names = [f.name for f in dataclasses.fields(target)]
+        declared = rules(target)
         for key, value in entries.items():
-            if key not in names:
+            if key not in declared:
+                names = list(declared)
                 raise UserError(f"{source}: unknown setting {section}.{key}.{_close(key, names)}")
-            default = getattr(target, key)
-            setattr(target, key, _coerce(value, default, f"{section}.{key}", source))
+            setattr(target, key, declared[key].coerce(value, f"{source}: {section}.{key}"))
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -221,126 +414,12 @@ def load_config(
     return config
 
 
-CHOICES = {
-    ("model", "norm"): choices.NORMS,
-    ("model", "stem"): choices.STEMS,
-    ("data", "dataset"): choices.DATASETS,
-    ("data", "augment"): choices.AUGMENTS,
-    ("analysis", "scaling"): choices.SCALINGS,
-    ("analysis", "tsne_mode"): choices.TSNE_MODES,
-    ("analysis", "wordnet_distance"): choices.WORDNET_DISTANCES,
-    ("analysis", "cluster_distance"): choices.CLUSTER_DISTANCES,
-}
-POSITIVE = [
-    ("model", "width"),
-    ("model", "reduction"),
-    ("model", "stem_stride"),
-    ("train", "epochs"),
-    ("train", "batch_size"),
-    ("analysis", "per_category"),
-    ("analysis", "batch_size"),
-    ("analysis", "knn"),
-    ("analysis", "permutations"),
-    ("analysis", "n_jobs"),
-    ("analysis", "random_heads"),
-    ("analysis", "verdict_bootstrap"),
-]
-SEED_LIMIT = 2**32 - 1  # numpy's and openTSNE's generators take 32-bit seeds
-UPPER_BOUNDS = {  # beyond these a value is a typo, not a plan
-    ("train", "epochs"): 10_000,
-    ("train", "batch_size"): 1_000_000,
-    ("train", "seed"): SEED_LIMIT,
-    ("train", "threads"): 4096,
-    ("model", "width"): 4096,
-    ("data", "num_workers"): 1024,
-    ("data", "image_size"): 4096,
-    ("analysis", "per_category"): 100_000,
-    ("analysis", "bootstrap"): 100_000,
-    ("analysis", "permutations"): 1_000_000,
-    ("analysis", "random_heads"): 100_000,
-    ("analysis", "verdict_bootstrap"): 1_000_000,
-    ("analysis", "tsne_seed"): SEED_LIMIT,
-    ("analysis", "bootstrap_seed"): SEED_LIMIT,
-    ("analysis", "permutation_seed"): SEED_LIMIT,
-    ("analysis", "control_seed"): SEED_LIMIT,
-}
-NON_NEGATIVE = [
-    ("analysis", "bootstrap"),
-    ("data", "train_samples"),
-    ("data", "val_samples"),
-    ("data", "image_size"),
-    ("data", "num_workers"),
-    ("train", "lr"),
-    ("train", "momentum"),
-    ("train", "weight_decay"),
-    ("train", "lr_gamma"),
-    ("train", "warmup_epochs"),
-    ("train", "ratio_lr_mult"),
-    ("train", "ratio_weight_decay"),
-    ("train", "seed"),
-    ("train", "threads"),
-    ("analysis", "subset_seed"),
-    ("analysis", "tsne_seed"),
-    ("analysis", "bootstrap_seed"),
-    ("analysis", "permutation_seed"),
-    ("analysis", "control_seed"),
-]
-
-
 def validate(config: Config) -> None:
-    """Range and choice checks, so a bad value fails here and not an hour into a run."""
-    for section in SECTIONS:
-        for key, value in dataclasses.asdict(getattr(config, section)).items():
-            if isinstance(value, float) and not math.isfinite(value):
-                raise UserError(f"{section}.{key} must be a finite number, got {value}")
-    for (section, key), options in CHOICES.items():
-        choices.check(f"{section}.{key}", getattr(getattr(config, section), key), options)
-    for section, key in POSITIVE:
-        if getattr(getattr(config, section), key) < 1:
-            raise UserError(f"{section}.{key} must be at least 1")
-    for section, key in NON_NEGATIVE:
-        if getattr(getattr(config, section), key) < 0:
-            raise UserError(f"{section}.{key} must not be negative")
-    norms = config.model.normalizers
-    if (
-        not norms
-        or any(n not in choices.NORMALIZERS for n in norms)
-        or len(set(norms)) != len(norms)
-    ):
-        raise UserError(f"model.normalizers must be distinct names from {choices.NORMALIZERS}")
-    if not config.analysis.perplexity > 0:
-        raise UserError("analysis.perplexity must be positive")
-    for key in ("margin_knn", "margin_r"):
-        if not getattr(config.analysis, key) > 0:
-            raise UserError(f"analysis.{key} must be positive")
-    if not 0 < config.analysis.formed_share <= 1:
-        raise UserError("analysis.formed_share must be in (0, 1]")
-    choices.check_device("train.device", config.train.device)
-    drops = config.train.lr_drops
-    if any(not isinstance(d, int) or d < 1 for d in drops) or any(
-        a >= b for a, b in zip(drops, drops[1:])
-    ):
-        raise UserError(
-            "train.lr_drops must be strictly increasing epoch numbers (e.g. [30, 60, 90])"
-        )
-    for key in ("epochs", "panels"):
-        if any(not isinstance(e, int) or e < 0 for e in getattr(config.analysis, key)):
-            raise UserError(f"analysis.{key} must be a list of epoch numbers")
+    """Every setting against its declared rule (``rules.Rule``), so a bad value fails here and
+    not an hour into a run; then k-NN against the evaluation samples, where they are known."""
+    for key, rule in declared().items():
+        rule.validate(key, value_of(config, key))
     categories = config.analysis.categories
-    if any(not isinstance(c, str) for c in categories):  # [1, 2] in TOML: numbers, not names
-        quoted = ", ".join(repr(str(c)) for c in categories)
-        raise UserError(f"analysis.categories must be names in quotes, e.g. [{quoted}]")
-    duplicates = sorted({c for c in categories if categories.count(c) > 1})
-    if duplicates:  # a category listed twice would be counted as two classes of the same images
-        raise UserError(f"analysis.categories lists {', '.join(duplicates)} more than once")
-    if config.analysis.per_category < 2:
-        raise UserError("analysis.per_category must be at least 2 (silhouette and k-NN need pairs)")
-    name = config.name
-    if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
-        raise UserError(f"name {name!r} must be a plain name (it names the run folder), not a path")
-    for (section, key), limit in UPPER_BOUNDS.items():
-        if getattr(getattr(config, section), key) > limit:
-            raise UserError(f"{section}.{key} must be at most {limit:,}")
     if categories:  # the number of evaluation samples is known
         check_knn(config.analysis, config.analysis.per_category * len(categories))
 
