@@ -51,9 +51,9 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def analysed_run(tmp_path_factory, trained_run) -> Path:
     """The tiny run with ratios extracted and embedded (read-only)."""
+    from en_analysis import Run
     from en_analysis.analysis.embedding import embed
     from en_analysis.analysis.extract import extract
-    from en_analysis.run.folder import Run
 
     path = tmp_path_factory.mktemp("analysed") / "tiny"
     shutil.copytree(trained_run, path)

@@ -121,7 +121,7 @@ def as_written_by_its_step(run, path) -> None:
 
 def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
     # a run whose categories have no synsets: the WordNet step says how to give them
-    from en_analysis.run.folder import Run
+    from en_analysis import Run
 
     run = Run(run_copy)
     r = run.ratios(2)
@@ -168,9 +168,9 @@ def test_missing_epochs_and_unknown_mapping_synset(run_copy, tmp_path, capsys):
     assert "no ratios for epoch 9" in err
     mapping = tmp_path / "m.csv"
     mapping.write_text("category,synset\ndog,dgo.n.01\n")
+    from en_analysis import Run
     from en_analysis.core.errors import UserError
     from en_analysis.data import build_datasets
-    from en_analysis.run.folder import Run
 
     cfg = Run(run_copy).config.data
     cfg.categories_file = str(mapping)
@@ -196,9 +196,9 @@ def test_unknown_preset_and_key(capsys):
 
 def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
     """The positive case: RGB PNGs in wnid folders train, extract and map to WordNet."""
+    from en_analysis import Run
     from en_analysis.analysis.extract import extract
     from en_analysis.data.wordnet import category_synsets
-    from en_analysis.run.folder import Run
 
     folder = image_folder(tmp_path / "imgs", channels=3)
     run = tmp_path / "run"
@@ -221,7 +221,7 @@ def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
         )
         == 0
     )
-    assert extract(Run(run), progress=False).written == [0, 1]
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]
     r = Run(run).ratios(1)
     assert r.categories == ["n01930112", "n02111889", "n07873807"]  # sorted folder names
     names = [s.name() for s in category_synsets(r.categories, r.synsets)]
@@ -492,7 +492,7 @@ def test_a_read_only_run_folder_for_the_lock(run_copy, monkeypatch, capsys):
 
 def test_embeddings_of_other_images_or_deleted_while_plotting(run_copy, monkeypatch, capsys):
     """Before: a ZeroDivisionError or IndexError."""
-    from en_analysis.run.folder import Run
+    from en_analysis import Run
 
     before = snapshot(run_copy)
     # ratios extracted again for another subset: the old embeddings no longer fit them
@@ -746,8 +746,8 @@ def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, caps
     """Before: `extract RUN --set data.root=OTHER --force` extracted the checkpoints on other
     images, and later steps and reproduce took them for the run's. The images' fingerprint is
     part of what the ratios were made from; the same images elsewhere stay up to date."""
+    from en_analysis import Run
     from en_analysis.analysis.extract import extract
-    from en_analysis.run.folder import Run
 
     mine = image_folder(tmp_path / "mine", channels=3)
     other = tmp_path / "other"
@@ -761,9 +761,9 @@ def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, caps
     argv = ["train", "--quiet", "--out", str(run)]
     argv += sets(*settings, "train.batch_size=4", "train.epochs=1", "analysis.per_category=2")
     assert main(argv) == 0
-    assert extract(Run(run), progress=False).written == [0, 1]
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]
     assert main(["extract", str(run), "--quiet", "--set", f"data.root={moved}"]) == 0
     assert "up to date: [0, 1]" in capsys.readouterr().out  # the same images, elsewhere
     assert main(["extract", str(run), "--quiet", "--set", f"data.root={other}", "--force"]) == 0
     capsys.readouterr()
-    assert extract(Run(run), progress=False).written == [0, 1]  # the run's own images again
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]  # the run's own images again

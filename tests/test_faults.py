@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
+from en_analysis import Run
 from en_analysis.core.errors import UserError
 from en_analysis.core.io import atomic_write, run_lock
-from en_analysis.run.folder import Run
 
 from conftest import TINY
 

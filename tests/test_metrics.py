@@ -2,9 +2,9 @@
 
 import numpy as np
 
+from en_analysis import Run
 from en_analysis.analysis.metrics import clustering_table, knn_accuracy, label_metrics, silhouette
 from en_analysis.analysis.spaces import is_degenerate, scale_ratios, standardize
-from en_analysis.run.folder import Run
 
 from test_embedding import planted
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from en_analysis import Run
 from en_analysis.data.wordnet import DEBIAN_WORDNET
 from en_analysis.pipeline.reproduce import reproduce
-from en_analysis.run.folder import Run
 from en_analysis.settings.config import load_config
 
 pytestmark = pytest.mark.skipif(
@@ -75,7 +75,7 @@ def test_reproduce_leaves_every_figure_and_table(reproduced):
     assert "tsne_grid.png" in stdout
 
 
-STEPS = ("train", "extract", "embed", "metrics", "wordnet", "verdict", "export", "plot")
+STEPS = ("train", "extract", "embed", "metrics", "wordnet", "verdict", "export", "plot", "explore")
 
 
 def test_second_reproduce_does_nothing(reproduced):

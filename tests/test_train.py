@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
+from en_analysis import Run
 from en_analysis.core.errors import UserError
-from en_analysis.run.folder import Run
 from en_analysis.training.checkpoints import load_checkpoint
 from en_analysis.training.train import lr_at, make_optimizer, train
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
+from en_analysis import Run
 from en_analysis.analysis import statistics
 from en_analysis.analysis.wordnet import compare, extreme_pairs
 from en_analysis.core.errors import UserError
 from en_analysis.data import mapping
 from en_analysis.data import wordnet as W
 from en_analysis.data.datasets import category_table
-from en_analysis.run.folder import Run
+from en_analysis.run.tables import select
 
 
 @pytest.fixture(scope="module")
@@ -240,10 +241,10 @@ def test_run_comparison(analysed_run):
     run = Run(analysed_run)
     result = compare(run)
     t = result.table
-    spaces = {"ratios", "ratios-2d", "random-head", "statistics", "features", "pixels"}
-    assert set(t.space) == spaces
-    assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
-    last = t[(t.epoch == 2) & (t.space == "ratios")]
+    spaces = {"ratios", "random-head", "statistics", "features", "pixels"}
+    assert set(zip(t.space, t.dims)) == {*((s, "high") for s in spaces), ("ratios", "2d")}
+    assert "degenerate" in select(t, epoch=0, space="ratios", dims="high").note.iloc[0]
+    last = select(t, epoch=2, space="ratios")  # the ratios and their t-SNE map
     assert np.isfinite(last.spearman).all() and 0 < last.p_value.iloc[0] <= 1
     assert last.permutations.iloc[0] == 24  # 4 categories: every relabelling
     assert (last.cluster_distance == "crossvalidated").all()

@@ -18,110 +18,18 @@ image - the IN mean and log standard deviation of every channel of every EN laye
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..nn.recording import HeadInputs
+from ..run.tables import Space
 from .spaces import scale_ratios, standardize
 
 if TYPE_CHECKING:
     from ..run.folder import Ratios
 
 MAX_COMPONENTS = 512  # the statistics space keeps at most this many principal components
-# The stored statistics' type. Measured on the default run's last checkpoint: ratios recomputed
-# from float16 statistics differ from the recorded ones by at most 0.9% (median 0.3%) of a
-# layer's spread across images, and the statistics space's distances by at most 6e-5
-# (relative); the values lie within +-6, far inside float16's range. Half of float32's disk:
-# 26.6 KB per image at width 16 (13,280 values), 175 MB for the default's 13 epochs x 500
-# images, 3.5 GB for 13 epochs x 10,000 images.
-STORED = np.float16
-
-
-@dataclass
-class HeadInputs:
-    """What every EN layer's head reads, for N images: per channel, the IN mean and log
-    standard deviation ``0.5 log(var + eps)`` (N, C_total, layers concatenated in forward
-    order), and per layer what turns them into the head's descriptors in eval mode."""
-
-    mean: np.ndarray  # (N, C_total)
-    logstd: np.ndarray  # (N, C_total)
-    channels: np.ndarray  # (L,) channels of each layer
-    hidden: np.ndarray  # (L,) hidden units of each layer's head
-    gn_groups: np.ndarray  # (L,) GN groups of each layer
-    running_mean: np.ndarray  # (C_total,) BN running statistics (0 / 1 without BN)
-    running_var: np.ndarray  # (C_total,)
-    normalizers: list[str]
-    eps: float
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """(L + 1,) where each layer's channels start (and the total)."""
-        return np.concatenate([[0], np.cumsum(self.channels)])
-
-    def layer(self, j: int) -> slice:
-        start, stop = self.offsets[j : j + 2]
-        return slice(int(start), int(stop))
-
-    def descriptors(self, j: int) -> np.ndarray:
-        """(N, K, 2C) float32: layer j's head input in eval mode, as ``ExemplarNorm2d``
-        computes it - per normalizer k, the offset ``(m - m_k) / s_k`` and the log spread
-        ``log(s_in / s_k)`` of every channel."""
-        s = self.layer(j)
-        m = self.mean[:, s].astype(np.float64)
-        log_var_in = 2 * self.logstd[:, s].astype(np.float64)
-        var_in = np.maximum(np.exp(log_var_in) - self.eps, 0)
-        q = var_in + m**2  # E[x^2] per channel
-        n, c = m.shape
-        rows = []
-        for name in self.normalizers:
-            if name == "in":
-                mk, var = m, var_in
-            elif name == "ln":
-                mk = m.mean(1, keepdims=True)
-                var = np.maximum(q.mean(1, keepdims=True) - mk**2, 0)
-            elif name == "gn":
-                g = int(self.gn_groups[j])
-                mk = m.reshape(n, g, -1).mean(2).repeat(c // g, 1)
-                var = np.maximum(q.reshape(n, g, -1).mean(2).repeat(c // g, 1) - mk**2, 0)
-            else:  # bn in eval mode: the running statistics
-                mk = self.running_mean[s][None].astype(np.float64)
-                var = self.running_var[s][None].astype(np.float64)
-            log_var = np.log(var + self.eps)
-            offset = (m - mk) * np.exp(-0.5 * log_var)
-            spread = 0.5 * (log_var_in - log_var)
-            rows.append(np.concatenate(np.broadcast_arrays(offset, spread), 1))
-        return np.stack(rows, 1).astype(np.float32)
-
-    @classmethod
-    def from_arrays(cls, d: dict) -> HeadInputs | None:
-        """From a ratio file's arrays (None when it has no head inputs)."""
-        if "input_mean" not in d:
-            return None
-        return cls(
-            mean=d["input_mean"].astype(np.float32),
-            logstd=d["input_logstd"].astype(np.float32),
-            channels=d["layer_channels"],
-            hidden=d["head_hidden"],
-            gn_groups=d["head_gn_groups"],
-            running_mean=d["bn_running_mean"],
-            running_var=d["bn_running_var"],
-            normalizers=[str(n) for n in d["normalizers"]],
-            eps=float(d["head_eps"]),
-        )
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The arrays ``from_arrays`` reads back (the per-image statistics as ``STORED``)."""
-        return dict(
-            input_mean=self.mean.astype(STORED),
-            input_logstd=self.logstd.astype(STORED),
-            layer_channels=self.channels,
-            head_hidden=self.hidden,
-            head_gn_groups=self.gn_groups,
-            bn_running_mean=self.running_mean,
-            bn_running_var=self.running_var,
-            head_eps=np.float64(self.eps),
-        )
 
 
 def log_ratio_spread(ratios: np.ndarray) -> np.ndarray:
@@ -209,8 +117,10 @@ def statistics_space(inputs: HeadInputs) -> np.ndarray:
     return u * s
 
 
-SPACES = ("ratios", "pixels", "features", "statistics", "random-head")  # the spaces compared
-CONTROLS = SPACES[1:]  # what the learned ratios are read against
+# the spaces compared, in the verdict's order
+SPACES = (Space.RATIOS, Space.PIXELS, Space.FEATURES, Space.STATISTICS, Space.RANDOM_HEAD)
+# what the learned ratios are read against, in the tables' order
+CONTROLS = (Space.RANDOM_HEAD, Space.STATISTICS, Space.FEATURES, Space.PIXELS)
 
 
 def space_vectors(
@@ -222,15 +132,15 @@ def space_vectors(
     the ratios are scaled. A space the ratio file cannot give is left out."""
     out = {}
     for name in names:
-        if name == "ratios":
+        if name == Space.RATIOS:
             out[name] = scale_ratios(r.ratios, scaling)
-        elif name == "pixels":
+        elif name == Space.PIXELS:
             out[name] = standardize(pixels)
-        elif name == "features" and r.features is not None and r.features.size:
+        elif name == Space.FEATURES and r.features is not None and r.features.size:
             out[name] = standardize(r.features)
-        elif name == "statistics" and r.head_inputs is not None:
+        elif name == Space.STATISTICS and r.head_inputs is not None:
             out[name] = statistics_space(r.head_inputs)
-        elif name == "random-head" and r.head_inputs is not None:
+        elif name == Space.RANDOM_HEAD and r.head_inputs is not None:
             heads = random_head_ratios(r.head_inputs, r.ratios, range(1), control_seed)
             out[name] = scale_ratios(heads[0], scaling)
     return out

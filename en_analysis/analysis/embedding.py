@@ -16,19 +16,10 @@ from openTSNE import TSNE, initialization
 from tqdm import tqdm
 
 from ..core.io import save_npz
-from ..run.folder import Run
+from ..run.folder import RunFolder
 from ..settings.config import AnalysisConfig
+from ..steps.results import StepResult, timed
 from .spaces import is_degenerate, scale_ratios
-
-
-def tsne_settings(a: AnalysisConfig) -> dict:
-    return dict(
-        scaling=a.scaling,
-        perplexity=a.perplexity,
-        mode=a.tsne_mode,
-        seed=a.tsne_seed,
-        initialization="pca",
-    )
 
 
 def usable_perplexity(perplexity: float, samples: int) -> float:
@@ -66,7 +57,7 @@ def embed_sequence(
     return out
 
 
-def _inputs(run: Run, epochs: list[int], i: int, mode: str) -> list[Path]:
+def _inputs(run: RunFolder, epochs: list[int], i: int, mode: str) -> list[Path]:
     """An epoch's embedding is made from its ratios and, aligned, the previous epoch's embedding."""
     inputs = [run.files.ratio_file(epochs[i])]
     if mode == "aligned" and i > 0:
@@ -74,29 +65,30 @@ def _inputs(run: Run, epochs: list[int], i: int, mode: str) -> list[Path]:
     return inputs
 
 
+@timed
 def embed(
-    run: Run,
+    run: RunFolder,
     epochs: list[int] | None = None,
     force: bool = False,
     progress: bool = True,
-) -> tuple[list[int], list[int]]:
-    """Write the embedding of each of the run's extracted epochs that is not up to date, with
-    the analysis's settings; (written, up to date).
+) -> StepResult:
+    """The ``embed`` step: write the embedding of each of the run's extracted epochs that is not
+    up to date, with the analysis's settings.
 
     In aligned mode an epoch starts from the one before it (an input of its provenance), so once
     an epoch is recomputed every later one is too.
     """
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
-    settings = tsne_settings(a)
+    settings = {**run.step_settings("embed"), "initialization": "pca"}
     run.check_inputs([run.files.ratio_file(e) for e in epochs])  # each the file extract wrote
-    written, skipped = [], []
+    result = StepResult("embed")
     previous = None
     for i, e in enumerate(tqdm(epochs, desc="embed", unit="epoch", disable=not progress)):
         output = run.files.embedding_file(e)
         inputs = _inputs(run, epochs, i, a.tsne_mode)
         if not force and run.provenance.current(output, inputs, settings):
-            skipped.append(e)
+            result.up_to_date.append(output)
             previous = None  # read when the next epoch needs it
             continue
         if a.tsne_mode == "aligned" and previous is None and i > 0:
@@ -107,7 +99,7 @@ def embed(
         (y,) = embed_sequence([x], a, previous if a.tsne_mode == "aligned" else None)
         previous = y
         perplexity = usable_perplexity(a.perplexity, len(x))
-        if perplexity < a.perplexity and not written:
+        if perplexity < a.perplexity and not result.written:
             warnings.warn(
                 f"analysis.perplexity = {a.perplexity:g} is more than {len(x)} samples allow: "
                 f"t-SNE uses {perplexity:.4g} (recorded in each embedding file)",
@@ -124,5 +116,5 @@ def embed(
             perplexity=perplexity,
         )
         run.provenance.record([output], inputs, settings)
-        written.append(e)
-    return written, skipped
+        result.written.append(output)
+    return result

@@ -1,14 +1,15 @@
-"""Per-category ratio statistics as tidy (and wide) CSV tables."""
+"""The ``export`` step: per-category ratio statistics as tidy (and wide) CSV tables, and
+TensorBoard projector files (``projector``)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.io import write_csv
-from ..run.folder import Ratios, Run
+from ..run.folder import Ratios, RunFolder
+from ..steps.results import StepResult, timed
+from .projector import write_projector
 
 STAT_COLUMNS = [
     "epoch",
@@ -63,15 +64,17 @@ def wide(stats: pd.DataFrame) -> pd.DataFrame:
     return table[order].reset_index()
 
 
+@timed
 def export(
-    run: Run,
+    run: RunFolder,
     epochs: list[int] | None = None,
     samples: bool = False,
     wide_table: bool = False,
+    projector: bool = False,
     force: bool = False,
-) -> tuple[list[Path], bool]:
+) -> StepResult:
     """The ``export`` step: ``category_stats.csv`` of the analysis (and the samples / wide
-    variants), unless up to date; (the paths, whether they were written)."""
+    variants), unless up to date; with ``projector``, the TensorBoard projector files too."""
     epochs = epochs or run.extracted_epochs()
     paths = [run.files.table("category_stats.csv")]
     if wide_table:
@@ -90,4 +93,10 @@ def export(
             write_csv(run.files.table("sample_ratios.csv"), frame)
 
     inputs = [run.files.ratio_file(e) for e in epochs]
-    return paths, run.make(paths, inputs, {}, write, force)
+    written = run.make(paths, inputs, run.step_settings("export"), write, force)
+    result = StepResult.of("export", paths, written)
+    if projector:
+        folder = write_projector(run, epochs)
+        result.written.append(folder)
+        result.summary = f"projector: {folder} (open it with: tensorboard --logdir {folder})"
+    return result

@@ -2,7 +2,7 @@
 
 ``extract`` runs the evaluation subset (the same images for every epoch) through each checkpoint
 in eval mode and writes the analysis's ``ratios/epoch-XXX.npz``: ratios (N, L, K), what every
-layer's head read (``controls.HeadInputs``: the controls are computed from them), labels, sample
+layer's head read (``nn.recording.HeadInputs``: the controls are computed from them), labels, sample
 indices, layer and normalizer names, category names and synsets, the penultimate features,
 predictions - and ``ratios/pixels.npz``, the images' raw pixels, the input baseline. Under
 torchrun each process takes every world-th image.
@@ -10,7 +10,6 @@ torchrun each process takes every world-th image.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,39 +22,25 @@ from ..core.errors import UserError
 from ..core.io import save_npz
 from ..data import Datasets, build_datasets, evaluation_subset, heldout_fingerprint
 from ..nn.recording import forward_subset
-from ..run.folder import Run
+from ..run.folder import RunFolder
+from ..settings.choices import check_device
 from ..settings.config import Config
-from ..training.checkpoints import model_from_checkpoint
+from ..steps.results import StepResult, timed
+from ..training.checkpoints import model_from_checkpoint, run_identity
 from ..training.distributed import gather_shards, setup_process
 
 PIXEL_SIDE = 32  # raw-pixel baseline: images are average-pooled to at most 32 x 32
 
 
-@dataclass
-class Extraction:
-    """What ``extract`` did: epochs written, skipped as up to date, and failures (path: message)."""
-
-    written: list[int] = field(default_factory=list)
-    skipped: list[int] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)
-
-
 FORMAT = 3  # 3: ratio files hold the head inputs in float16 (the controls are computed from them)
 
 
-def settings(config: Config) -> dict:
-    """What a ratio file depends on besides its checkpoint: the data, the evaluation subset and
-    what the file holds (``FORMAT``)."""
-    a = config.analysis
-    data = {k: v for k, v in config.to_dict()["data"].items() if k not in ("root", "num_workers")}
-    data["images"] = heldout_fingerprint(config.data)  # what data.root points at, not where
-    return dict(
-        data=data,
-        categories=list(a.categories),
-        per_category=a.per_category,
-        subset_seed=a.subset_seed,
-        format=FORMAT,
-    )
+def settings(run: RunFolder) -> dict:
+    """What a ratio file depends on besides its checkpoint: the settings extract reads (the
+    data and the evaluation subset), the held-out images ``data.root`` points at (not where it
+    points) and what the file holds (``FORMAT``)."""
+    images = heldout_fingerprint(run.config.data)
+    return {**run.step_settings("extract"), "images": images, "format": FORMAT}
 
 
 def _mapping(config: Config) -> list[Path]:
@@ -99,35 +84,44 @@ def save_pixels(path: Path, data: Datasets, idx: np.ndarray) -> Path:
     )
 
 
+@timed
 def extract(
-    run: Run,
+    run: RunFolder,
     epochs: list[int] | None = None,
     device: str = "cpu",
     batch_size: int | None = None,
     force: bool = False,
     progress: bool = True,
-) -> Extraction:
-    """Write the ratio file of each chosen checkpoint of ``run`` that is not up to date.
+) -> StepResult:
+    """The ``extract`` step: write the ratio file of each chosen checkpoint of ``run`` that is
+    not up to date (and the pixels' file).
 
     A checkpoint that cannot be read, does not fit, or belongs to another run is recorded in
     ``failed`` and the others are still extracted.
     """
+    run_identity(run.path)  # a damaged run.json: one error, not one per checkpoint
+    if batch_size is not None and batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    check_device("--device", device)
     config = run.config
     checkpoints = run.checkpoints
     if not checkpoints:
         raise UserError(f"{run.path} has no checkpoints (run `en-analysis train` first)")
     chosen = select_epochs(list(checkpoints), epochs or config.analysis.epochs, "checkpoint")
-    shared = settings(config)
+    shared = settings(run)
     inputs = {epoch: [checkpoints[epoch], *_mapping(config)] for epoch in chosen}
-    result = Extraction()
+    result = StepResult("extract")
     todo = []
     for epoch in chosen:
-        if not force and run.provenance.current(run.files.ratio_file(epoch), inputs[epoch], shared):
-            result.skipped.append(epoch)
+        output = run.files.ratio_file(epoch)
+        if not force and run.provenance.current(output, inputs[epoch], shared):
+            result.up_to_date.append(output)
         else:
             todo.append(epoch)
     pixels = run.files.pixels
     pixels_stale = force or not run.provenance.current(pixels, _mapping(config), shared)
+    if not pixels_stale:
+        result.up_to_date.append(pixels)
     if not todo and not pixels_stale:
         return result
     proc = setup_process(device)
@@ -135,6 +129,7 @@ def extract(
     if proc.main and pixels_stale:
         save_pixels(pixels, data, idx)
         run.provenance.record([pixels], _mapping(config), shared)
+        result.written.append(pixels)
     # under torchrun each process takes every world-th sample: no padding, no duplicates
     loader = DataLoader(
         Subset(data.heldout, idx[proc.rank :: proc.world].tolist()),
@@ -172,5 +167,5 @@ def extract(
             epoch=epoch,
         )
         run.provenance.record([output], inputs[epoch], shared)
-        result.written.append(epoch)
+        result.written.append(output)
     return result

@@ -18,9 +18,11 @@ from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
 from ..core.errors import UserError
-from ..run.folder import Run
+from ..run.folder import RunFolder
+from ..run.tables import Dims, Metric, Space, select
+from ..steps.results import StepResult, timed
 from . import bootstrap
-from .controls import space_vectors
+from .controls import CONTROLS, space_vectors
 from .spaces import is_degenerate
 
 COLUMNS = [
@@ -75,8 +77,8 @@ def label_metrics(
     accuracy; the intervals come from the resamples ``counts`` (none: NaN)."""
     shuffled = rng.permutation(labels)
     out = {
-        "silhouette": [silhouette(x, labels), silhouette(x, shuffled)],
-        "knn": [knn_accuracy(x, labels, k), knn_accuracy(x, shuffled, k)],
+        Metric.SILHOUETTE: [silhouette(x, labels), silhouette(x, shuffled)],
+        Metric.KNN: [knn_accuracy(x, labels, k), knn_accuracy(x, shuffled, k)],
     }
     if counts is None or not len(counts) or is_degenerate(x):
         return {m: (v, sv, NO_INTERVAL, NO_INTERVAL) for m, (v, sv) in out.items()}
@@ -88,8 +90,8 @@ def label_metrics(
             for point, lab in zip(out[m], (labels, shuffled))
         ]
         for m, f in (
-            ("silhouette", lambda lab: bootstrap.silhouette(d, lab, counts)),
-            ("knn", lambda lab: bootstrap.knn_accuracy(order, lab, counts, k)),
+            (Metric.SILHOUETTE, lambda lab: bootstrap.silhouette(d, lab, counts)),
+            (Metric.KNN, lambda lab: bootstrap.knn_accuracy(order, lab, counts, k)),
         )
     }
     return {m: (v, sv, *intervals[m]) for m, (v, sv) in out.items()}
@@ -177,7 +179,7 @@ def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> li
     return rows
 
 
-def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
+def clustering_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFrame:
     """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline and the
     95% intervals of both. Every space and epoch shares the same image resamples
     (``analysis.bootstrap_seed``) and the same shuffled labels (``analysis.permutation_seed``),
@@ -195,7 +197,7 @@ def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
                 "rerun `en-analysis extract --force`"
             )
         spaces = space_vectors(r, pixels["pixels"], a.scaling, a.control_seed)
-        x = spaces["ratios"]
+        x = spaces[Space.RATIOS]
         note = "degenerate: every sample has the same ratio vector" if is_degenerate(x) else ""
         counts = bootstrap.bootstrap_counts(
             r.labels, a.bootstrap, np.random.default_rng([a.bootstrap_seed, 1])
@@ -205,15 +207,16 @@ def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
             rng = np.random.default_rng([a.permutation_seed, 1])  # the same shuffle everywhere
             return label_metrics(v, labels, a.knn, rng, counts)
 
-        rows += _rows(e, "ratios", "high", metrics(x), note)
+        rows += _rows(e, Space.RATIOS, Dims.HIGH, metrics(x), note)
         if previous is not None:
             shift = centroid_shift(previous, r.vectors, r.labels)
-            rows += _rows(e, "ratios", "high", {"centroid_shift": (shift, np.nan)}, note)
+            shift_row = {Metric.CENTROID_SHIFT: (shift, np.nan)}
+            rows += _rows(e, Space.RATIOS, Dims.HIGH, shift_row, note)
         previous = r.vectors
         if e in run.embedding_epochs:
             embedding = run.embedding(e)
             y = embedding.embedding
-            rows += _rows(e, "ratios", "2d", metrics(y), note)
+            rows += _rows(e, Space.RATIOS, Dims.MAP, metrics(y), note)
             if embedding.degenerate:
                 trust = (np.nan, np.nan)
             else:
@@ -222,27 +225,35 @@ def clustering_table(run: Run, epochs: list[int] | None = None) -> pd.DataFrame:
                 )
                 value, ci = trustworthiness_with_interval(x, y, a.knn, member)
                 trust = (value, np.nan, ci, NO_INTERVAL)
-            rows += _rows(e, "ratios", "2d", {"trustworthiness": trust}, note)
-        for space in ("random-head", "statistics", "features", "pixels"):
+            rows += _rows(e, Space.RATIOS, Dims.MAP, {Metric.TRUSTWORTHINESS: trust}, note)
+        for space in CONTROLS:
             if space in spaces:  # the controls (``controls.space_vectors``)
-                rows += _rows(e, space, "high", metrics(spaces[space]))
+                rows += _rows(e, space, Dims.HIGH, metrics(spaces[space]))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+@timed
 def write_clustering(
-    run: Run, epochs: list[int] | None = None, force: bool = False
-) -> tuple[pd.DataFrame, bool]:
-    """The ``metrics`` step: ``clustering.csv`` of the analysis, computed unless up to date;
-    (the table, whether it was written)."""
-    written = run.write_table("clustering.csv", lambda e: clustering_table(run, e), epochs, force)
-    return run.clustering(), written
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+) -> StepResult:
+    """The ``metrics`` step's table: ``clustering.csv`` of the analysis, computed unless up to
+    date (its figure: ``plotting.write_clustering_figure``)."""
+    written = run.write_table(
+        "metrics", "clustering.csv", lambda e: clustering_table(run, e), epochs, force
+    )
+    table = run.clustering()
+    path, text = run.files.table("clustering.csv"), summary(table).to_string(index=False)
+    return StepResult.of("metrics", [path], written, table=table, summary=text)
 
 
 def summary(
-    table: pd.DataFrame, space: str = "ratios", dims: str = "high", metric: str = "silhouette"
+    table: pd.DataFrame,
+    space: str = Space.RATIOS,
+    dims: str = Dims.HIGH,
+    metric: str = Metric.SILHOUETTE,
 ) -> pd.DataFrame:
     """One metric over epochs: epoch, value and its 95% interval, shuffled."""
-    sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
+    sel = select(table, space=space, dims=dims, metric=metric)
     return sel[["epoch", "value", "ci_low", "ci_high", "shuffled"]].reset_index(drop=True)
 
 

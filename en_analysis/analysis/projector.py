@@ -19,8 +19,8 @@ from PIL import Image
 from ..core.errors import UserError
 from ..core.io import atomic_write_bytes, atomic_write_text
 from ..core.layout import epoch_file
-from ..figures.explorer import thumbnail_images
-from ..run.folder import Ratios, Run
+from ..data import thumbnail_images
+from ..run.folder import Ratios, RunFolder
 
 SPRITE_SIDE = 28  # pixels per thumbnail in the sprite (the projector shows them small)
 MAX_SPRITE = 8192  # the projector's limit on the sprite image's side
@@ -82,7 +82,7 @@ def config_pbtxt(epochs: list[int], side: int) -> str:
     return "".join(blocks)
 
 
-def write_projector(run: Run, epochs: list[int] | None = None) -> Path:
+def write_projector(run: RunFolder, epochs: list[int] | None = None) -> Path:
     """Write ``RUN/projector/`` for ``epochs`` (default: every extracted epoch); return it."""
     epochs = epochs or run.extracted_epochs()
     loaded = [run.ratios(e) for e in epochs]
@@ -91,7 +91,7 @@ def write_projector(run: Run, epochs: list[int] | None = None) -> Path:
         folder = epoch_file(out, r.epoch, "")
         atomic_write_text(folder / "tensor.tsv", tensor_tsv(r))
         atomic_write_text(folder / "metadata.tsv", metadata_tsv(r))
-    png, side = sprite(thumbnail_images(run, loaded[0].sample_index, SPRITE_SIDE))
+    png, side = sprite(thumbnail_images(run.config.data, loaded[0].sample_index, SPRITE_SIDE))
     atomic_write_bytes(out / "sprite.png", png)
     atomic_write_text(out / "projector_config.pbtxt", config_pbtxt(epochs, side))
     return out

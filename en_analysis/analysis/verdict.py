@@ -38,7 +38,11 @@ import numpy as np
 import pandas as pd
 
 from ..core.errors import UserError
+from ..core.io import atomic_write_text, read_csv, write_csv
 from ..data.wordnet import category_synsets, wordnet_distances
+from ..run.folder import RunFolder
+from ..run.tables import Space, select
+from ..steps.results import StepResult, timed
 from . import bootstrap, inference
 from .controls import SPACES, head_chunks, space_vectors
 from .inference import HOLDS, Result
@@ -310,15 +314,15 @@ def claim1_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str
             f"k-NN {point:.3f}; chance {chance:.3f}",
             family=f"{space}:1a",
         )
-    if "ratios" not in knn:
+    if Space.RATIOS not in knn:
         return rows
-    ratios = knn["ratios"]
-    for other in ("pixels", "statistics"):
+    ratios = knn[Space.RATIOS]
+    for other in (Space.PIXELS, Space.STATISTICS):
         if other in knn:
             point, replicates = (ratios - knn[other]).collapse(draws.rng)
             row(
                 f"beyond the {other}",
-                "ratios",
+                Space.RATIOS,
                 f"k-NN accuracy of the ratios minus the {other}' at epoch {last}, same resamples",
                 inference.bootstrap_test(point, replicates, 0.0, a.margin_knn),
                 f"ratios {_mean(ratios):.3f}; {other} {_mean(knn[other]):.3f}",
@@ -330,7 +334,7 @@ def claim1_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str
         rank, p_rank = _rank(ratios.point, heads.reference)
         row(
             "beyond random heads",
-            "ratios",
+            Space.RATIOS,
             f"k-NN accuracy of the ratios minus the mean of {HEADS_IN_TEST} random heads' at "
             f"epoch {last}, same resamples; rank among {a.random_heads}",
             inference.bootstrap_test(point, replicates, 0.0, a.margin_knn),
@@ -381,13 +385,13 @@ def claim2_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str
             f"r {point:.3f}",
             family=f"{space}:2a",
         )
-    if "ratios" not in present:
+    if Space.RATIOS not in present:
         return rows
-    if "pixels" in present:
-        point, replicates = (r["ratios"] - r["pixels"]).collapse(draws.rng)
+    if Space.PIXELS in present:
+        point, replicates = (r[Space.RATIOS] - r[Space.PIXELS]).collapse(draws.rng)
         row(
             "beyond the pixels",
-            "ratios",
+            Space.RATIOS,
             f"{what}: the ratios' minus the pixels', same category resamples",
             inference.bootstrap_test(point, replicates, 0.0, a.margin_r),
             f"ratios r {_mean(r['ratios']):.3f}; pixels r {_mean(r['pixels']):.3f}",
@@ -396,14 +400,14 @@ def claim2_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str
         partial = _stack(
             [
                 _r_measure(wn, upper(d), draws, upper(c))
-                for d, c in zip(rdms["ratios"], rdms["pixels"])
+                for d, c in zip(rdms[Space.RATIOS], rdms[Space.PIXELS])
             ]
         )
         point, replicates = partial.collapse(draws.rng)
         interval = inference.bootstrap_test(point, replicates)
         row(
             "beyond the pixels, partial",
-            "ratios",
+            Space.RATIOS,
             f"{what}: the ratios' given the pixels' distances (partial r), category resamples; "
             "descriptive, no test (a partial Mantel test does not keep its level when the "
             "pixels' distances follow WordNet)",
@@ -427,11 +431,11 @@ def claim2_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str
             )
         )
     heads = _stack(heads)
-    point, replicates = (r["ratios"] - heads).collapse(draws.rng)
-    rank, p_rank = _rank(r["ratios"].point, heads.reference)
+    point, replicates = (r[Space.RATIOS] - heads).collapse(draws.rng)
+    rank, p_rank = _rank(r[Space.RATIOS].point, heads.reference)
     row(
         "beyond random heads",
-        "ratios",
+        Space.RATIOS,
         f"{what}: the ratios' minus the mean of {HEADS_IN_TEST} random heads', same category "
         f"resamples; rank among {a.random_heads}",
         inference.bootstrap_test(point, replicates, 0.0, a.margin_r),
@@ -469,7 +473,7 @@ def claim3_rows(
     e0 = evidence[0]
     a, last, n = e0.settings, e0.last, len(e0.labels)
     d = lr_drops[0] if lr_drops else None
-    moving = [s for s in spaces if s != "pixels"]  # the pixels do not change with training
+    moving = [s for s in spaces if s != Space.PIXELS]  # the pixels do not change with training
     rows = []
 
     def row(comparison: str, space: str, criterion: str, unit: str, result: Result, values=""):
@@ -608,12 +612,9 @@ def decide(rows: list[Row], n_runs: int) -> pd.DataFrame:
             )
         )
     out = pd.DataFrame(table, columns=COLUMNS)
-    for i in out.index[out.space == "ratios"]:
-        same = out[
-            (out.claim == out.claim[i])
-            & (out.comparison == out.comparison[i])
-            & (out.space != "ratios")
-        ]
+    for i in out.index[out.space == Space.RATIOS]:
+        same = select(out, claim=out.claim[i], comparison=out.comparison[i])
+        same = same[same.space != Space.RATIOS]
         if same.empty:
             continue
         also = same[same.verdict == HOLDS].space.tolist()
@@ -642,15 +643,14 @@ def verdicts(runs: Sequence, lr_drops: list[int], epochs: list[int] | None = Non
     return verdict_table([Evidence.of_run(run, epochs) for run in runs], lr_drops)
 
 
-def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
+@timed
+def write_verdict(run: RunFolder, force: bool = False) -> StepResult:
     """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its ratio
-    files, unless up to date; (the table, whether it was written)."""
-    from ..core.io import atomic_write_text, write_csv
-
+    files, unless up to date."""
     epochs = run.extracted_epochs()
     csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
     inputs = [*(run.files.ratio_file(e) for e in epochs), run.files.pixels]
-    settings = {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops}
+    settings = run.step_settings("verdict")
     table = None
 
     def write() -> None:
@@ -661,10 +661,8 @@ def write_verdict(run, force: bool = False) -> tuple[pd.DataFrame, bool]:
 
     written = run.make([csv, md], inputs, settings, write, force)
     if table is None:
-        from ..core.io import read_csv
-
         table = read_csv(csv)
-    return table, written
+    return StepResult.of("verdict", [csv, md], written, table=table, summary=markdown(table))
 
 
 def _number(v: float) -> str:
@@ -691,7 +689,7 @@ def markdown(table: pd.DataFrame) -> str:
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     text = {c: "" for c in ("values", "rank", "reading", "specific")}  # empty in a read CSV
-    for row in table[table.space == "ratios"].fillna(text).itertuples(False):
+    for row in select(table, space=Space.RATIOS).fillna(text).itertuples(False):
         estimate = (
             f"{_number(row.estimate)} [{_number(row.ci_low)}, {_number(row.ci_high)}]"
             if np.isfinite(row.estimate)

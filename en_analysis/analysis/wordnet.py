@@ -14,7 +14,7 @@ by the noise within each category) are compared with WordNet distances by Spearm
   not reward.
 
 The spaces are those of ``controls.space_vectors`` (ratios, pixels, features, statistics, a
-random head) and the t-SNE map (``ratios-2d``).
+random head) and the t-SNE map (space ``ratios``, dims ``2d``).
 """
 
 from __future__ import annotations
@@ -27,15 +27,18 @@ import pandas as pd
 
 from ..core.errors import UserError
 from ..data.wordnet import category_synsets, wordnet_distances
-from ..run.folder import Run
+from ..run.folder import RunFolder
+from ..run.tables import Dims, Space
+from ..steps.results import StepResult, timed
 from . import bootstrap
-from .controls import space_vectors
+from .controls import CONTROLS, space_vectors
 from .spaces import is_degenerate, scale_ratios
 from .statistics import cluster_distances, mantel, upper
 
 COLUMNS = [
     "epoch",
     "space",
+    "dims",
     "wordnet_distance",
     "cluster_distance",
     "spearman",
@@ -60,7 +63,7 @@ class Comparison:
     epoch: int
 
 
-def _wordnet_matrix(run: Run, epoch: int) -> tuple[list[int], list[str], np.ndarray]:
+def _wordnet_matrix(run: RunFolder, epoch: int) -> tuple[list[int], list[str], np.ndarray]:
     """The categories of the subset (class indices, names) and their WordNet distances."""
     r = run.ratios(epoch)
     classes = r.present
@@ -71,7 +74,7 @@ def _wordnet_matrix(run: Run, epoch: int) -> tuple[list[int], list[str], np.ndar
     return classes, names, wordnet_distances(synsets, run.config.analysis.wordnet_distance)
 
 
-def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
+def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
     """The WordNet comparison of every epoch (``COLUMNS``), with the analysis's settings."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
@@ -79,21 +82,23 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
     pixels = run.pixels()
     keys, matrices, notes = [], [], {}
     clusters = np.zeros_like(wn)
+    ratios = (Space.RATIOS, Dims.HIGH)
     for e in epochs:
         r = run.ratios(e)
-        spaces = space_vectors(r, pixels["pixels"], a.scaling, a.control_seed)
+        vectors = space_vectors(r, pixels["pixels"], a.scaling, a.control_seed)
+        spaces = {(space, Dims.HIGH): x for space, x in vectors.items()}
         if e in run.embedding_epochs and not run.embedding(e).degenerate:
-            spaces["ratios-2d"] = run.embedding(e).embedding
-        for space, x in spaces.items():
+            spaces[Space.RATIOS, Dims.MAP] = run.embedding(e).embedding
+        for (space, dims), x in spaces.items():
             if is_degenerate(x):
-                notes[(e, space)] = f"degenerate: every sample has the same {space} vector"
+                notes[(e, space, dims)] = f"degenerate: every sample has the same {space} vector"
                 continue
-            keys.append((e, space))
+            keys.append((e, space, dims))
             matrices.append(cluster_distances(x, r.labels, classes, a.cluster_distance))
-        if (e, "ratios") in notes:
+        if (e, *ratios) in notes:
             clusters = np.zeros_like(wn)
         else:
-            clusters = matrices[keys.index((e, "ratios"))]
+            clusters = matrices[keys.index((e, *ratios))]
     results, relabelings = {}, 0
     if matrices:
         data = np.stack(matrices)
@@ -114,10 +119,10 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
             results[key] = (r_values[i], interval, taus[i], p_values[i])
         relabelings = math.factorial(len(classes)) if exact else a.permutations
     rows = []
-    order = ["ratios", "ratios-2d", "random-head", "statistics", "features", "pixels"]
+    order = [ratios, (Space.RATIOS, Dims.MAP), *((s, Dims.HIGH) for s in CONTROLS)]
     for e in epochs:
-        for space in order:
-            key = (e, space)
+        for space, dims in order:
+            key = (e, space, dims)
             if key not in results and key not in notes:
                 continue
             r_value, (lo, hi), tau, p = results.get(key, (np.nan, (np.nan, np.nan), np.nan, np.nan))
@@ -125,6 +130,7 @@ def compare(run: Run, epochs: list[int] | None = None) -> Comparison:
                 dict(
                     epoch=e,
                     space=space,
+                    dims=dims,
                     wordnet_distance=a.wordnet_distance,
                     cluster_distance=a.cluster_distance,
                     spearman=r_value,
@@ -159,7 +165,7 @@ def extreme_pairs(d: np.ndarray, names: list[str], n: int = 3) -> tuple[list, li
     return pairs[:n], pairs[::-1][:n]
 
 
-def last_epoch_matrices(run: Run, table: pd.DataFrame) -> Comparison:
+def last_epoch_matrices(run: RunFolder, table: pd.DataFrame) -> Comparison:
     """The comparison of a written table: its last epoch's WordNet and ratio-cluster distances
     recomputed (cheap: no relabelings, no resamples)."""
     a = run.config.analysis
@@ -175,10 +181,33 @@ def last_epoch_matrices(run: Run, table: pd.DataFrame) -> Comparison:
     return Comparison(table, names, wn, clusters, epoch)
 
 
+@timed
 def write_comparison(
-    run: Run, epochs: list[int] | None = None, force: bool = False
-) -> tuple[Comparison, bool]:
-    """The ``wordnet`` step: ``wordnet.csv`` of the analysis, computed unless up to date;
-    (the comparison, whether it was written)."""
-    written = run.write_table("wordnet.csv", lambda e: compare(run, e).table, epochs, force)
-    return last_epoch_matrices(run, run.wordnet()), written
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+) -> StepResult:
+    """The ``wordnet`` step's table: ``wordnet.csv`` of the analysis, computed unless up to
+    date (its figure: ``plotting.write_wordnet_figure``); the summary names the closest and
+    farthest category pairs in WordNet and in the ratios at the last epoch."""
+    written = run.write_table(
+        "wordnet", "wordnet.csv", lambda e: compare(run, e).table, epochs, force
+    )
+    comparison = last_epoch_matrices(run, run.wordnet())
+    t = comparison.table
+    lines = [
+        t[["epoch", "space", "dims", "spearman", "ci_low", "ci_high", "p_value"]].to_string(
+            index=False
+        )
+    ]
+    for title, matrix in (
+        ("WordNet", comparison.wordnet),
+        (f"ratio clusters, epoch {comparison.epoch}", comparison.clusters),
+    ):
+        close, far = extreme_pairs(matrix, comparison.categories, 3)
+        lines.append(
+            f"{title}: closest "
+            + ", ".join(f"{a}/{b}" for a, b, _ in close)
+            + "; farthest "
+            + ", ".join(f"{a}/{b}" for a, b, _ in far)
+        )
+    path = run.files.table("wordnet.csv")
+    return StepResult.of("wordnet", [path], written, table=t, summary="\n".join(lines))

@@ -485,3 +485,22 @@ def build_datasets(cfg: DataConfig) -> Datasets:
         xtr.shape[1],
         size,
     )
+
+
+def thumbnail_images(cfg: DataConfig, sample_index: np.ndarray, side: int) -> np.ndarray:
+    """Held-out images as uint8 (N, S, S) or (N, S, S, 3) arrays, S <= ``side``, contrast
+    stretched per image (the data are normalized tensors; this undoes any mean/std): the
+    explorer's and the projector's thumbnails."""
+    from PIL import Image
+
+    data = build_datasets(cfg)
+    out = []
+    for i in sample_index:
+        x = data.heldout[int(i)][0].float()
+        x = (x - x.min()) / (x.max() - x.min() + 1e-12)
+        a = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        image = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+        if max(image.size) > side:
+            image = image.resize((side, side), Image.Resampling.BILINEAR)
+        out.append(np.asarray(image))
+    return np.stack(out)

@@ -9,7 +9,9 @@ resolution) and a short script shows a thumbnail on hover and fills the ratio pa
 page makes no network request: plotly.js is inlined.
 
 ``explorer(run)`` returns an ``Explorer``; ``Run.explore()`` is the same, and in Jupyter the
-result shows inline as the full page.
+result shows inline as the full page. ``Run`` (the package's ``en_analysis.Run``) is a
+``RunFolder`` that can show its explorer: it is defined here, above the figures, so that nothing
+below the figures depends on them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,10 @@ from PIL import Image
 
 from ..core.errors import UserError
 from ..core.io import atomic_write_text
-from ..run.folder import Run
+from ..data import thumbnail_images
+from ..run.folder import RunFolder
+from ..run.tables import Dims, Metric, Space, select
+from ..steps.results import StepResult, timed
 from .plotting import COLOURS, EXPLORER, display_names, first_after_drops
 
 THUMBNAIL_SIDE = 48  # pixels, at most: small PNGs keep the page light
@@ -102,7 +107,7 @@ class Explorer:
         )
 
 
-def explorer(run: Run, epochs: list[int] | None = None) -> Explorer:
+def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
     """The explorer of ``run`` over ``epochs`` (default: every embedded epoch)."""
     available = run.embedded_epochs()
     epochs = sorted(set(epochs)) if epochs else available
@@ -295,18 +300,21 @@ def _encode(ratios: np.ndarray) -> str:
     return base64.b64encode(q.tobytes()).decode()
 
 
-def _clustering_text(run: Run) -> dict[int, str]:
+def _clustering_text(run: RunFolder) -> dict[int, str]:
     """Per epoch, the ratio vectors' silhouette and k-NN accuracy (with their 95% interval where
     the table has one), from ``analysis/clustering.csv`` if the metrics step ran."""
     if not run.files.table("clustering.csv").exists():
         return {}
-    table = run.clustering()
-    sel = table[(table.space == "ratios") & (table.dims == "high")]
+    sel = select(
+        run.clustering(),
+        space=Space.RATIOS,
+        dims=Dims.HIGH,
+        metric=[Metric.SILHOUETTE, Metric.KNN],
+    )
     out: dict[int, list[str]] = {}
     for row in sel.itertuples():
-        if row.metric not in ("silhouette", "knn"):
-            continue
-        text = f"{'silhouette' if row.metric == 'silhouette' else 'k-NN accuracy'} {row.value:.3f}"
+        name = "silhouette" if row.metric == Metric.SILHOUETTE else "k-NN accuracy"
+        text = f"{name} {row.value:.3f}"
         if {"ci_low", "ci_high"} <= set(sel.columns) and np.isfinite(row.ci_low):
             text += f" [{row.ci_low:.3f}, {row.ci_high:.3f}]"
         if np.isfinite(row.shuffled):
@@ -315,46 +323,54 @@ def _clustering_text(run: Run) -> dict[int, str]:
     return {e: "ratios: " + "; ".join(parts) for e, parts in out.items()}
 
 
-def thumbnail_images(run: Run, sample_index: np.ndarray, side: int = THUMBNAIL_SIDE) -> np.ndarray:
-    """The evaluation images as uint8 (N, S, S) or (N, S, S, 3) arrays, S <= ``side``, contrast
-    stretched per image (the data are normalized tensors; this undoes any mean/std)."""
-    from ..data import build_datasets
-
-    data = build_datasets(run.config.data)
-    out = []
-    for i in sample_index:
-        x = data.heldout[int(i)][0].float()
-        x = (x - x.min()) / (x.max() - x.min() + 1e-12)
-        a = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        image = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
-        if max(image.size) > side:
-            image = image.resize((side, side), Image.Resampling.BILINEAR)
-        out.append(np.asarray(image))
-    return np.stack(out)
-
-
-def thumbnails(run: Run, sample_index: np.ndarray) -> list[str]:
+def thumbnails(run: RunFolder, sample_index: np.ndarray) -> list[str]:
     """The evaluation images as small PNG data URIs, in the subset's order."""
     uris = []
-    for a in thumbnail_images(run, sample_index):
+    for a in thumbnail_images(run.config.data, sample_index, THUMBNAIL_SIDE):
         buffer = io.BytesIO()
         Image.fromarray(a).save(buffer, format="PNG", optimize=True)
         uris.append("data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode())
     return uris
 
 
+@timed
 def write_explorer(
-    run: Run, epochs: list[int] | None = None, force: bool = False
-) -> tuple[Path, bool]:
-    """The analysis's ``figures/explorer.html``, unless up to date; (its path, whether written)."""
+    run: RunFolder, epochs: list[int] | None = None, out: Path | None = None, force: bool = False
+) -> StepResult:
+    """The ``explore`` step: the analysis's ``figures/explorer.html``, unless up to date; or,
+    with ``out``, the page at ``out`` (an explorer page or a new .html file), written always."""
+    if out is not None:
+        path = explorer(run, epochs).write_html(check_page_path(out))
+        return _page_result(StepResult("explore", [path]))
     path = run.files.figures / EXPLORER
     table = run.files.table("clustering.csv")
     inputs = run.analysis_inputs(epochs or run.embedded_epochs())
     inputs += [table] if table.exists() else []
-    settings = {"epochs": epochs, "lr_drops": run.config.train.lr_drops}
-    return path, run.make(
+    settings = {**run.step_settings("explore"), "epochs": epochs}
+    written = run.make(
         [path], inputs, settings, lambda: explorer(run, epochs).write_html(path), force
     )
+    return _page_result(StepResult.of("explore", [path], written))
+
+
+def _page_result(result: StepResult) -> StepResult:
+    """The page's size and how to open it, for the reader."""
+    for path in result.written:
+        result.summary = (
+            f"{path.stat().st_size / 1e6:.1f} MB; open it in a browser, no server needed"
+        )
+    return result
+
+
+class Run(RunFolder):
+    """A run folder, seen through one of its analyses (``default`` unless named): everything
+    ``RunFolder`` reads, and ``explore()``, its interactive explorer. This is
+    ``en_analysis.Run``, what notebooks open."""
+
+    def explore(self, epochs: list[int] | None = None) -> Explorer:
+        """The interactive explorer of the run's embedded epochs: shows inline in Jupyter;
+        ``.write_html(path)`` writes the offline page."""
+        return explorer(self, epochs)
 
 
 # Runs in the page after plotly has drawn the figure: hover thumbnails and the ratio panel.

@@ -13,7 +13,6 @@ import contextlib
 import io
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -22,15 +21,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from ..analysis.wordnet import Comparison
+from ..analysis.wordnet import Comparison, last_epoch_matrices
 from ..core.errors import UserError
 from ..core.io import atomic_write, atomic_write_bytes
 from ..data import describe_data
 from ..data.subset import resolve_categories
-from ..run.folder import Run
-
-if TYPE_CHECKING:
-    from ..pipeline.replicates import Replicates
+from ..run.folder import RunFolder
+from ..run.tables import Dims, Metric, Space, one, select
+from ..settings.config import AnalysisConfig
+from ..settings.rules import Effect, rules
+from ..steps.results import StepResult, timed
 
 # Paul Tol's "muted" scheme (colour-blind safe) plus grey; markers add a second cue.
 COLOURS = [
@@ -77,7 +77,7 @@ def style(i: int) -> dict:
     return dict(color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)])
 
 
-def first_after_drops(run: Run) -> list[int]:
+def first_after_drops(run: RunFolder) -> list[int]:
     return [d + 1 for d in run.config.train.lr_drops]
 
 
@@ -157,7 +157,7 @@ def scatter_panel(
         ax.scatter(y[sel, 0], y[sel, 1], s=6, linewidths=0, alpha=0.85, **style(i))
 
 
-def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
+def tsne_grid(run: RunFolder, panels: list[int] | None = None) -> Figure:
     """The supplement's Fig. 1: one t-SNE panel per epoch, categories coloured, LR drops marked.
 
     ``panels`` are epochs (default: chosen like the paper's, see ``choose_panels``)."""
@@ -199,18 +199,19 @@ def tsne_grid(run: Run, panels: list[int] | None = None) -> Figure:
     return fig
 
 
-def analyses_figure(runs: list[Run], epoch: int | None = None) -> Figure:
+def analyses_figure(runs: list[RunFolder], epoch: int | None = None) -> Figure:
     """Analyses of one run side by side: each one's t-SNE map of ``epoch`` (default: the last
     one they all embedded), titled with its settings that differ and its silhouette and k-NN
     accuracy (with 95% intervals) from its ``clustering.csv``."""
     if not runs or len({r.path.resolve() for r in runs}) != 1:
-        raise UserError("analyses_figure compares analyses of one run: Run(path, name) each")
+        raise UserError("analyses_figure compares analyses of one run: RunFolder(path, name) each")
     shared = sorted(set.intersection(*(set(r.embedded_epochs()) for r in runs)))
     if not shared or (epoch is not None and epoch not in shared):
         raise UserError(f"epoch {epoch} is not embedded in every analysis; shared: {shared}")
     epoch = shared[-1] if epoch is None else epoch
-    settings = [r.analysis_settings() for r in runs]
-    differ = [k for k in settings[0] if any(s[k] != settings[0][k] for s in settings)]
+    shaping = [k for k, rule in rules(AnalysisConfig).items() if rule.effect == Effect.ANALYSIS]
+    settings = [{k: getattr(r.config.analysis, k) for k in shaping} for r in runs]
+    differ = [k for k in shaping if any(s[k] != settings[0][k] for s in settings)]
     fig = _Figure(figsize=(4.2 * len(runs), 4.9))
     axes = fig.subplots(1, len(runs), squeeze=False)[0]
     r0 = runs[0].ratios(epoch)
@@ -219,10 +220,9 @@ def analyses_figure(runs: list[Run], epoch: int | None = None) -> Figure:
         scatter_panel(ax, e.embedding, e.labels, r0.present, e.degenerate)
         lines = [f"analysis {run.analysis}: " + ", ".join(f"{k} {s[k]}" for k in differ)]
         if run.files.table("clustering.csv").exists():
-            t = run.clustering()
-            t = t[(t.epoch == epoch) & (t.space == "ratios") & (t.dims == "high")]
-            for metric, name in (("silhouette", "silhouette"), ("knn", "k-NN")):
-                row = t[t.metric == metric].iloc[0]
+            t = select(run.clustering(), epoch=epoch, space=Space.RATIOS, dims=Dims.HIGH)
+            for metric, name in ((Metric.SILHOUETTE, "silhouette"), (Metric.KNN, "k-NN")):
+                row = one(t, metric=metric)
                 lines.append(f"{name} {row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
         ax.set_title("\n".join([lines[0], "; ".join(lines[1:])]), fontsize=9)
     _legend(fig, display_names(r0.categories, r0.present), ncol=min(5, len(r0.present)))
@@ -232,7 +232,7 @@ def analyses_figure(runs: list[Run], epoch: int | None = None) -> Figure:
     return fig
 
 
-def tsne_animation(run: Run, out: Path | None = None, fps: float = 2.0) -> Path:
+def tsne_animation(run: RunFolder, out: Path | None = None, fps: float = 2.0) -> Path:
     """An animated GIF of the (aligned) embeddings across all epochs, with fixed axes."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
@@ -277,35 +277,35 @@ def _band(ax: Axes, x, low, high, colour: str) -> None:
         ax.fill_between(x, low, high, color=colour, alpha=0.2, linewidth=0)
 
 
-def _drops(ax: Axes, run: Run) -> None:
+def _drops(ax: Axes, run: RunFolder) -> None:
     for d in run.config.train.lr_drops:
         ax.axvline(d + 0.5, color=DROP_COLOUR, linestyle=":", linewidth=1)
 
 
 SERIES = [  # (space, dims, label, colour)
-    ("ratios", "high", "ratios (L×K-D)", "#332288"),
-    ("ratios", "2d", "ratios (t-SNE 2-D)", "#88CCEE"),
-    ("random-head", "high", "a random ratio head (control)", "#CC6677"),
-    ("statistics", "high", "the heads' input statistics", "#AA4499"),
-    ("features", "high", "penultimate features", "#117733"),
-    ("pixels", "high", "raw pixels", "#999933"),
+    (Space.RATIOS, Dims.HIGH, "ratios (L×K-D)", "#332288"),
+    (Space.RATIOS, Dims.MAP, "ratios (t-SNE 2-D)", "#88CCEE"),
+    (Space.RANDOM_HEAD, Dims.HIGH, "a random ratio head (control)", "#CC6677"),
+    (Space.STATISTICS, Dims.HIGH, "the heads' input statistics", "#AA4499"),
+    (Space.FEATURES, Dims.HIGH, "penultimate features", "#117733"),
+    (Space.PIXELS, Dims.HIGH, "raw pixels", "#999933"),
 ]
 
 
-def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
+def clustering_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
     """Clustering over epochs (``table`` from ``metrics.clustering_table``): silhouette, k-NN,
     trustworthiness, centroid shift; shuffled baselines dashed."""
     fig = _Figure(figsize=(17, 3.8))
     axes = fig.subplots(1, 4)
     titles = {
-        "silhouette": "Silhouette of categories",
-        "knn": "Leave-one-out 5-NN accuracy",
-        "trustworthiness": "Trustworthiness of the 2-D map",
-        "centroid_shift": "Centroid shift since last epoch\n(/ mean centroid distance)",
+        Metric.SILHOUETTE: "Silhouette of categories",
+        Metric.KNN: "Leave-one-out 5-NN accuracy",
+        Metric.TRUSTWORTHINESS: "Trustworthiness of the 2-D map",
+        Metric.CENTROID_SHIFT: "Centroid shift since last epoch\n(/ mean centroid distance)",
     }
     for ax, metric in zip(axes, titles):
         for space, dims, label, colour in SERIES:
-            sel = table[(table.space == space) & (table.dims == dims) & (table.metric == metric)]
+            sel = select(table, space=space, dims=dims, metric=metric)
             if sel.empty:
                 continue
             ax.plot(sel.epoch, sel.value, "-o", color=colour, markersize=3, label=label)
@@ -331,7 +331,7 @@ def clustering_figure(run: Run, table: pd.DataFrame) -> Figure:
     return fig
 
 
-def wordnet_figure(run: Run, result: Comparison) -> Figure:
+def wordnet_figure(run: RunFolder, result: Comparison) -> Figure:
     """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices
     (``result`` from ``wordnet.compare``)."""
     table = result.table
@@ -339,19 +339,13 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     fig = _Figure(figsize=(14, 4.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
     ax = fig.add_subplot(grid[0])
-    for space, colour, label in (
-        ("ratios", "#332288", "ratios"),
-        ("ratios-2d", "#88CCEE", "ratios (t-SNE 2-D)"),
-        ("random-head", "#CC6677", "a random ratio head (control)"),
-        ("statistics", "#AA4499", "the heads' input statistics"),
-        ("features", "#117733", "penultimate features"),
-        ("pixels", "#999933", "raw pixels"),
-    ):
-        sel = table[table.space == space]
+    for space, dims, label, colour in SERIES:
+        sel = select(table, space=space, dims=dims)
         if sel.empty:
             continue
-        ax.plot(sel.epoch, sel.spearman, "-", color=colour, label=label)
-        if space == "ratios":  # over 10 categories the intervals are wide: one band is readable
+        ratios = (space, dims) == (Space.RATIOS, Dims.HIGH)
+        ax.plot(sel.epoch, sel.spearman, "-", color=colour, label="ratios" if ratios else label)
+        if ratios:  # over 10 categories the intervals are wide: one band is readable
             _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
         sig = sel[sel.p_value < 0.05]
         ax.plot(sig.epoch, sig.spearman, "o", color=colour, markersize=4)
@@ -383,7 +377,9 @@ def wordnet_figure(run: Run, result: Comparison) -> Figure:
     return fig
 
 
-def ratio_heatmaps(run: Run, epochs: list[int] | None = None, centred: bool = False) -> Figure:
+def ratio_heatmaps(
+    run: RunFolder, epochs: list[int] | None = None, centred: bool = False
+) -> Figure:
     """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch.
 
     ``centred`` subtracts each layer's mean over categories and uses a diverging scale: the
@@ -418,7 +414,7 @@ def ratio_heatmaps(run: Run, epochs: list[int] | None = None, centred: bool = Fa
 
 
 def ratios_over_epochs(
-    run: Run,
+    run: RunFolder,
     categories: list[str] | None = None,
     layers: list[int] | None = None,
 ) -> Figure:
@@ -463,28 +459,25 @@ ANIMATION = "tsne_animation.gif"
 EXPLORER = "explorer.html"  # written by ``explorer.write_explorer``
 
 
+@timed
 def write_ratio_figures(
-    run: Run,
-    panels: list[int] | None = None,
+    run: RunFolder,
+    epochs: list[int] | None = None,
     animation: bool = True,
     categories: list[str] | None = None,
     force: bool = False,
-) -> tuple[list[Path], bool]:
+) -> StepResult:
     """The ``plot`` step: the figures made from the ratios and embeddings alone
-    (``RATIO_FIGURES``, and the animation), unless up to date; (the paths, whether written)."""
-    epochs = run.embedded_epochs()  # one clear error before drawing anything
+    (``RATIO_FIGURES``, and the animation), unless up to date. ``epochs``: the t-SNE grid's
+    panels (default: ``analysis.panels``, or chosen like the paper's)."""
+    embedded = run.embedded_epochs()  # one clear error before drawing anything
     outputs = [p for name in RATIO_FIGURES for p in _files(run, name)]
     outputs += [run.files.figures / ANIMATION] if animation else []
-    settings = {
-        **run.analysis_settings(),
-        "panels": panels,
-        "categories": categories,
-        "lr_drops": run.config.train.lr_drops,
-    }
+    settings = {**run.step_settings("plot"), "panels": epochs, "categories": categories}
 
     def draw() -> None:
         drawn = {
-            "tsne_grid": tsne_grid(run, panels or run.config.analysis.panels or None),
+            "tsne_grid": tsne_grid(run, epochs or run.config.analysis.panels or None),
             "ratio_heatmaps": ratio_heatmaps(run),
             "ratio_heatmaps_centred": ratio_heatmaps(run, centred=True),
             "ratios_over_epochs": ratios_over_epochs(run, categories),
@@ -494,87 +487,93 @@ def write_ratio_figures(
         if animation:
             tsne_animation(run, run.files.figures / ANIMATION)
 
-    return outputs, run.make(outputs, run.analysis_inputs(epochs), settings, draw, force)
+    written = run.make(outputs, run.analysis_inputs(embedded), settings, draw, force)
+    return StepResult.of("plot", outputs, written)
 
 
-def _files(run: Run, name: str) -> list[Path]:
+def _files(run: RunFolder, name: str) -> list[Path]:
     return [run.files.figures / f"{name}{suffix}" for suffix in (".png", ".pdf")]
 
 
 def _write_table_figure(
-    run: Run, name: str, draw, inputs: list[Path], settings: dict, force: bool
-) -> tuple[list[Path], bool]:
+    run: RunFolder, step: str, name: str, draw, inputs: list[Path], force: bool
+) -> StepResult:
+    """A figure of a step's table, made with the settings the step reads, unless up to date."""
     outputs = _files(run, name)
-    return outputs, run.make(
-        outputs, inputs, settings, lambda: save(draw(), run.files.figures / name), force
+    written = run.make(
+        outputs,
+        inputs,
+        run.step_settings(step),
+        lambda: save(draw(), run.files.figures / name),
+        force,
     )
+    return StepResult.of(step, outputs, written)
 
 
-def write_clustering_figure(run: Run, force: bool = False) -> tuple[list[Path], bool]:
-    """``clustering_dynamics`` from the analysis's ``clustering.csv``, unless up to date."""
+@timed
+def write_clustering_figure(run: RunFolder, force: bool = False) -> StepResult:
+    """The ``metrics`` step's figure: ``clustering_dynamics`` from the analysis's
+    ``clustering.csv``, unless up to date."""
     return _write_table_figure(
         run,
+        "metrics",
         "clustering_dynamics",
         lambda: clustering_figure(run, run.clustering()),
         [run.files.table("clustering.csv")],
-        {"lr_drops": run.config.train.lr_drops},
         force,
     )
 
 
-def write_wordnet_figure(
-    run: Run, comparison: Comparison, force: bool = False
-) -> tuple[list[Path], bool]:
-    """``wordnet`` from the analysis's WordNet comparison, unless up to date."""
+@timed
+def write_wordnet_figure(run: RunFolder, force: bool = False) -> StepResult:
+    """The ``wordnet`` step's figure: ``wordnet`` from the analysis's WordNet comparison (its
+    table and last epoch's distances), unless up to date."""
+    comparison = last_epoch_matrices(run, run.wordnet())
     return _write_table_figure(
         run,
         "wordnet",
+        "wordnet",
         lambda: wordnet_figure(run, comparison),
         [run.files.table("wordnet.csv"), run.files.ratio_file(comparison.epoch)],
-        {**run.analysis_settings(), "lr_drops": run.config.train.lr_drops},
         force,
     )
 
 
-def figure_paths(run: Run) -> list[Path]:
+def figure_paths(run: RunFolder) -> list[Path]:
     """Every file the figure-writing steps put in the analysis's ``figures`` folder."""
     files = [p for name in FIGURES for p in _files(run, name)]
     return files + [run.files.figures / ANIMATION, run.files.figures / EXPLORER]
 
 
-def replicates_figure(result: Replicates) -> Figure:
-    """Clustering and WordNet curves over epochs: the mean across runs, +- 1 sd shaded, the
-    range as thin lines."""
+def replicates_figure(table: pd.DataFrame, runs: list[RunFolder]) -> Figure:
+    """Clustering and WordNet curves over epochs of seed replicates (``table``: the mean, sd,
+    min and max of every number across ``runs``, ``pipeline.replicates``): the mean, +- 1 sd
+    shaded, the range as thin lines."""
     panels = [
-        ("clustering", "silhouette", "Silhouette of categories"),
-        ("clustering", "knn", "Leave-one-out k-NN accuracy"),
-        ("clustering", "centroid_shift", "Centroid shift since last epoch"),
+        ("clustering", Metric.SILHOUETTE, "Silhouette of categories"),
+        ("clustering", Metric.KNN, "Leave-one-out k-NN accuracy"),
+        ("clustering", Metric.CENTROID_SHIFT, "Centroid shift since last epoch"),
         ("wordnet", "spearman", "WordNet vs cluster distances (Spearman r)"),
     ]
     fig = _Figure(figsize=(17, 3.8))
     axes = fig.subplots(1, len(panels))
-    t = result.table
     for ax, (source, metric, title) in zip(axes, panels):
         for space, dims, label, colour in SERIES:
-            space = "ratios-2d" if source == "wordnet" and dims == "2d" else space
-            dims = "high" if source == "wordnet" else dims
-            sel = t[
-                (t.source == source) & (t.space == space) & (t.dims == dims) & (t.metric == metric)
-            ]
+            sel = select(table, source=source, space=space, dims=dims, metric=metric)
             if sel.empty:
                 continue
             ax.plot(sel.epoch, sel["mean"], "-o", color=colour, markersize=3, label=label)
             _band(ax, sel.epoch, sel["mean"] - sel.sd, sel["mean"] + sel.sd, colour)
             ax.plot(sel.epoch, sel["min"], color=colour, linewidth=0.5)
             ax.plot(sel.epoch, sel["max"], color=colour, linewidth=0.5)
-        _drops(ax, result.runs[0])
+        _drops(ax, runs[0])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
     fig.suptitle(
-        f"{len(result.runs)} seeds ({describe_data(result.runs[0].config.data)}): mean, ± 1 sd "
+        f"{len(runs)} seeds ({describe_data(runs[0].config.data)}): mean, ± 1 sd "
         "shaded, min and max as thin lines",
         fontsize=11,
     )

@@ -1,18 +1,114 @@
-"""Collecting EN importance ratios: forward hooks (``RatioRecorder``) and one pass of images
-through a model recording them with what the heads read (``forward_subset``).
+"""Collecting EN importance ratios: forward hooks (``RatioRecorder``), what every layer's ratio
+head read (``HeadInputs``, stored with the ratios: the controls are computed from it) and one
+pass of images through a model recording both (``forward_subset``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..analysis.controls import HeadInputs
 from ..core.errors import UserError
 from . import en_layers
 from .exemplar_norm import _moments
+
+# The stored statistics' type. Measured on the default run's last checkpoint: ratios recomputed
+# from float16 statistics differ from the recorded ones by at most 0.9% (median 0.3%) of a
+# layer's spread across images, and the statistics space's distances by at most 6e-5
+# (relative); the values lie within +-6, far inside float16's range. Half of float32's disk:
+# 26.6 KB per image at width 16 (13,280 values), 175 MB for the default's 13 epochs x 500
+# images, 3.5 GB for 13 epochs x 10,000 images.
+STORED = np.float16
+
+
+@dataclass
+class HeadInputs:
+    """What every EN layer's head reads, for N images: per channel, the IN mean and log
+    standard deviation ``0.5 log(var + eps)`` (N, C_total, layers concatenated in forward
+    order), and per layer what turns them into the head's descriptors in eval mode."""
+
+    mean: np.ndarray  # (N, C_total)
+    logstd: np.ndarray  # (N, C_total)
+    channels: np.ndarray  # (L,) channels of each layer
+    hidden: np.ndarray  # (L,) hidden units of each layer's head
+    gn_groups: np.ndarray  # (L,) GN groups of each layer
+    running_mean: np.ndarray  # (C_total,) BN running statistics (0 / 1 without BN)
+    running_var: np.ndarray  # (C_total,)
+    normalizers: list[str]
+    eps: float
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(L + 1,) where each layer's channels start (and the total)."""
+        return np.concatenate([[0], np.cumsum(self.channels)])
+
+    def layer(self, j: int) -> slice:
+        start, stop = self.offsets[j : j + 2]
+        return slice(int(start), int(stop))
+
+    def descriptors(self, j: int) -> np.ndarray:
+        """(N, K, 2C) float32: layer j's head input in eval mode, as ``ExemplarNorm2d``
+        computes it - per normalizer k, the offset ``(m - m_k) / s_k`` and the log spread
+        ``log(s_in / s_k)`` of every channel."""
+        s = self.layer(j)
+        m = self.mean[:, s].astype(np.float64)
+        log_var_in = 2 * self.logstd[:, s].astype(np.float64)
+        var_in = np.maximum(np.exp(log_var_in) - self.eps, 0)
+        q = var_in + m**2  # E[x^2] per channel
+        n, c = m.shape
+        rows = []
+        for name in self.normalizers:
+            if name == "in":
+                mk, var = m, var_in
+            elif name == "ln":
+                mk = m.mean(1, keepdims=True)
+                var = np.maximum(q.mean(1, keepdims=True) - mk**2, 0)
+            elif name == "gn":
+                g = int(self.gn_groups[j])
+                mk = m.reshape(n, g, -1).mean(2).repeat(c // g, 1)
+                var = np.maximum(q.reshape(n, g, -1).mean(2).repeat(c // g, 1) - mk**2, 0)
+            else:  # bn in eval mode: the running statistics
+                mk = self.running_mean[s][None].astype(np.float64)
+                var = self.running_var[s][None].astype(np.float64)
+            log_var = np.log(var + self.eps)
+            offset = (m - mk) * np.exp(-0.5 * log_var)
+            spread = 0.5 * (log_var_in - log_var)
+            rows.append(np.concatenate(np.broadcast_arrays(offset, spread), 1))
+        return np.stack(rows, 1).astype(np.float32)
+
+    @classmethod
+    def from_arrays(cls, d: dict) -> HeadInputs | None:
+        """From a ratio file's arrays (None when it has no head inputs)."""
+        if "input_mean" not in d:
+            return None
+        return cls(
+            mean=d["input_mean"].astype(np.float32),
+            logstd=d["input_logstd"].astype(np.float32),
+            channels=d["layer_channels"],
+            hidden=d["head_hidden"],
+            gn_groups=d["head_gn_groups"],
+            running_mean=d["bn_running_mean"],
+            running_var=d["bn_running_var"],
+            normalizers=[str(n) for n in d["normalizers"]],
+            eps=float(d["head_eps"]),
+        )
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays ``from_arrays`` reads back (the per-image statistics as ``STORED``)."""
+        return dict(
+            input_mean=self.mean.astype(STORED),
+            input_logstd=self.logstd.astype(STORED),
+            layer_channels=self.channels,
+            head_hidden=self.hidden,
+            head_gn_groups=self.gn_groups,
+            bn_running_mean=self.running_mean,
+            bn_running_var=self.running_var,
+            head_eps=np.float64(self.eps),
+        )
 
 
 class RatioRecorder:

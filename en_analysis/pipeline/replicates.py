@@ -14,12 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.verdict import markdown, verdicts
 from ..core.errors import UserError
-from ..core.io import write_csv
+from ..core.io import atomic_write_text, write_csv
 from ..core.layout import AnalysisLayout
-from ..run.folder import Run
-from ..settings.config import Config, first_difference, validate
-from ..training.train import RUNTIME_KEYS
+from ..figures.explorer import Run
+from ..figures.plotting import replicates_figure, save
+from ..run.tables import one
+from ..settings.config import Config, validate
+from ..settings.rules import Effect
+from ..steps.changes import Change, Changes
+from .reproduce import reproduce
 
 KEYS = ["source", "space", "dims", "metric", "epoch"]
 COLUMNS = [*KEYS, "mean", "sd", "min", "max", "n"]
@@ -36,17 +41,7 @@ class Replicates:
 
     def number(self, source: str, space: str, metric: str, epoch: int, dims: str = "high"):
         """One row of ``table`` (a Series), e.g. ``("clustering", "ratios", "knn", 12)``."""
-        t = self.table
-        sel = t[
-            (t.source == source)
-            & (t.space == space)
-            & (t.dims == dims)
-            & (t.metric == metric)
-            & (t.epoch == epoch)
-        ]
-        if sel.empty:
-            raise KeyError((source, space, dims, metric, epoch))
-        return sel.iloc[0]
+        return one(self.table, source=source, space=space, dims=dims, metric=metric, epoch=epoch)
 
 
 def _long(run: Run) -> pd.DataFrame:
@@ -56,20 +51,24 @@ def _long(run: Run) -> pd.DataFrame:
     clustering = c.assign(source="clustering")[[*KEYS, "value"]]
     wordnet = pd.concat(
         [
-            w.assign(source="wordnet", dims="high", metric="spearman", value=w.spearman),
-            w.assign(source="wordnet", dims="high", metric="p_value", value=w.p_value),
+            w.assign(source="wordnet", metric="spearman", value=w.spearman),
+            w.assign(source="wordnet", metric="p_value", value=w.p_value),
         ]
     )[clustering.columns]
     return pd.concat([clustering, wordnet], ignore_index=True).assign(run=str(run.path))
 
 
-# what replicates may differ in: the seed, and where and how fast they ran
-FREE = {
-    "model": (),
-    "data": ("root", "num_workers"),
-    "train": ("seed", *RUNTIME_KEYS),
-    "analysis": ("batch_size", "n_jobs", "epochs", "panels"),
-}
+# the steps whose outputs replicates are compared by: their tables and the ratio files
+COMPARED = ("extract", "embed", "metrics", "wordnet", "verdict")
+
+
+def differs_beyond_seed(change: Change) -> bool:
+    """Whether replicates may not differ in a setting: anything but the training seed, where
+    and how fast they ran, and analysis settings that shape none of the compared outputs."""
+    free = change.key == "train.seed" or change.effect == Effect.RUNTIME
+    return not free and (
+        change.effect != Effect.ANALYSIS or bool(set(change.steps) & set(COMPARED))
+    )
 
 
 def check_comparable(runs: list[Run]) -> None:
@@ -95,15 +94,12 @@ def check_comparable(runs: list[Run]) -> None:
                 f"{run.path} analysed other evaluation images than {runs[0].path} (categories "
                 "or samples differ: analysis.categories, per_category and subset_seed must match)"
             )
-        for section, free in FREE.items():
-            ours, theirs = (getattr(x.config, section) for x in (runs[0], run))
-            difference = first_difference(ours, theirs, section, free)
-            if difference:
-                key, value, other = difference
-                raise UserError(
-                    f"{run.path} has {key} = {other!r}, {runs[0].path} {value!r}: replicates "
-                    "differ in train.seed only"
-                )
+        change = next(filter(differs_beyond_seed, Changes(runs[0].config, run.config).all), None)
+        if change:
+            raise UserError(
+                f"{run.path} has {change.key} = {change.new!r}, {runs[0].path} {change.old!r}: "
+                "replicates differ in train.seed only"
+            )
 
 
 def compare(paths: list[Path | str]) -> Replicates:
@@ -129,10 +125,6 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     ``OUT/figures/replicates.png``: the spread across ``paths``, and the verdict on the runs'
     mean - every row one test, the runs resampled with the images (or categories) they share
     (``verdict.verdicts``)."""
-    from ..analysis.verdict import markdown, verdicts
-    from ..core.io import atomic_write_text
-    from ..figures.plotting import replicates_figure, save
-
     out = Path(out)
     result = compare(paths)
     files = AnalysisLayout(out)  # the replicates folder holds tables and figures like a run's
@@ -140,7 +132,7 @@ def write_replicates(out: Path | str, paths: list[Path | str]) -> tuple[Replicat
     verdict = verdicts(result.runs, result.runs[0].config.train.lr_drops)
     write_csv(files.table("replicate_verdict.csv"), verdict)
     atomic_write_text(files.table("replicate_verdict.md"), markdown(verdict) + "\n")
-    save(replicates_figure(result), files.figures / "replicates")
+    save(replicates_figure(result.table, result.runs), files.figures / "replicates")
     return result, verdict
 
 
@@ -149,8 +141,6 @@ def replicate(
 ) -> tuple[Replicates, pd.DataFrame]:
     """Train and analyse one run per seed in ``OUT/seed-K`` (each resumable, steps skipped when
     up to date), then ``write_replicates``."""
-    from .reproduce import reproduce
-
     if len(set(seeds)) < 2:
         raise UserError(f"replicate needs at least two different seeds, got {seeds}")
     twice = sorted({s for s in seeds if seeds.count(s) > 1})

@@ -1,8 +1,8 @@
-"""The ``Run`` object: everything a run folder holds, readable from a notebook in one call each."""
+"""``RunFolder``: everything a run folder holds, seen through one analysis, readable in one call
+each; and the ratio files and embeddings it reads (``Ratios``, ``Embedding``)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,22 +11,25 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from ..analysis.controls import HeadInputs
 from ..core.errors import UserError
 from ..core.io import load_npz, read_csv, write_csv
 from ..core.layout import DEFAULT_ANALYSIS, RunLayout, epoch_files
 from ..core.provenance import Provenance
+from ..nn.recording import HeadInputs
 from ..settings.config import (
     AnalysisConfig,
     Config,
     check_knn,
-    first_difference,
     read_analysis_settings,
     read_config,
     save_analysis_settings,
     save_config,
+    value_of,
 )
+from ..steps import registry
+from ..steps.changes import Changes
 from ..training.checkpoints import check_owner, load_checkpoint, model_from_checkpoint, run_identity
+from .tables import with_dims
 
 
 @dataclass
@@ -138,7 +141,7 @@ class Ratios:
         )
 
 
-class Run:
+class RunFolder:
     """A run folder, seen through one of its analyses (``default`` unless named).
 
     The training side (config, metrics, checkpoints) is the run's; ratios, embeddings, tables
@@ -160,37 +163,41 @@ class Run:
 
     def __repr__(self) -> str:
         named = "" if self.analysis == DEFAULT_ANALYSIS else f", analysis={self.analysis!r}"
-        return f"Run({str(self.path)!r}{named}, epochs={self.epochs})"
+        return f"{type(self).__name__}({str(self.path)!r}{named}, epochs={self.epochs})"
 
     @property
     def analysis(self) -> str:
-        """The name of the analysis this ``Run`` reads and writes."""
+        """The name of the analysis this run folder is seen through."""
         return self.files.name
 
     def analyses(self) -> list[str]:
         """The run's analyses: ``default`` and every named one."""
         return self.layout.analysis_names()
 
-    def open(self, analysis: str) -> Run:
+    def open(self, analysis: str) -> RunFolder:
         """The same run seen through another analysis (its settings, its outputs)."""
-        return Run(self.path, analysis)
+        return type(self)(self.path, analysis)
 
     def configure(self, settings: AnalysisConfig, replace: bool = False) -> None:
         """Use ``settings`` as this analysis's settings (``save_settings`` stores them).
 
-        An analysis whose outputs were made with other settings is never changed silently:
-        that is refused in one line naming the setting, unless ``replace`` (its outputs are then
-        stale and recomputed by the steps).
+        An analysis whose outputs were made with other settings is never changed silently: a
+        change that would redo a step that has outputs here (``steps.changes``) is refused in
+        one line naming the setting, unless ``replace`` (the steps that read it then redo their
+        outputs, and only those).
         """
-        difference = first_difference(self.config.analysis, settings, "analysis")
-        if difference and self.files.outputs() and not replace:
-            key, old, new = difference
-            raise UserError(
-                f"the analysis {self.analysis!r} of {self.path} was made with {key} = {old!r} "
-                f"(asked {new!r}): add --analysis NAME to write the new analysis beside it, or "
-                "--force to replace it"
-            )
+        if not replace:
+            changes = Changes.of_analysis(self.config.analysis, settings)
+            changes.refuse_on_analysis(self.analysis, self.path, self.steps_with_outputs())
         self.config.analysis = settings
+
+    def steps_with_outputs(self) -> list[str]:
+        """The steps (``steps.registry``) that have written a file of this analysis."""
+        written = {registry.writing(self._relative(p)) for p in self.files.outputs()}
+        return [s.name for s in registry.STEPS if s in written]
+
+    def _relative(self, path: Path) -> str:
+        return Path(path).relative_to(self.files.root).as_posix()
 
     def save_settings(self) -> None:
         """Store the analysis's settings where they live (the run's config.toml for the default
@@ -304,10 +311,10 @@ class Run:
         """The model of an epoch, weights loaded, in eval mode."""
         return model_from_checkpoint(self.checkpoint(epoch), self.checkpoints[epoch]).eval()
 
-    def analysis_settings(self) -> dict:
-        """The analysis settings that shape its tables and figures (not batch size or jobs)."""
-        settings = dataclasses.asdict(self.config.analysis)
-        return {k: v for k, v in settings.items() if k not in ("batch_size", "n_jobs")}
+    def step_settings(self, step: str) -> dict:
+        """The settings (``section.key``) the step ``step`` reads, with this analysis's values:
+        what its outputs' provenance records, so a setting redoes only the steps that read it."""
+        return {key: value_of(self.config, key) for key in registry.step(step).reads}
 
     def analysis_inputs(self, epochs: list[int] | None = None) -> list[Path]:
         """What the tables and figures of ``epochs`` (default: every extracted one) are made
@@ -321,13 +328,11 @@ class Run:
         ]
 
     def _step_writing(self, path: Path) -> str | None:
-        """The step that writes ``path`` when it is an output other steps read, else None."""
-        folders = {self.files.ratios: "extract", self.files.embeddings: "embed"}
-        tables = {
-            self.files.table("clustering.csv"): "metrics",
-            self.files.table("wordnet.csv"): "wordnet",
-        }
-        return folders.get(path.parent) or tables.get(path)
+        """The step that writes ``path`` when it is one of this analysis's files, else None."""
+        if not Path(path).is_relative_to(self.files.root):
+            return None
+        step = registry.writing(self._relative(path))
+        return step.name if step else None
 
     def check_inputs(self, inputs: list[Path]) -> None:
         """Refuse, in one line naming the step to rerun, an input written by a step of this
@@ -361,17 +366,18 @@ class Run:
 
     def write_table(
         self,
+        step: str,
         name: str,
         compute: Callable[[list[int]], pd.DataFrame],
         epochs: list[int] | None = None,
         force: bool = False,
     ) -> bool:
         """Write the analysis table ``name`` = ``compute(epochs)`` (default: every extracted
-        epoch), made from those epochs' ratios and embeddings with the analysis's settings,
-        unless it is up to date; True if written."""
+        epoch), made from those epochs' ratios and embeddings with the settings the step
+        ``step`` reads, unless it is up to date; True if written."""
         epochs = epochs or self.extracted_epochs()
         path = self.files.table(name)
-        inputs, settings = self.analysis_inputs(epochs), self.analysis_settings()
+        inputs, settings = self.analysis_inputs(epochs), self.step_settings(step)
 
         def write() -> None:
             # the number of samples is known once they are extracted
@@ -393,15 +399,9 @@ class Run:
         """Per (epoch, category, layer, normalizer) ratio statistics (``en-analysis export``)."""
         return self._table(self.files.table("category_stats.csv"))
 
-    def explore(self, epochs: list[int] | None = None):
-        """The interactive explorer of the run's embedded epochs (``explorer.Explorer``): shows
-        inline in Jupyter; ``.write_html(path)`` writes the offline page."""
-        from ..figures.explorer import explorer
-
-        return explorer(self, epochs)
-
     def clustering(self) -> pd.DataFrame:
         return self._table(self.files.table("clustering.csv"))
 
     def wordnet(self) -> pd.DataFrame:
-        return self._table(self.files.table("wordnet.csv"))
+        """``wordnet.csv``; one written before it had a ``dims`` column reads as a new one."""
+        return with_dims(self._table(self.files.table("wordnet.csv")))

@@ -444,18 +444,6 @@ def read_config(path: Path) -> Config:
     return Config.from_dict(_read_toml(text, str(path)), str(path))
 
 
-def first_difference(
-    stored: Any, asked: Any, section: str, ignore: tuple[str, ...] = ()
-) -> tuple[str, Any, Any] | None:
-    """The first setting of a config section that differs between two configs, as
-    ``("section.key", stored value, asked value)``, or None; keys in ``ignore`` may differ."""
-    old, new = dataclasses.asdict(stored), dataclasses.asdict(asked)
-    for key, value in new.items():
-        if key not in ignore and old[key] != value:
-            return f"{section}.{key}", old[key], value
-    return None
-
-
 def save_analysis_settings(settings: AnalysisConfig, path: Path) -> None:
     """A named analysis's settings: an ``[analysis]`` table of their own."""
     from ..core.io import atomic_write_bytes

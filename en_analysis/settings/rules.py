@@ -25,11 +25,11 @@ class Effect(StrEnum):
     ANALYSIS = "analysis"  # shapes an analysis: redoes the analysis steps that read it
 
 
-EFFECTS = {
+EFFECTS = {  # what a change redoes, in words
     Effect.RUN: "re-train (a new run)",
-    Effect.SCHEDULE: "re-train the epochs still to come (a resume may change it)",
+    Effect.SCHEDULE: "the epochs still to train (a resume changes it from its next epoch)",
     Effect.RUNTIME: "nothing (where and how fast it runs)",
-    Effect.ANALYSIS: "re-analyse",
+    Effect.ANALYSIS: "re-analyse the steps that read it",
 }
 
 
@@ -84,7 +84,7 @@ class Rule:
     def allowed(self) -> str:
         """The allowed values in words (the settings reference)."""
         if self.choices is not None:
-            return ", ".join(f"`{c}`" for c in self.choices)
+            return "one of " + ", ".join(map(str, self.choices))
         if self.positive and self.maximum is not None:
             return f"(0, {self.maximum:g}]"
         parts = []

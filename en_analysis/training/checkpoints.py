@@ -22,7 +22,8 @@ from ..core.errors import UserError
 from ..core.io import atomic_write, read_text
 from ..core.layout import RunLayout, epoch_files
 from ..nn import ResNet, en_layers, en_resnet50
-from ..settings.config import Config, first_difference
+from ..settings.config import Config
+from ..steps.changes import Changes
 
 FORMAT = "en-analysis-checkpoint"
 VERSION = 1
@@ -150,12 +151,9 @@ def check_owner(state: dict[str, Any], path: Path, run_id: str, config: Config) 
             "from this run's checkpoints/"
         )
     stored = Config.from_dict(state["config"], f"{path} (config)")
-    for section in ("model", "data"):
-        ours, its = getattr(config, section), getattr(stored, section)
-        difference = first_difference(ours, its, section, ("num_workers", "root"))
-        if difference:
-            key, value, other = difference
-            raise UserError(
-                f"{path} is not this run's: the run has {key} = {value!r}, the file {other!r}; "
-                "remove it from this run's checkpoints/"
-            )
+    change = Changes(config, stored, ("model", "data")).retraining
+    if change:
+        raise UserError(
+            f"{path} is not this run's: the run has {change.key} = {change.old!r}, the file "
+            f"{change.new!r}; remove it from this run's checkpoints/"
+        )

@@ -29,19 +29,12 @@ from ..core.layout import RunLayout, epoch_files
 from ..data import Datasets, balanced_subset, build_datasets
 from ..nn import cpu_kernel
 from ..nn.exemplar_norm import compile_layers
-from ..settings.config import Config, TrainConfig, first_difference, read_config, save_config
+from ..settings.config import Config, TrainConfig, read_config, save_config
+from ..steps.changes import Changes
 from .checkpoints import build_model, check_owner, load_checkpoint, run_identity, save_checkpoint
 from .distributed import Process, all_sum, setup_process
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "seconds"]
-RUNTIME_KEYS = (  # where and how a run computes: may change on resume
-    "device",
-    "threads",
-    "amp",
-    "channels_last",
-    "compile",
-    "compile_en_layers",
-)
 
 
 def lr_at(cfg: TrainConfig, epoch: int, progress: float = 1.0) -> float:
@@ -226,50 +219,6 @@ def repair_metrics(run_dir: Path) -> None:
         write_csv(RunLayout(Path(run_dir)).metrics, pd.DataFrame(rows, columns=METRIC_COLUMNS))
 
 
-# what takes effect from the resumed epoch on: recorded in run.json with that epoch
-SCHEDULE_KEYS = (
-    "epochs",
-    "lr",
-    "lr_drops",
-    "lr_gamma",
-    "warmup_epochs",
-    "momentum",
-    "weight_decay",
-    "ratio_lr_mult",
-    "ratio_weight_decay",
-)
-# what a resume may change: where and how fast it runs (not recorded), and the schedule
-RESUMABLE = {
-    "model": (),
-    "data": ("num_workers", "root"),
-    "train": (*RUNTIME_KEYS, *SCHEDULE_KEYS),
-}
-
-
-def first_conflict(stored: Config, asked: Config) -> str | None:
-    """The first model, data or training setting that a trained run cannot change and that
-    differs between two configs, in words (``RESUMABLE`` settings may differ)."""
-    for section, free in RESUMABLE.items():
-        difference = first_difference(
-            getattr(stored, section), getattr(asked, section), section, free
-        )
-        if difference:
-            key, old, new = difference
-            return f"{key} = {old!r} (asked {new!r})"
-    return None
-
-
-def refuse_conflicts(stored: Config, asked: Config, run_dir: Path) -> None:
-    """One line naming the first setting that a trained run cannot change."""
-    conflict = first_conflict(stored, asked)
-    if conflict:
-        raise UserError(
-            f"the trained run {run_dir} has {conflict}: a trained run keeps its model, data "
-            "and training settings (a resume may change its epochs, learning-rate schedule, "
-            "optimizer settings and device); train a new run with another --out"
-        )
-
-
 def _check_fresh_folder(run_dir: Path, config: Config) -> None:
     """A new run goes into a new or empty folder, or one holding only the start of this same run
     (a run stopped before its first checkpoint); anything else would be overwritten or, like
@@ -286,7 +235,7 @@ def _check_fresh_folder(run_dir: Path, config: Config) -> None:
         )
     if layout.config.exists():
         try:
-            conflict = first_conflict(read_config(layout.config), config)
+            conflict = Changes(read_config(layout.config), config).retraining
         except UserError:
             conflict = "a file that is not an en-analysis config"
         if conflict:
@@ -294,33 +243,6 @@ def _check_fresh_folder(run_dir: Path, config: Config) -> None:
                 f"{run_dir} holds the config.toml of another run ({conflict}); a new run needs "
                 "a new or empty folder: choose another --out"
             )
-
-
-def resume_changes(stored: Config, asked: Config) -> dict[str, list]:
-    """The schedule settings a resume changes: ``{"train.lr": [old, new], ...}``."""
-    old, new = stored.to_dict()["train"], asked.to_dict()["train"]
-    return {f"train.{k}": [old[k], new[k]] for k in SCHEDULE_KEYS if old[k] != new[k]}
-
-
-def refuse_unused_changes(stored: Config, asked: Config, run_dir: Path, last: int) -> None:
-    """Refuse, in one line, a schedule change that no epoch would use (the run is trained to
-    its last epoch and none is added), and one that moves a learning-rate drop of the epochs
-    already trained: the analyses read the run's ``lr_drops`` as the schedule those epochs had."""
-    changes = {k: v for k, v in resume_changes(stored, asked).items() if k != "train.epochs"}
-    if changes and last >= max(stored.train.epochs, asked.train.epochs):
-        key, (old, new) = next(iter(changes.items()))
-        raise UserError(
-            f"{run_dir} is trained to its last epoch ({last}) with {key} = {old!r}; {new!r} "
-            f"would apply only to more epochs: add them with `en-analysis train --out {run_dir} "
-            f"--resume --set train.epochs=N --set {key}={new!r}`"
-        )
-    old, new = ([d for d in c.train.lr_drops if d < last] for c in (stored, asked))
-    if old != new:
-        raise UserError(
-            f"{run_dir} is trained to epoch {last} with learning-rate drops after epochs "
-            f"{old or 'none'}; train.lr_drops = {asked.train.lr_drops} would change them: a "
-            f"resume may add, move or remove only drops after epoch {last} or later"
-        )
 
 
 def _resolve_resume(
@@ -347,13 +269,12 @@ def _resolve_resume(
             "checkpoint holds the settings it was trained with) or choose another --out"
         )
     stored = read_config(layout.config)
-    refuse_conflicts(stored, config, run_dir)
     last = max(checkpoints)
-    refuse_unused_changes(stored, config, run_dir, last)
+    Changes(stored, config).refuse_on_trained_run(stored, config, run_dir, last)
     resumed = Config.from_dict(config.to_dict())
     resumed.train.epochs = max(stored.train.epochs, config.train.epochs)
     resumed.analysis = stored.analysis  # the run's analysis settings are the analysis's
-    return resumed, last, resume_changes(stored, resumed)
+    return resumed, last, Changes(stored, resumed).schedule
 
 
 def _identity(
@@ -527,7 +448,6 @@ __all__ = [
     "make_optimizer",
     "metrics_rows",
     "read_metrics",
-    "refuse_conflicts",
     "repair_metrics",
     "train",
 ]
