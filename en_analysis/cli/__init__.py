@@ -4,8 +4,8 @@ options, help and reporting derived from its declaration (``steps.registry``). I
 arguments, calls the library and says where the outputs went; errors a user can cause end in
 one line and exit status 2 (``--debug`` shows the traceback). It builds its parser from
 ``core``, ``settings`` and ``steps`` alone, so ``--help`` imports no torch, pandas or
-scikit-learn; a command imports the rest of the package (it may import every part) when it
-runs."""
+scikit-learn; a command imports what it needs when it runs. It may import ``core``,
+``settings``, ``steps``, ``training``, ``analysis`` and ``pipeline``."""
 
 from __future__ import annotations
 
@@ -218,7 +218,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 def cmd_presets(args: argparse.Namespace) -> None:
     import tomli_w
 
-    from .reference import settings_text
+    from ..steps.reference import settings_text
 
     if args.show:
         print(settings_text(load_config(args.name) if args.name else Config()), end="")

@@ -1,5 +1,6 @@
-"""The settings and CLI references, generated from the declarations: every setting's rule
-(``settings``) with the steps it shapes (``steps.registry``), and every command's parser.
+"""The documentation's references, generated from the code: the settings
+(``steps.reference.settings_markdown``) and the command line (``cli_markdown``: every command's
+parser, and each step's declaration).
 
 ``python -m en_analysis.cli.reference`` writes ``docs/settings.md`` and ``docs/cli.md``
 (``make docs-reference``); a test checks that the committed files are what the code generates.
@@ -12,78 +13,10 @@ import functools
 import sys
 from pathlib import Path
 
-from ..settings.config import Config, declared, value_of
-from ..settings.rules import EFFECTS, Effect, Rule
 from ..steps import registry
+from ..steps.reference import cell, settings_markdown
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-
-def redoes(key: str, rule: Rule) -> str:
-    """What changing a setting redoes, in words."""
-    steps = ", ".join(registry.reading(key))
-    if rule.effect == Effect.ANALYSIS:
-        return f"re-analyse: {steps}" if steps else "nothing already made"
-    if rule.effect == Effect.SCHEDULE and steps:
-        return f"{EFFECTS[rule.effect]}; re-analyse: {steps}"
-    return EFFECTS[rule.effect]
-
-
-def _value(value) -> str:
-    """A value as TOML writes it."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def settings_text(config: Config) -> str:
-    """Every setting with its value in ``config`` (``presets --show``)."""
-    lines = []
-    for key, rule in declared().items():
-        allowed = rule.allowed()
-        kind = rule.kind.__name__ + (f", {allowed}" if allowed else "")
-        lines.append(f"{key} = {_value(value_of(config, key))}  ({kind})")
-        lines.append(f"    {rule.help}. Changing it: {redoes(key, rule)}.")
-    return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def settings_markdown() -> str:
-    """``docs/settings.md``: one table per section."""
-    defaults = Config()
-    out = [
-        "# Settings",
-        "",
-        "Generated from the declarations in `en_analysis/settings/config.py` by "
-        "`python -m en_analysis.cli.reference` (do not edit). A run's settings are resolved as "
-        "defaults <- preset <- `--config` file <- `--set section.key=value`. *A change redoes*: "
-        + "; ".join(f"**{e.value}**: {EFFECTS[e]}" for e in Effect)
-        + "; for the analysis steps, the steps whose outputs record the setting (only those "
-        "are redone).",
-    ]
-    sections = {}
-    for key, rule in declared().items():
-        sections.setdefault(key.partition(".")[0] if "." in key else "name", []).append((key, rule))
-    for section, items in sections.items():
-        out += ["", f"## `{section}`" if section != "name" else "## `name`", ""]
-        out += [
-            "| setting | type | default | allowed | a change redoes | what it is |",
-            "|---|---|---|---|---|---|",
-        ]
-        for key, rule in items:
-            cells = [
-                f"`{key}`",
-                rule.kind.__name__,
-                f"`{_value(value_of(defaults, key))}`",
-                rule.allowed(),
-                redoes(key, rule),
-                rule.help,
-            ]
-            out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    return "\n".join(out) + "\n"
 
 
 def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
@@ -110,7 +43,7 @@ def cli_markdown() -> str:
         out += ["| argument | what it does |", "|---|---|"]
         for action in _actions(command):
             flags = ", ".join(action.option_strings) or action.dest
-            out.append(f"| `{flags}` | {_cell(action.help or '')} |")
+            out.append(f"| `{flags}` | {cell(action.help or '')} |")
         if name in registry.NAMES:
             step = registry.step(name)
             out += [

@@ -1,4 +1,6 @@
-"""Datasets (real Fashion-MNIST by default), category tables and the evaluation subset."""
+"""The images: datasets (real Fashion-MNIST by default, CIFAR, image folders, synthetic), the
+category -> synset tables and mapping files, offline WordNet, the evaluation subset and the
+thumbnails. It may import ``core`` and ``settings``."""
 
 from .datasets import (
     Datasets,
