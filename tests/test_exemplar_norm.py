@@ -337,6 +337,52 @@ def test_compiled_layers_equal_the_formula(train):
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_every_code_path_is_named_and_agrees(train, monkeypatch):
+    """``code_path`` names the path a call takes (``exemplar_norm.PATHS``), and the kernel, the
+    Python implementation and its no-gradient path give the same output, ratios and running
+    statistics as ``reference_forward``. The paths that need other conditions are named here;
+    their maths is checked by test_compiled_layers_equal_the_formula (compiled) and
+    tests/test_sync_bn.py (synced)."""
+    from en_analysis.nn import exemplar_norm as E
+
+    x = _x()
+    base = _layer()
+    base(x * 1.3 + 0.2)  # non-trivial running statistics for eval mode
+    base.train(train)
+    reference = copy.deepcopy(base)
+    with torch.no_grad():
+        y_ref = reference.reference_forward(x)
+    for path in ("kernel", "python", "python-no-grad"):
+        layer = copy.deepcopy(base)
+        cpu_kernel.use(path == "kernel")
+        try:
+            grad = path != "python-no-grad"
+            xs = x.clone().requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                assert layer.code_path(xs) == path
+                y = layer(xs)
+        finally:
+            cpu_kernel.use(True)
+        torch.testing.assert_close(y.detach(), y_ref, **TOL, msg=path)
+        torch.testing.assert_close(layer.last_ratios, reference.last_ratios, **TOL, msg=path)
+        torch.testing.assert_close(layer.running_var, reference.running_var, **TOL, msg=path)
+    layer = copy.deepcopy(base)
+    cpu_kernel.use(False)
+    E.compile_layers(True)
+    try:
+        assert layer.code_path(x) == "compiled"
+    finally:
+        E.compile_layers(False)
+        cpu_kernel.use(True)
+    with monkeypatch.context() as m:
+        m.setattr(layer, "_synced", lambda: True)
+        assert layer.code_path(x) == "synced"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert layer.code_path(x) == "traced"
+    assert set(E.PATHS) == {"kernel", "python", "python-no-grad", "compiled", "synced", "traced"}
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_channels_last_equals_contiguous(train, implementation):
     """A channels_last input (``train.channels_last``) gives the same output, ratios, gradients
     and running statistics as a contiguous one, and keeps its layout."""
