@@ -40,6 +40,16 @@ def test_the_kernel_is_built_here():
     assert _made_by(y) == "kernel"
 
 
+def test_the_kernel_is_called_by_the_names_of_its_schema():
+    """The Python side names every argument of ``torch.ops.en_layer.exemplar_norm`` as the C++
+    schema does, in its order."""
+    from en_analysis.nn.exemplar_norm import _KernelArgs
+
+    assert cpu_kernel.available()
+    schema = torch.ops.en_layer.exemplar_norm.default._schema
+    assert [a.name for a in schema.arguments] == list(_KernelArgs._fields)
+
+
 def _layer(c=8, **kw):
     torch.manual_seed(0)
     layer = ExemplarNorm2d(c, **kw)
