@@ -13,6 +13,7 @@ from en_analysis import Run
 from en_analysis.cli import build_parser, main
 from en_analysis.cli.reference import REFERENCES
 from en_analysis.core.errors import UserError
+from en_analysis.core.io import write_csv
 from en_analysis.pipeline.reproduce import reproduce
 from en_analysis.pipeline.runner import resolve
 from en_analysis.run.tables import Dims, Metric, Space, one, select, with_dims
@@ -95,6 +96,47 @@ def test_a_step_through_the_cli_reports_what_it_did(run, capsys):
     assert f"embeddings: {run / 'embeddings'} (written: none; up to date: [0, 1, 2])" in (
         capsys.readouterr().out
     )
+
+
+def toy(run, epochs=None, force=False) -> StepResult:
+    """A new analysis step, all of it: one table made from the ratio files with the settings the
+    step reads, recorded in provenance, returned as a StepResult."""
+    epochs = epochs or run.extracted_epochs()
+    path = run.files.table("toy.csv")
+
+    def write() -> None:
+        means = [float(run.ratios(e).ratios.mean()) for e in epochs]
+        write_csv(path, pd.DataFrame({"epoch": epochs, "mean": means}))
+
+    inputs = [run.files.ratio_file(e) for e in epochs]
+    written = run.make([path], inputs, run.step_settings("toy"), write, force)
+    return StepResult.of("toy", [path], written)
+
+
+TOY = registry.Step(
+    "toy",
+    "a new analysis",
+    ("test_registry:toy",),
+    reads=("analysis.knn",),
+    inputs=("ratios/epoch-*.npz",),
+    outputs=("analysis/toy.csv",),
+)
+
+
+def test_a_new_step_is_its_module_and_one_registration(run, monkeypatch, capsys):
+    """Registered, a step is a subcommand with its help, runs in reproduce after the others,
+    records the settings it reads (a change to them redoes it) and is in the CLI reference."""
+    from en_analysis.cli.reference import cli_markdown
+
+    monkeypatch.setattr(registry, "STEPS", (*registry.STEPS, TOY))
+    monkeypatch.setattr(registry, "NAMES", (*registry.NAMES, "toy"))
+    assert build_parser().commands["toy"].description == "a new analysis"
+    assert main(["toy", str(run)]) == 0
+    assert f"wrote {run / 'analysis' / 'toy.csv'}" in capsys.readouterr().out
+    summary = reproduce(tiny_config(*FAST), run, progress=False)
+    assert list(summary.steps)[-1] == "toy" and summary.steps["toy"] == "up to date"
+    assert Changes(Config(), load_config(overrides=["analysis.knn=3"])).redone[-1] == "toy"
+    assert "## `en-analysis toy`" in cli_markdown()
 
 
 # --- one result type -------------------------------------------------------------------------

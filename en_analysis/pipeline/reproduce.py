@@ -20,8 +20,8 @@ from ..figures import plotting
 from ..figures.explorer import Run
 from ..run.tables import Dims, Metric, Space, one, select
 from ..settings.config import Config, read_config
+from ..steps import registry
 from ..steps.changes import Changes
-from ..steps.registry import STEPS
 from ..training.train import final_metrics, repair_metrics, train
 from .runner import refuse_failures, run_step
 
@@ -82,7 +82,7 @@ def reproduce(
         repair_metrics(run_dir)  # a trained run's rows lost to a kill (train repairs its own)
         run = Run(run_dir, analysis)
         run.configure(config.analysis, replace=replace or force)  # the asked settings apply
-        for step in STEPS:
+        for step in registry.STEPS:
             if progress:
                 tqdm.write(f"[{step.name}] ...")
             result = run_step(step, run, force=force, progress=progress)
