@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/pip install -q --no-compile
 COMPILE := $(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; \
 	print(sysconfig.get_paths()["purelib"])')" >/dev/null || :
 
-.PHONY: setup setup-test reproduce quick test test-numerics lint format bench clean
+.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference bench clean
 
 setup: $(VENV)/.installed
 
@@ -70,6 +70,11 @@ lint: $(VENV)/.installed-test
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format en_analysis tests benchmarks
 	$(BIN)/ruff check --fix en_analysis tests benchmarks
+
+# docs/settings.md and docs/cli.md, generated from the settings' and steps' declarations and the
+# parser (a test fails when the committed files are not what the code generates)
+docs-reference: setup
+	$(BIN)/python -m en_analysis.cli.reference
 
 bench: setup  ## timing ratios (see benchmarks/)
 	$(BIN)/python benchmarks/en_layer.py

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from en_analysis import simulate
+from en_analysis.analysis import simulate
 
 EXPERIMENTS = [  # (what, function, arguments)
     ("k-NN vs chance, no clusters (null)", simulate.knn_vs_chance, dict(spread=0.0)),

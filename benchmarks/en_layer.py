@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from _timing import best_times
 
-from en_analysis.config import TrainConfig
 from en_analysis.nn import ExemplarNorm2d, cpu_kernel, en_resnet50
 from en_analysis.nn.exemplar_norm import compile_layers
-from en_analysis.train import make_optimizer
+from en_analysis.settings.config import TrainConfig
+from en_analysis.training.train import make_optimizer
 
 DEFAULT = dict(classes=10, channels=1, width=16, stem="small", batch=64, size=28)
 PAPER = dict(classes=1000, channels=3, width=64, stem="imagenet", batch=16, size=224)

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from en_analysis.checkpoints import build_model, save_checkpoint
-from en_analysis.config import load_config
 from en_analysis.data import build_datasets
-from en_analysis.train import _loaders, evaluate, make_optimizer, setup_process
+from en_analysis.settings.config import load_config
+from en_analysis.training.checkpoints import build_model, save_checkpoint
+from en_analysis.training.train import _loaders, evaluate, make_optimizer, setup_process
 
 
 def profile(norm: str, steps: int, threads: int) -> dict[str, float]:

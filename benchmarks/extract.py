@@ -11,7 +11,7 @@ import torch
 from _timing import best_times
 
 from en_analysis.nn import en_resnet50
-from en_analysis.ratios import RatioRecorder
+from en_analysis.nn.recording import RatioRecorder
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from en_analysis.nn import en_resnet50
-from en_analysis.ratios import RatioRecorder
+from en_analysis.nn.recording import RatioRecorder
 
 
 def sync(device: torch.device) -> None:

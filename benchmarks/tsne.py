@@ -8,8 +8,8 @@ import time
 import numpy as np
 from sklearn.manifold import TSNE as SkTSNE
 
-from en_analysis.config import load_config
-from en_analysis.embedding import embed_sequence, tsne
+from en_analysis.analysis.embedding import embed_sequence, tsne
+from en_analysis.settings.config import load_config
 
 
 def ratio_like(n: int, seed: int = 0) -> np.ndarray:

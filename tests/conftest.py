@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from en_analysis.config import load_config
+from en_analysis.settings.config import load_config
 
 torch.set_num_threads(1)
 
@@ -41,7 +41,7 @@ def tiny_config(*overrides: str):
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A finished tiny training run (read-only: copy it before changing it)."""
-    from en_analysis.train import train
+    from en_analysis.training.train import train
 
     path = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(), path, progress=False)
@@ -51,9 +51,9 @@ def trained_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def analysed_run(tmp_path_factory, trained_run) -> Path:
     """The tiny run with ratios extracted and embedded (read-only)."""
-    from en_analysis.embedding import embed
-    from en_analysis.extract import extract
-    from en_analysis.runs import Run
+    from en_analysis import Run
+    from en_analysis.analysis.embedding import embed
+    from en_analysis.analysis.extract import extract
 
     path = tmp_path_factory.mktemp("analysed") / "tiny"
     shutil.copytree(trained_run, path)

@@ -7,10 +7,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from en_analysis.ablation import CONDITIONS, correct, fixed_ratios, replacement, write_ablation
+from en_analysis import Run
+from en_analysis.analysis.ablation import (
+    CONDITIONS,
+    correct,
+    fixed_ratios,
+    replacement,
+    write_ablation,
+)
 from en_analysis.nn import en_layers, en_resnet50
-from en_analysis.ratios import RatioRecorder
-from en_analysis.runs import Run
+from en_analysis.nn.recording import RatioRecorder
 
 
 def _model():
@@ -83,8 +89,9 @@ def test_the_computed_condition_is_the_normal_evaluation_exactly():
 
 def test_the_ablate_step(run_copy):
     run = Run(run_copy)
-    table, written = write_ablation(run)
-    assert written and not write_ablation(run)[1]  # up to date
+    result = write_ablation(run)
+    table = result.table
+    assert result.written and not write_ablation(run).written  # up to date
     assert set(table.condition) == set(CONDITIONS) and table.epoch.nunique() == 3
     computed = table[table.condition == "computed"]
     assert (computed.difference == 0).all()

@@ -8,14 +8,14 @@ import shutil
 import pandas as pd
 import pytest
 
+from en_analysis import Run
+from en_analysis.analysis.extract import extract
 from en_analysis.cli import main
-from en_analysis.config import read_config
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.layout import AnalysisLayout, RunLayout
-from en_analysis.pipeline import reproduce
-from en_analysis.provenance import Provenance
-from en_analysis.runs import Run
+from en_analysis.core.errors import UserError
+from en_analysis.core.layout import AnalysisLayout, RunLayout
+from en_analysis.core.provenance import Provenance
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.settings.config import read_config
 
 from conftest import snapshot, tiny_config
 
@@ -103,7 +103,7 @@ def test_a_replaced_checkpoint_is_extracted_again_whatever_its_mtime(run):
     shutil.copy(checkpoints / "epoch-001.pt", checkpoints / "epoch-002.pt")
     os.utime(checkpoints / "epoch-002.pt", (0, 0))
     done = extract(Run(run), progress=False)
-    assert done.written == [2] and done.skipped == [0, 1]
+    assert done.written_epochs == [2] and done.up_to_date_epochs == [0, 1]
     assert (Run(run).ratios(2).ratios == Run(run).ratios(1).ratios).all()
 
 
@@ -114,14 +114,14 @@ def test_a_changed_categories_file_is_noticed(tmp_path, analysed_run):
         "category,synset\ndog,dog.n.01\ncat,cat.n.01\ncar,car.n.01\ntree,tree.n.01\n"
     )
     path = tmp_path / "run"
-    from en_analysis.train import train
+    from en_analysis.training.train import train
 
     train(tiny_config(f"data.categories_file={mapping}", "train.epochs=1"), path, progress=False)
-    assert extract(Run(path), progress=False).written == [0, 1]
-    assert extract(Run(path), progress=False).skipped == [0, 1]
+    assert extract(Run(path), progress=False).written_epochs == [0, 1]
+    assert extract(Run(path), progress=False).up_to_date_epochs == [0, 1]
     mapping.write_text(mapping.read_text().replace("car.n.01", "car.n.02"))
     done = extract(Run(path), progress=False)
-    assert done.written == [0, 1]
+    assert done.written_epochs == [0, 1]
     assert Run(path).ratios(1).synsets[2] == "car.n.02"
 
 
@@ -154,7 +154,7 @@ def test_two_analyses_of_one_run_side_by_side(run):
 
 
 def test_two_analyses_in_one_figure(run):
-    from en_analysis import plotting
+    from en_analysis.figures import plotting
 
     reproduce(tiny_config(*FAST, "analysis.scaling=raw"), run, "raw", progress=False)
     default, raw = Run(run), Run(run, "raw")
@@ -177,7 +177,7 @@ def test_force_replaces_an_analysis_and_stores_its_settings(run):
     reproduce(tiny_config(*FAST, "analysis.scaling=raw"), run, force=True, progress=False)
     assert read_config(run / "config.toml").analysis.scaling == "raw"
     records = json.loads((run / "provenance.json").read_text())
-    assert records["analysis/clustering.csv"]["settings"]["scaling"] == "raw"
+    assert records["analysis/clustering.csv"]["settings"]["analysis.scaling"] == "raw"
 
 
 def test_a_step_on_a_named_analysis_and_its_settings(run, capsys):
@@ -188,7 +188,7 @@ def test_a_step_on_a_named_analysis_and_its_settings(run, capsys):
     assert main(["embed", str(run), "--analysis", "clr", "--quiet"]) == 0
     assert Run(run, "clr").embedding_epochs == [0, 1, 2]
     records = json.loads((run / "analyses" / "clr" / "provenance.json").read_text())
-    assert records["analyses/clr/embeddings/epoch-002.npz"]["settings"]["scaling"] == "clr"
+    assert records["analyses/clr/embeddings/epoch-002.npz"]["settings"]["analysis.scaling"] == "clr"
     assert main(["metrics", str(run), "--analysis", "clr"]) == 0
     assert (run / "analyses" / "clr" / "analysis" / "clustering.csv").exists()
     capsys.readouterr()

@@ -112,7 +112,7 @@ def test_a_step_cannot_swap_the_runs_data(tmp_path, trained_run, capsys):
 def as_written_by_its_step(run, path) -> None:
     """Record a file's new content in the run's provenance as what its step wrote: the file a
     step would write with other data, not a hand edit (which every step refuses)."""
-    from en_analysis.provenance import digest
+    from en_analysis.core.provenance import digest
 
     records = json.loads((run / "provenance.json").read_text())
     records[path.relative_to(run).as_posix()]["digest"] = digest(path)
@@ -121,7 +121,7 @@ def as_written_by_its_step(run, path) -> None:
 
 def test_class_folders_that_are_not_wnids(tmp_path, run_copy, capsys):
     # a run whose categories have no synsets: the WordNet step says how to give them
-    from en_analysis.runs import Run
+    from en_analysis import Run
 
     run = Run(run_copy)
     r = run.ratios(2)
@@ -168,9 +168,9 @@ def test_missing_epochs_and_unknown_mapping_synset(run_copy, tmp_path, capsys):
     assert "no ratios for epoch 9" in err
     mapping = tmp_path / "m.csv"
     mapping.write_text("category,synset\ndog,dgo.n.01\n")
+    from en_analysis import Run
+    from en_analysis.core.errors import UserError
     from en_analysis.data import build_datasets
-    from en_analysis.errors import UserError
-    from en_analysis.runs import Run
 
     cfg = Run(run_copy).config.data
     cfg.categories_file = str(mapping)
@@ -196,9 +196,9 @@ def test_unknown_preset_and_key(capsys):
 
 def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
     """The positive case: RGB PNGs in wnid folders train, extract and map to WordNet."""
+    from en_analysis import Run
+    from en_analysis.analysis.extract import extract
     from en_analysis.data.wordnet import category_synsets
-    from en_analysis.extract import extract
-    from en_analysis.runs import Run
 
     folder = image_folder(tmp_path / "imgs", channels=3)
     run = tmp_path / "run"
@@ -221,7 +221,7 @@ def test_an_image_folder_of_wnids_trains_and_resolves(tmp_path):
         )
         == 0
     )
-    assert extract(Run(run), progress=False).written == [0, 1]
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]
     r = Run(run).ratios(1)
     assert r.categories == ["n01930112", "n02111889", "n07873807"]  # sorted folder names
     names = [s.name() for s in category_synsets(r.categories, r.synsets)]
@@ -445,7 +445,7 @@ def test_a_full_or_read_only_disk_while_writing(
 ):
     """Before: an OSError traceback (and EROFS is not a PermissionError). Now one line, and
     every file that existed is as it was, with no temporary file left."""
-    import en_analysis.io
+    import en_analysis.core.io
 
     def fail(fd):
         raise OSError(error, os.strerror(error))
@@ -453,7 +453,7 @@ def test_a_full_or_read_only_disk_while_writing(
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     before = snapshot(run)
-    monkeypatch.setattr(en_analysis.io.os, "fsync", fail)
+    monkeypatch.setattr(en_analysis.core.io.os, "fsync", fail)
     err = run_cli([step, str(run), "--force"], capsys)
     assert os.strerror(error) in err and "its previous version is kept" in err
     assert snapshot(run) == before
@@ -462,7 +462,7 @@ def test_a_full_or_read_only_disk_while_writing(
 def test_a_full_disk_while_training_keeps_the_earlier_epochs(
     tmp_path, trained_run, monkeypatch, capsys
 ):
-    import en_analysis.io
+    import en_analysis.core.io
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
@@ -471,20 +471,20 @@ def test_a_full_disk_while_training_keeps_the_earlier_epochs(
     def fail(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(en_analysis.io.os, "fsync", fail)
+    monkeypatch.setattr(en_analysis.core.io.os, "fsync", fail)
     err = run_cli(["train", "--resume", "--out", str(run), *sets("train.epochs=3")], capsys)
     assert "No space left on device" in err
     assert snapshot(run) == before
 
 
 def test_a_read_only_run_folder_for_the_lock(run_copy, monkeypatch, capsys):
-    import en_analysis.io
+    import en_analysis.core.io
 
     def fail(*args):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
     before = snapshot(run_copy)
-    monkeypatch.setattr(en_analysis.io.os, "open", fail)
+    monkeypatch.setattr(en_analysis.core.io.os, "open", fail)
     err = run_cli(["metrics", str(run_copy)], capsys)
     assert f"cannot lock {run_copy}: Read-only file system" in err
     assert snapshot(run_copy) == before
@@ -492,7 +492,7 @@ def test_a_read_only_run_folder_for_the_lock(run_copy, monkeypatch, capsys):
 
 def test_embeddings_of_other_images_or_deleted_while_plotting(run_copy, monkeypatch, capsys):
     """Before: a ZeroDivisionError or IndexError."""
-    from en_analysis.runs import Run
+    from en_analysis import Run
 
     before = snapshot(run_copy)
     # ratios extracted again for another subset: the old embeddings no longer fit them
@@ -547,8 +547,8 @@ def test_a_config_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
 
 
 def test_a_text_input_larger_than_any_settings_file_or_table(tmp_path):
-    from en_analysis.errors import UserError
-    from en_analysis.io import MAX_TEXT_BYTES, read_text
+    from en_analysis.core.errors import UserError
+    from en_analysis.core.io import MAX_TEXT_BYTES, read_text
 
     big = tmp_path / "big.toml"
     with open(big, "wb") as f:
@@ -639,7 +639,7 @@ def test_an_analysis_name_with_a_trailing_newline(run_copy, capsys):
 
 def test_a_file_name_with_a_trailing_newline_is_no_epoch_file(tmp_path):
     """The same `$` let `epoch-002.pt\\n` pass for epoch 2's checkpoint."""
-    from en_analysis.layout import epoch_files
+    from en_analysis.core.layout import epoch_files
 
     for name in ("epoch-001.pt", "epoch-002.pt\n"):
         (tmp_path / name).write_bytes(b"")
@@ -725,8 +725,8 @@ def _idx(path, array):
 
 def test_image_size_is_used_for_fashion_mnist(tmp_path):
     """Before: data.image_size was ignored for Fashion-MNIST and CIFAR, yet stored as used."""
-    from en_analysis.config import load_config
     from en_analysis.data import build_datasets
+    from en_analysis.settings.config import load_config
 
     rng = np.random.default_rng(0)
     labels = np.arange(40) % 10
@@ -746,8 +746,8 @@ def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, caps
     """Before: `extract RUN --set data.root=OTHER --force` extracted the checkpoints on other
     images, and later steps and reproduce took them for the run's. The images' fingerprint is
     part of what the ratios were made from; the same images elsewhere stay up to date."""
-    from en_analysis.extract import extract
-    from en_analysis.runs import Run
+    from en_analysis import Run
+    from en_analysis.analysis.extract import extract
 
     mine = image_folder(tmp_path / "mine", channels=3)
     other = tmp_path / "other"
@@ -761,9 +761,9 @@ def test_a_step_with_another_data_root_is_not_the_runs_extraction(tmp_path, caps
     argv = ["train", "--quiet", "--out", str(run)]
     argv += sets(*settings, "train.batch_size=4", "train.epochs=1", "analysis.per_category=2")
     assert main(argv) == 0
-    assert extract(Run(run), progress=False).written == [0, 1]
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]
     assert main(["extract", str(run), "--quiet", "--set", f"data.root={moved}"]) == 0
     assert "up to date: [0, 1]" in capsys.readouterr().out  # the same images, elsewhere
     assert main(["extract", str(run), "--quiet", "--set", f"data.root={other}", "--force"]) == 0
     capsys.readouterr()
-    assert extract(Run(run), progress=False).written == [0, 1]  # the run's own images again
+    assert extract(Run(run), progress=False).written_epochs == [0, 1]  # the run's own images again

@@ -8,11 +8,11 @@ import pytest
 from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
-from en_analysis.decoding import ALPHA, feature_sets, loo_accuracy, stage, write_decoding
-from en_analysis.runs import Run
-from en_analysis.spaces import standardize
-from en_analysis.stability import linear_cka, write_stability
-from en_analysis.statistics import split_half_reliability
+from en_analysis import Run
+from en_analysis.analysis.decoding import ALPHA, feature_sets, loo_accuracy, stage, write_decoding
+from en_analysis.analysis.spaces import standardize
+from en_analysis.analysis.stability import linear_cka, write_stability
+from en_analysis.analysis.statistics import split_half_reliability
 
 LABELS = np.repeat(np.arange(5), 30)
 
@@ -81,19 +81,21 @@ def test_the_noise_ceiling_of_a_reliable_geometry_is_high_and_of_noise_low():
 
 def test_the_decode_and_stability_steps(run_copy):
     run = Run(run_copy)
-    table, written = write_decoding(run)
-    assert written and not write_decoding(run)[1]
+    result = write_decoding(run)
+    table = result.table
+    assert result.written and not write_decoding(run).written
     assert set(table.space) == {"ratios", "random-head", "statistics"}
     assert set(table.level) == {"layer", "stage", "all"} and table.epoch.nunique() == 3
     assert ((table.ci_low <= table.accuracy) & (table.accuracy <= table.ci_high)).all()
-    stability, written = write_stability(run)
-    assert written and set(stability.measure) == {"cka", "rdm"}
+    result = write_stability(run)
+    stability = result.table
+    assert result.written and set(stability.measure) == {"cka", "rdm"}
     consecutive = stability[(stability.epoch_a == 1) & (stability.epoch_b == 2)]
     assert consecutive.ci_low.notna().all() and (consecutive.value <= 1 + 1e-9).all()
 
 
 def test_the_explorer_shows_the_decoding_map_beside_the_map(run_copy):
-    from en_analysis.explorer import explorer
+    from en_analysis.figures.explorer import explorer
 
     run = Run(run_copy)
     assert not any(t.type == "heatmap" for t in explorer(run).figure.data)  # not decoded yet
@@ -109,7 +111,7 @@ def test_the_explorer_shows_the_decoding_map_beside_the_map(run_copy):
 def test_wilson_interval_is_scipys():
     from scipy.stats import binomtest
 
-    from en_analysis.decoding import wilson
+    from en_analysis.analysis.decoding import wilson
 
     for hits, n in ((0, 10), (37, 500), (500, 500)):
         ci = binomtest(hits, n).proportion_ci(method="wilson")

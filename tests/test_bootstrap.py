@@ -8,9 +8,9 @@ from scipy.stats import spearmanr
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
 
-from en_analysis import bootstrap
-from en_analysis.metrics import knn_accuracy, neighbour_order
-from en_analysis.statistics import cluster_distances, upper
+from en_analysis.analysis import bootstrap
+from en_analysis.analysis.metrics import knn_accuracy, neighbour_order
+from en_analysis.analysis.statistics import cluster_distances, upper
 
 CENTRES = np.array([[0.0, 0.0], [2.0, 0.5], [1.0, 2.0]])  # one fixed population of 3 classes
 
@@ -145,7 +145,7 @@ def test_intervals_are_calibrated(statistic, resampled):
 
 
 def test_nearest_is_the_prefix_of_the_full_neighbour_order():
-    from en_analysis.metrics import nearest
+    from en_analysis.analysis.metrics import nearest
 
     x, labels = blobs(n_per=30, seed=7)
     x = np.c_[x, np.random.default_rng(8).normal(size=(len(x), 3))]  # no distance ties

@@ -11,13 +11,13 @@ one population of categories, the images drawn anew in each of 1,000 draws):
   statistics and 10 categories widens them; the tests reject at most as often as they should,
   at the price of power). The observed rates are printed (pytest -s) and quoted in the README.
 
-The experiments live in ``en_analysis.simulate`` (warp-speed resampling: one resample per
+The experiments live in ``en_analysis.analysis.simulate`` (warp-speed resampling: one resample per
 draw); ``benchmarks/calibration.py`` prints the same table with every draw resampled 199 times.
 """
 
 import pytest
 
-from en_analysis import simulate
+from en_analysis.analysis import simulate
 
 DRAWS = 1000
 

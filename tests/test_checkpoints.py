@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from en_analysis.checkpoints import load_checkpoint, model_from_checkpoint
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
+from en_analysis.training.checkpoints import load_checkpoint, model_from_checkpoint
 
 
 class Payload:
@@ -61,7 +61,7 @@ def test_weights_that_do_not_fit_the_model(trained_run):
 def test_round_trip_restores_the_model(tmp_path):
     """A model saved and rebuilt from its checkpoint: the same weights and the same outputs as
     the model that was saved (not as the file it was loaded from)."""
-    from en_analysis.checkpoints import build_model, save_checkpoint
+    from en_analysis.training.checkpoints import build_model, save_checkpoint
 
     from conftest import tiny_config
 
@@ -81,7 +81,7 @@ def test_round_trip_restores_the_model(tmp_path):
 
 
 def test_npz_with_pickled_objects_is_refused(tmp_path):
-    from en_analysis.io import load_npz
+    from en_analysis.core.io import load_npz
 
     marker = tmp_path / "pwned"
     path = tmp_path / "epoch-001.npz"

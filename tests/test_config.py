@@ -2,8 +2,8 @@
 
 import pytest
 
-from en_analysis.config import Config, load_config, preset_names, read_config, save_config
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
+from en_analysis.settings.config import Config, load_config, preset_names, read_config, save_config
 
 
 def test_presets_exist_and_resolve():

@@ -7,11 +7,11 @@ import pytest
 import torch
 from scipy.spatial.distance import pdist
 
-from en_analysis import controls
+from en_analysis import Run
+from en_analysis.analysis import controls
+from en_analysis.analysis.spaces import standardize
 from en_analysis.nn import en_layers, en_resnet50
-from en_analysis.ratios import RatioRecorder
-from en_analysis.runs import Run
-from en_analysis.spaces import standardize
+from en_analysis.nn.recording import RatioRecorder
 
 
 def _model():

@@ -12,11 +12,10 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from en_analysis import cli
-from en_analysis.checkpoints import load_checkpoint
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.runs import Run
+from en_analysis import Run, cli
+from en_analysis.analysis.extract import extract
+from en_analysis.core.errors import UserError
+from en_analysis.training.checkpoints import load_checkpoint
 
 from conftest import TINY
 
@@ -61,7 +60,7 @@ def test_torchrun_trains_writes_once_and_resumes(ddp_run, tmp_path):
     assert all(torch.equal(first["model"][k], again["model"][k]) for k in first["model"])
     # the checkpoints load in a single-process extract
     done = extract(Run(ddp_run), progress=False)
-    assert done.written == [0, 1, 2] and not done.failed
+    assert done.written_epochs == [0, 1, 2] and not done.failed
 
 
 def test_two_process_extraction_equals_one(ddp_run, tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial import procrustes
 
-from en_analysis.embedding import embed, embed_sequence, tsne
-from en_analysis.runs import Run
+from en_analysis import Run
+from en_analysis.analysis.embedding import embed, embed_sequence, tsne
 
 from conftest import tiny_config
 
@@ -57,19 +57,22 @@ def test_embed_run_records_settings_and_skips_when_current(run_copy):
     assert d.degenerate and (d.embedding == 0).all()  # uniform ratios at epoch 0
     d = run.embedding(2)
     assert d.embedding.shape == (32, 2) and not d.degenerate and d.epoch == 2
-    assert embed(run, progress=False) == ([], [0, 1, 2])
+    done = embed(run, progress=False)
+    assert (done.written_epochs, done.up_to_date_epochs) == ([], [0, 1, 2])
     run.configure(dataclasses.replace(run.config.analysis, scaling="raw"), replace=True)
-    written, _ = embed(run, progress=False)  # new settings: recomputed, and recorded
-    assert written == [0, 1, 2] and embed(run, progress=False) == ([], [0, 1, 2])
+    done = embed(run, progress=False)  # new settings: recomputed, and recorded
+    again = embed(run, progress=False)
+    assert done.written_epochs == [0, 1, 2]
+    assert (again.written_epochs, again.up_to_date_epochs) == ([], [0, 1, 2])
     record = json.loads(run.files.provenance.read_text())["embeddings/epoch-002.npz"]
-    assert record["settings"]["scaling"] == "raw"
+    assert record["settings"]["analysis.scaling"] == "raw"
     assert sorted(record["inputs"]) == ["embeddings/epoch-001.npz", "ratios/epoch-002.npz"]
 
 
 def test_a_perplexity_too_large_for_the_samples_is_said_and_recorded(run_copy):
     """Before: perplexity 1e9 was lowered to what 32 samples allow without a word, and only
     1e9 was recorded."""
-    from en_analysis.io import load_npz
+    from en_analysis.core.io import load_npz
 
     run = Run(run_copy)
     assert float(load_npz(run.files.embedding_file(2))["perplexity"]) == 5.0  # as asked

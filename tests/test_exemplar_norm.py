@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
 from en_analysis.nn import ExemplarNorm2d, cpu_kernel
 from en_analysis.nn.exemplar_norm import _moments
 
@@ -38,6 +38,16 @@ def test_the_kernel_is_built_here():
     assert cpu_kernel.available()
     y = ExemplarNorm2d(8)(torch.randn(2, 8, 3, 3, requires_grad=True))
     assert _made_by(y) == "kernel"
+
+
+def test_the_kernel_is_called_by_the_names_of_its_schema():
+    """The Python side names every argument of ``torch.ops.en_layer.exemplar_norm`` as the C++
+    schema does, in its order."""
+    from en_analysis.nn.exemplar_norm import _KernelArgs
+
+    assert cpu_kernel.available()
+    schema = torch.ops.en_layer.exemplar_norm.default._schema
+    assert [a.name for a in schema.arguments] == list(_KernelArgs._fields)
 
 
 def _layer(c=8, **kw):
@@ -334,6 +344,52 @@ def test_compiled_layers_equal_the_formula(train):
     finally:
         E.compile_layers(False)
         cpu_kernel.use(True)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_every_code_path_is_named_and_agrees(train, monkeypatch):
+    """``code_path`` names the path a call takes (``exemplar_norm.PATHS``), and the kernel, the
+    Python implementation and its no-gradient path give the same output, ratios and running
+    statistics as ``reference_forward``. The paths that need other conditions are named here;
+    their maths is checked by test_compiled_layers_equal_the_formula (compiled) and
+    tests/test_sync_bn.py (synced)."""
+    from en_analysis.nn import exemplar_norm as E
+
+    x = _x()
+    base = _layer()
+    base(x * 1.3 + 0.2)  # non-trivial running statistics for eval mode
+    base.train(train)
+    reference = copy.deepcopy(base)
+    with torch.no_grad():
+        y_ref = reference.reference_forward(x)
+    for path in ("kernel", "python", "python-no-grad"):
+        layer = copy.deepcopy(base)
+        cpu_kernel.use(path == "kernel")
+        try:
+            grad = path != "python-no-grad"
+            xs = x.clone().requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                assert layer.code_path(xs) == path
+                y = layer(xs)
+        finally:
+            cpu_kernel.use(True)
+        torch.testing.assert_close(y.detach(), y_ref, **TOL, msg=path)
+        torch.testing.assert_close(layer.last_ratios, reference.last_ratios, **TOL, msg=path)
+        torch.testing.assert_close(layer.running_var, reference.running_var, **TOL, msg=path)
+    layer = copy.deepcopy(base)
+    cpu_kernel.use(False)
+    E.compile_layers(True)
+    try:
+        assert layer.code_path(x) == "compiled"
+    finally:
+        E.compile_layers(False)
+        cpu_kernel.use(True)
+    with monkeypatch.context() as m:
+        m.setattr(layer, "_synced", lambda: True)
+        assert layer.code_path(x) == "synced"
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    assert layer.code_path(x) == "traced"
+    assert set(E.PATHS) == {"kernel", "python", "python-no-grad", "compiled", "synced", "traced"}
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])

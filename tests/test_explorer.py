@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from en_analysis import Run
+from en_analysis.analysis.projector import SPRITE_SIDE, write_projector
 from en_analysis.cli import main
-from en_analysis.errors import UserError
-from en_analysis.explorer import explorer, thumbnail_images
-from en_analysis.projector import SPRITE_SIDE, write_projector
-from en_analysis.runs import Run
+from en_analysis.core.errors import UserError
+from en_analysis.data import thumbnail_images
+from en_analysis.figures.explorer import explorer
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -219,7 +220,7 @@ def test_projector_files_read_back(run_copy):
     assert first[0] == r.categories[r.labels[0]] and int(first[3]) == r.sample_index[0]
     assert first[2] == r.categories[r.predictions[0]]
     sprite = np.asarray(Image.open(folder / "sprite.png"))
-    thumbs = thumbnail_images(run, r.sample_index, SPRITE_SIDE)
+    thumbs = thumbnail_images(run.config.data, r.sample_index, SPRITE_SIDE)
     side = thumbs.shape[1]
     cols = math.ceil(math.sqrt(n))
     assert sprite.shape[:2] == (cols * side, cols * side)

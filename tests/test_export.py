@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from en_analysis.errors import UserError
-from en_analysis.export import STAT_COLUMNS, category_stats, export, wide
-from en_analysis.runs import Run
+from en_analysis import Run
+from en_analysis.analysis.export import STAT_COLUMNS, category_stats, export, wide
+from en_analysis.core.errors import UserError
 
 
 def test_statistics_equal_a_pandas_group_by(analysed_run):
@@ -34,8 +34,9 @@ def test_statistics_equal_a_pandas_group_by(analysed_run):
 
 def test_export_files_open_in_pandas(run_copy):
     run = Run(run_copy)
-    paths, written = export(run, samples=True, wide_table=True)
-    assert written and export(run, samples=True, wide_table=True) == (paths, False)
+    done = export(run, samples=True, wide_table=True)
+    paths, again = done.written, export(run, samples=True, wide_table=True)
+    assert paths and (again.written, again.up_to_date) == ([], paths)
     assert [p.name for p in paths] == [
         "category_stats.csv",
         "category_stats_wide.csv",

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from en_analysis.errors import UserError
-from en_analysis.io import atomic_write, run_lock
-from en_analysis.runs import Run
+from en_analysis import Run
+from en_analysis.core.errors import UserError
+from en_analysis.core.io import atomic_write, run_lock
 
 from conftest import TINY
 
@@ -112,7 +112,7 @@ def test_killed_atomic_write_leaves_the_old_file(tmp_path):
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from en_analysis.io import atomic_write\n"
+        "from en_analysis.core.io import atomic_write\n"
         "def write(f):\n"
         "    f.write(b'new' * 1000); f.flush(); print('writing', flush=True); time.sleep(60)\n"
         f"atomic_write(Path({str(target)!r}), write)\n"
@@ -143,7 +143,7 @@ def locked_by_another_process(folder):
         [
             sys.executable,
             "-c",
-            "import time\nfrom en_analysis.io import run_lock\n"
+            "import time\nfrom en_analysis.core.io import run_lock\n"
             f"with run_lock({str(folder)!r}):\n    print('locked', flush=True); time.sleep(60)\n",
         ],
         stdout=subprocess.PIPE,
@@ -210,9 +210,9 @@ def test_a_kill_between_a_checkpoint_and_its_metrics_row(tmp_path, trained_run):
     holds the row: it is taken from there."""
     import pandas as pd
 
-    from en_analysis.checkpoints import load_checkpoint
     from en_analysis.cli import main
-    from en_analysis.train import final_metrics
+    from en_analysis.training.checkpoints import load_checkpoint
+    from en_analysis.training.train import final_metrics
 
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from en_analysis.cli import main
-from en_analysis.config import load_config, read_config, save_config
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
+from en_analysis.settings.config import load_config, read_config, save_config
 
 SECTIONS = ["model", "data", "train", "analysis", "trian", "x"]
 KEYS = [

@@ -5,10 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from en_analysis.config import load_config
+from en_analysis.core.errors import UserError
 from en_analysis.data import build_datasets
 from en_analysis.data.datasets import STATS
-from en_analysis.errors import UserError
+from en_analysis.settings.config import load_config
 
 from conftest import TINY
 
@@ -66,7 +66,7 @@ def test_a_folder_without_a_held_out_split_names_both_names(tmp_path):
 
 
 def test_training_says_the_size_it_uses(tmp_path, capsys):
-    from en_analysis.train import train
+    from en_analysis.training.train import train
 
     root = folder(tmp_path / "f")
     train(config(root, "train.epochs=1", "train.batch_size=4"), tmp_path / "run", progress=True)

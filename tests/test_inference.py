@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from en_analysis import inference
-from en_analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED, Result
+from en_analysis.analysis import inference
+from en_analysis.analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED, Result
 
 
 def test_holm_known_values():

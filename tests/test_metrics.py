@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from en_analysis.metrics import clustering_table, knn_accuracy, label_metrics, silhouette
-from en_analysis.runs import Run
-from en_analysis.spaces import is_degenerate, scale_ratios, standardize
+from en_analysis import Run
+from en_analysis.analysis.metrics import clustering_table, knn_accuracy, label_metrics, silhouette
+from en_analysis.analysis.spaces import is_degenerate, scale_ratios, standardize
 
 from test_embedding import planted
 
@@ -69,7 +69,7 @@ def test_run_table_has_every_space_and_baseline(analysed_run):
 
 
 def test_ratio_movement_known_values():
-    from en_analysis.metrics import ratio_movement
+    from en_analysis.analysis.metrics import ratio_movement
 
     uniform = np.full((5, 2, 3), 1 / 3)
     assert ratio_movement(uniform) == {
@@ -84,7 +84,7 @@ def test_ratio_movement_known_values():
 
 
 def test_centroid_shift_is_zero_for_still_clusters_and_grows_with_movement():
-    from en_analysis.metrics import centroid_shift
+    from en_analysis.analysis.metrics import centroid_shift
 
     x, labels = planted(separation=3.0, seed=1)
     assert centroid_shift(x, x, labels) == 0.0

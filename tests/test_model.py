@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from en_analysis.errors import UserError
+from en_analysis.core.errors import UserError
 from en_analysis.nn import ExemplarNorm2d, en_layers, en_resnet50
 
 

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from en_analysis.config import load_config
+from en_analysis import Run
 from en_analysis.data.wordnet import DEBIAN_WORDNET
-from en_analysis.pipeline import reproduce
-from en_analysis.runs import Run
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.settings.config import load_config
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/usr/share/datasets/fashion-mnist") or not DEBIAN_WORDNET.exists(),
@@ -75,7 +75,20 @@ def test_reproduce_leaves_every_figure_and_table(reproduced):
     assert "tsne_grid.png" in stdout
 
 
-STEPS = ("train", "extract", "embed", "metrics", "wordnet", "verdict", "export", "plot")
+STEPS = (
+    "train",
+    "extract",
+    "embed",
+    "metrics",
+    "wordnet",
+    "decode",
+    "stability",
+    "ablate",
+    "verdict",
+    "export",
+    "plot",
+    "explore",
+)
 
 
 def test_second_reproduce_does_nothing(reproduced):
@@ -116,7 +129,7 @@ def test_reproduce_refuses_new_model_data_and_training_settings(tmp_path):
     """On a finished run, a model or data setting that differs is refused in one line, and so
     is a schedule setting that no further epoch would use; nothing is changed. (Analysis
     settings: tests/test_analyses.py.)"""
-    from en_analysis.errors import UserError
+    from en_analysis.core.errors import UserError
 
     from conftest import snapshot, tiny_config
 

@@ -5,9 +5,9 @@ import tomllib
 import pytest
 import tomli_w
 
-from en_analysis import plotting
-from en_analysis.plotting import choose_panels
-from en_analysis.runs import Run
+from en_analysis import Run
+from en_analysis.figures import plotting
+from en_analysis.figures.plotting import choose_panels
 
 
 def _relabel(run_path, **data):

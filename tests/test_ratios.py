@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
+from en_analysis import Run
+from en_analysis.analysis.extract import extract
+from en_analysis.core.errors import UserError
 from en_analysis.nn import en_layers, en_resnet50
-from en_analysis.ratios import RatioRecorder
-from en_analysis.runs import Run
+from en_analysis.nn.recording import RatioRecorder
 
 
 def _model():
@@ -146,12 +146,12 @@ def test_extracted_run_files(analysed_run):
 
 
 def test_extract_skips_up_to_date_and_reports_bad_checkpoints(run_copy):
-    assert extract(Run(run_copy), progress=False).skipped == [0, 1, 2]
+    assert extract(Run(run_copy), progress=False).up_to_date_epochs == [0, 1, 2]
     bad = run_copy / "checkpoints" / "epoch-001.pt"
     bad.write_bytes(b"not a checkpoint")
     before = (run_copy / "ratios" / "epoch-001.npz").read_bytes()
     done = extract(Run(run_copy), force=True, progress=False)
-    assert done.written == [0, 2] and list(done.failed) == [str(bad)]
+    assert done.written_epochs == [0, 2] and list(done.failed) == [str(bad)]
     assert (run_copy / "ratios" / "epoch-001.npz").read_bytes() == before  # nothing lost
 
 

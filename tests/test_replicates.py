@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from en_analysis import Run
+from en_analysis.analysis.extract import extract
 from en_analysis.cli import main
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.replicates import compare, replicate
-from en_analysis.runs import Run
+from en_analysis.core.errors import UserError
+from en_analysis.pipeline.replicates import compare, replicate
 
 from conftest import tiny_config
 

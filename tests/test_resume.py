@@ -8,13 +8,13 @@ import pandas as pd
 import pytest
 import torch
 
-from en_analysis.checkpoints import load_checkpoint
+from en_analysis import Run
+from en_analysis.analysis.extract import extract
 from en_analysis.cli import main
-from en_analysis.errors import UserError
-from en_analysis.extract import extract
-from en_analysis.pipeline import reproduce
-from en_analysis.runs import Run
-from en_analysis.train import train
+from en_analysis.core.errors import UserError
+from en_analysis.pipeline.reproduce import reproduce
+from en_analysis.training.checkpoints import load_checkpoint
+from en_analysis.training.train import train
 
 from conftest import TINY, snapshot, tiny_config
 
@@ -69,10 +69,10 @@ def test_a_resume_after_a_nan_loss_with_a_lower_lr_trains(tmp_path):
 def test_device_and_loading_settings_are_no_schedule_change(run):
     """Where a run computes may change on any resume or rerun: nothing recorded, nothing
     refused (reproduce on the finished run, a resume with other workers)."""
-    from en_analysis.train import resume_changes
+    from en_analysis.steps.changes import Changes
 
     asked = tiny_config("data.num_workers=1", "train.threads=1", "data.root=/elsewhere")
-    assert resume_changes(tiny_config(), asked) == {}
+    assert Changes(tiny_config(), asked).schedule == {}
     reproduce(tiny_config("data.num_workers=1", "analysis.bootstrap=20"), run, progress=False)
     train(tiny_config("train.epochs=3", "data.num_workers=1"), run, resume=True, progress=False)
     changes = json.loads((run / "run.json").read_text())["changes"]
@@ -119,7 +119,7 @@ def test_a_checkpoint_of_another_run_is_refused_by_name(run, tmp_path):
     del state["run_id"]  # as from before run ids: told apart by its settings
     torch.save(state, run / "checkpoints" / "epoch-004.pt")
     done = extract(Run(run), progress=False)
-    assert done.written == [0, 1, 2]
+    assert done.written_epochs == [0, 1, 2]
     assert "belongs to another run" in done.failed[str(run / "checkpoints" / "epoch-003.pt")]
     assert "model.width = 4, the file 8" in done.failed[str(run / "checkpoints" / "epoch-004.pt")]
     with pytest.raises(UserError, match="epoch-004.pt is not this run's"):

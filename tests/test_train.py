@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from en_analysis.checkpoints import load_checkpoint
-from en_analysis.errors import UserError
-from en_analysis.runs import Run
-from en_analysis.train import lr_at, make_optimizer, train
+from en_analysis import Run
+from en_analysis.core.errors import UserError
+from en_analysis.training.checkpoints import load_checkpoint
+from en_analysis.training.train import lr_at, make_optimizer, train
 
 from conftest import tiny_config
 

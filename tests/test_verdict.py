@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from scipy.spatial.distance import pdist, squareform
 
+from en_analysis.analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
+from en_analysis.analysis.verdict import DESCRIPTIVE, Evidence, markdown, verdict_table
 from en_analysis.cli import main
-from en_analysis.config import AnalysisConfig
-from en_analysis.inference import FAILS, HOLDS, INCONCLUSIVE, UNMEASURED
-from en_analysis.verdict import DESCRIPTIVE, Evidence, markdown, verdict_table
+from en_analysis.settings.config import AnalysisConfig
 
 K, N, D = 10, 30, 20
 SETTINGS = AnalysisConfig(

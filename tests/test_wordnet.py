@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 from scipy.stats import rankdata
 
-from en_analysis import statistics
+from en_analysis import Run
+from en_analysis.analysis import statistics
+from en_analysis.analysis.wordnet import compare, extreme_pairs
+from en_analysis.core.errors import UserError
 from en_analysis.data import mapping
 from en_analysis.data import wordnet as W
 from en_analysis.data.datasets import category_table
-from en_analysis.errors import UserError
-from en_analysis.runs import Run
-from en_analysis.wordnet import compare, extreme_pairs
+from en_analysis.run.tables import select
 
 
 @pytest.fixture(scope="module")
@@ -240,10 +241,10 @@ def test_run_comparison(analysed_run):
     run = Run(analysed_run)
     result = compare(run)
     t = result.table
-    spaces = {"ratios", "ratios-2d", "random-head", "statistics", "features", "pixels"}
-    assert set(t.space) == spaces
-    assert "degenerate" in t[(t.epoch == 0) & (t.space == "ratios")].note.iloc[0]
-    last = t[(t.epoch == 2) & (t.space == "ratios")]
+    spaces = {"ratios", "random-head", "statistics", "features", "pixels"}
+    assert set(zip(t.space, t.dims)) == {*((s, "high") for s in spaces), ("ratios", "2d")}
+    assert "degenerate" in select(t, epoch=0, space="ratios", dims="high").note.iloc[0]
+    last = select(t, epoch=2, space="ratios")  # the ratios and their t-SNE map
     assert np.isfinite(last.spearman).all() and 0 < last.p_value.iloc[0] <= 1
     assert last.permutations.iloc[0] == 24  # 4 categories: every relabelling
     assert (last.cluster_distance == "crossvalidated").all()
@@ -253,7 +254,7 @@ def test_run_comparison(analysed_run):
 
 
 def test_wnid_categories_are_shown_by_name():
-    from en_analysis.plotting import display_names
+    from en_analysis.figures.plotting import display_names
 
     assert display_names(["n02111889", "n07873807", "Bag"], [0, 1, 2]) == [
         "Samoyed",
@@ -276,9 +277,9 @@ def test_tau_a_and_the_category_resamples_agree_with_rsatoolbox():
     from rsatoolbox.rdm import compare as compare_rdms
     from scipy.spatial.distance import squareform
 
-    from en_analysis import bootstrap
-    from en_analysis.statistics import upper
-    from en_analysis.wordnet import tau_a
+    from en_analysis.analysis import bootstrap
+    from en_analysis.analysis.statistics import upper
+    from en_analysis.analysis.wordnet import tau_a
 
     rng = np.random.default_rng(0)
     wn = squareform(np.round(rng.random(45), 1))  # ties, as Wu-Palmer distances have

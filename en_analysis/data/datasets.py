@@ -19,8 +19,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-from ..config import DataConfig
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.config import DataConfig
 from .subset import balanced_subset
 
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
@@ -419,7 +419,7 @@ def heldout_fingerprint(cfg: DataConfig) -> str:
     (the IDX or CIFAR test files; an image folder's held-out file names and sizes), without
     reading the images: the same data give the same fingerprint wherever they lie, other data
     another one. Empty where the files are missing; the settings alone make synthetic data."""
-    from ..provenance import digest
+    from ..core.provenance import digest
 
     if cfg.dataset == "fashion-mnist":
         files = [p for p in _fashion_mnist_files(cfg)[2:] if p is not None]
@@ -485,3 +485,22 @@ def build_datasets(cfg: DataConfig) -> Datasets:
         xtr.shape[1],
         size,
     )
+
+
+def thumbnail_images(cfg: DataConfig, sample_index: np.ndarray, side: int) -> np.ndarray:
+    """Held-out images as uint8 (N, S, S) or (N, S, S, 3) arrays, S <= ``side``, contrast
+    stretched per image (the data are normalized tensors; this undoes any mean/std): the
+    explorer's and the projector's thumbnails."""
+    from PIL import Image
+
+    data = build_datasets(cfg)
+    out = []
+    for i in sample_index:
+        x = data.heldout[int(i)][0].float()
+        x = (x - x.min()) / (x.max() - x.min() + 1e-12)
+        a = (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        image = Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a)
+        if max(image.size) > side:
+            image = image.resize((side, side), Image.Resampling.BILINEAR)
+        out.append(np.asarray(image))
+    return np.stack(out)

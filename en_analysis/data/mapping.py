@@ -6,8 +6,8 @@ import csv
 import tomllib
 from pathlib import Path
 
-from ..errors import UserError
-from ..io import read_text
+from ..core.errors import UserError
+from ..core.io import read_text
 
 
 def read_mapping_file(path: Path) -> dict[str, str]:

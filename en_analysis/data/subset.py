@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 
 def balanced_subset(labels: np.ndarray, total: int, seed: int) -> np.ndarray:

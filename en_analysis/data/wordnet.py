@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..choices import WORDNET_DISTANCES, check
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.choices import WORDNET_DISTANCES, check
 
 if TYPE_CHECKING:  # nltk is imported lazily: WordNet is needed by the wordnet step only
     from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader

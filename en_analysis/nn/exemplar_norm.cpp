@@ -24,6 +24,68 @@ namespace {
 
 enum Row : int64_t { IN = 0, LN = 1, BN = 2, GN = 3 };
 
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The small (N, R, C) graph as forward_impl leaves it for backward_impl, by name: A (the
+// output's scale after the affine), the IN mean m, each row's mean, variance, gradient mask and
+// 1 / std, the ratios and lam_k / s_k, the descriptors and FC1's output (both empty when the
+// ratios are fixed), and the output's scale and shift before the affine. The one list of them:
+#define EN_SMALL(X) \
+  X(a) X(m) X(means) X(var) X(mask) X(inv_std) X(lam) X(lam_inv_std) X(descriptors) X(hidden) \
+      X(scale) X(shift)
+#define EN_FIELD(name) at::Tensor name;
+struct Small {
+  EN_SMALL(EN_FIELD)
+};
+
+// What forward_impl computes: the output, the small graph, BN's batch statistics (2, C) in
+// training mode (else empty).
+struct Forward {
+  at::Tensor y;
+  Small small;
+  at::Tensor batch_stats;
+};
+
+// What the autograd node keeps for the backward: the input, the small graph and the weights the
+// backward multiplies by. The node stores tensors as a list: `list` and `from` are the one place
+// that knows their order.
+struct Saved {
+  at::Tensor x;
+  Small small;
+  at::Tensor weight, fc1_w, fc2_w;
+
+  variable_list list() const {
+    variable_list out{x};
+#define EN_PUSH(name) out.push_back(small.name);
+    EN_SMALL(EN_PUSH)
+#undef EN_PUSH
+    out.insert(out.end(), {weight, fc1_w, fc2_w});
+    return out;
+  }
+
+  static Saved from(const variable_list& list) {
+    Saved saved;
+    size_t i = 0;
+    saved.x = list[i++];
+#define EN_TAKE(name) saved.small.name = list[i++];
+    EN_SMALL(EN_TAKE)
+#undef EN_TAKE
+    saved.weight = list[i++];
+    saved.fc1_w = list[i++];
+    saved.fc2_w = list[i++];
+    return saved;
+  }
+};
+
+// The gradients backward_impl computes, one per differentiable input of en_layer::exemplar_norm
+// (an empty tensor: none), named as the schema names those inputs, in its order.
+#define EN_GRADS(X) X(x) X(weight) X(bias) X(fc1_w) X(fc1_b) X(fc2_w) X(fc2_b) X(ratio_bias)
+struct Grads {
+  EN_GRADS(EN_FIELD)
+};
+#undef EN_FIELD
+
 // The full-size tensors are (N, C, H*W) in either memory layout: NCHW (contiguous, a plane of
 // H*W values per (sample, channel)) or NHWC (channels_last, a row of C values per position).
 struct Shape {
@@ -183,7 +245,7 @@ int64_t index_of(const std::vector<int64_t>& rows, int64_t code) {
 }
 
 template <typename T>
-std::vector<at::Tensor> forward_impl(
+Forward forward_impl(
     const at::Tensor& x_in, const std::optional<at::Tensor>& running_mean,
     const std::optional<at::Tensor>& running_var, const std::optional<at::Tensor>& fixed_ratios,
     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
@@ -359,22 +421,25 @@ std::vector<at::Tensor> forward_impl(
   });
   at::Tensor y = at::empty_like(x);
   channel_affine<T>(x.data_ptr<T>(), pa, nullptr, nullptr, pb, shape, y.data_ptr<T>());
-  return {y,   a,           m,   means,       var,   mask,  inv_std,
-          lam, lam_inv_std, descriptors, hidden, scale, shift, batch_stats};
+  Forward out{y, {}, batch_stats};
+#define EN_KEEP(name) out.small.name = name;
+  EN_SMALL(EN_KEEP)
+#undef EN_KEEP
+  return out;
 }
 
 template <typename T>
-std::vector<at::Tensor> backward_impl(
-    const at::Tensor& grad_in, const at::Tensor& x_in, at::TensorList saved,
+Grads backward_impl(
+    const at::Tensor& grad_in, const at::Tensor& x_in, const Small& small,
     const std::optional<at::Tensor>& weight, const at::Tensor& fc1_w, const at::Tensor& fc2_w,
     const std::vector<int64_t>& rows, int64_t K, bool training, double eps_, int64_t groups) {
   const Shape shape = shape_of(x_in);
   const at::Tensor x = in_layout(x_in, shape);
   const at::Tensor grad = in_layout(grad_in.to(x.scalar_type()), shape);
-  const at::Tensor &a = saved[0], &m = saved[1], &means = saved[2], &var = saved[3];
-  const at::Tensor &mask = saved[4], &inv_std = saved[5], &lam = saved[6], &lis = saved[7];
-  const at::Tensor &descriptors = saved[8], &hidden = saved[9], &scale = saved[10];
-  const at::Tensor& shift = saved[11];
+  const at::Tensor &a = small.a, &m = small.m, &means = small.means, &var = small.var;
+  const at::Tensor &mask = small.mask, &inv_std = small.inv_std, &lam = small.lam;
+  const at::Tensor &lis = small.lam_inv_std, &descriptors = small.descriptors;
+  const at::Tensor &hidden = small.hidden, &scale = small.scale, &shift = small.shift;
   const int64_t N = shape.n, C = shape.c, HW = shape.hw;
   const int64_t R = rows.size(), NC = N * C;
   const T eps = static_cast<T>(eps_);
@@ -551,11 +616,22 @@ std::vector<at::Tensor> backward_impl(
   channel_affine<T>(
       grad.data_ptr<T>(), a.data_ptr<T>(), x.data_ptr<T>(), pg_q, pg_m, shape,
       grad_x.data_ptr<T>());
-  return {grad_x, g_weight, g_bias, g_fc1_w, g_fc1_b, g_fc2_w, g_fc2_b, g_ratio_bias};
+  Grads grads;
+  grads.x = grad_x;
+  grads.weight = g_weight;
+  grads.bias = g_bias;
+  grads.fc1_w = g_fc1_w;
+  grads.fc1_b = g_fc1_b;
+  grads.fc2_w = g_fc2_w;
+  grads.fc2_b = g_fc2_b;
+  grads.ratio_bias = g_ratio_bias;
+  return grads;
 }
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
+// The inputs of en_layer::exemplar_norm (and of the autograd function's forward): x, the 7
+// parameters, running_mean, running_var, num_batches_tracked, fixed_ratios, rows, k, training,
+// eps, momentum, gn_groups.
+constexpr size_t kInputs = 18;
 
 // The whole layer as one autograd function: forward_impl saves what backward_impl reads, and
 // BN's running statistics move towards the batch ones (as BatchNorm2d's do, in place).
@@ -569,53 +645,48 @@ class ExemplarNormFunction : public torch::autograd::Function<ExemplarNormFuncti
       const std::optional<at::Tensor>& num_batches_tracked,
       const std::optional<at::Tensor>& fixed_ratios, const std::vector<int64_t>& rows, int64_t k,
       bool training, double eps, double momentum, int64_t groups) {
-    // [y, A, m, means, var, mask, inv_std, lam, lam_inv_std, descriptors, hidden, scale, shift,
-    //  batch_stats]
-    const std::vector<at::Tensor> out =
-        AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "en_layer_forward", [&] {
+    const Forward out = AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "en_layer_forward", [&] {
           return forward_impl<scalar_t>(
               x, running_mean, running_var, fixed_ratios, weight, bias, fc1_w, fc1_b, fc2_w,
               fc2_b, ratio_bias, rows, k, training, eps, groups);
         });
-    const at::Tensor& batch_stats = out[13];
+    const at::Tensor& batch_stats = out.batch_stats;
     if (batch_stats.numel()) {
       running_mean->lerp_(batch_stats[0].to(running_mean->scalar_type()), momentum);
       running_var->lerp_(batch_stats[1].to(running_var->scalar_type()), momentum);
       num_batches_tracked->add_(1);
     }
-    std::vector<at::Tensor> saved{x};
-    saved.insert(saved.end(), out.begin() + 1, out.begin() + 13);
-    saved.insert(saved.end(), {weight.value_or(at::Tensor()), fc1_w, fc2_w});
-    ctx->save_for_backward(saved);
+    ctx->save_for_backward(Saved{x, out.small, weight.value_or(at::Tensor()), fc1_w, fc2_w}.list());
     ctx->saved_data["rows"] = rows;
     ctx->saved_data["k"] = k;
     ctx->saved_data["training"] = training;
     ctx->saved_data["eps"] = eps;
     ctx->saved_data["groups"] = groups;
-    at::Tensor lam = out[7].clone();
+    at::Tensor lam = out.small.lam.clone();
     ctx->mark_non_differentiable({lam});
-    return {out[0], lam};
+    return {out.y, lam};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const std::vector<at::Tensor> state(saved.begin() + 1, saved.begin() + 13);
-    const at::Tensor &weight = saved[13], &fc1_w = saved[14], &fc2_w = saved[15];
-    const std::optional<at::Tensor> w = weight.defined() ? std::optional(weight) : std::nullopt;
+    const Saved saved = Saved::from(ctx->get_saved_variables());
+    const std::optional<at::Tensor> w =
+        saved.weight.defined() ? std::optional(saved.weight) : std::nullopt;
     const std::vector<int64_t> rows = ctx->saved_data["rows"].toIntVector();
     const int64_t k = ctx->saved_data["k"].toInt(), groups = ctx->saved_data["groups"].toInt();
     const bool training = ctx->saved_data["training"].toBool();
     const double eps = ctx->saved_data["eps"].toDouble();
-    const std::vector<at::Tensor> grads =
-        AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "en_layer_backward", [&] {
-          return backward_impl<scalar_t>(
-              grad_outputs[0], x, state, w, fc1_w, fc2_w, rows, k, training, eps, groups);
-        });
-    // one gradient per forward input: x, then the 7 parameters (an empty one: none)
-    variable_list result(18);
-    for (size_t i = 0; i < grads.size(); ++i)
-      if (grads[i].numel()) result[i] = grads[i];
+    const Grads grads = AT_DISPATCH_FLOATING_TYPES(saved.x.scalar_type(), "en_layer_backward", [&] {
+      return backward_impl<scalar_t>(
+          grad_outputs[0], saved.x, saved.small, w, saved.fc1_w, saved.fc2_w, rows, k, training,
+          eps, groups);
+    });
+    // one gradient per input of forward: the differentiable ones first, as the schema orders
+    // them (Grads), then none for the buffers and options
+    variable_list result;
+#define EN_GRAD(name) result.push_back(grads.name.numel() ? grads.name : at::Tensor());
+    EN_GRADS(EN_GRAD)
+#undef EN_GRAD
+    result.resize(kInputs);
     return result;
   }
 };
@@ -634,7 +705,7 @@ std::tuple<at::Tensor, at::Tensor> exemplar_norm(
       x, weight, bias, fc1_w, fc1_b, fc2_w, fc2_b, ratio_bias, running_mean, running_var,
       num_batches_tracked, fixed_ratios, std::vector<int64_t>(rows.begin(), rows.end()), k,
       training, eps, momentum, groups);
-  return {out[0], out[1]};
+  return {out[0], out[1]};  // the output and the ratios
 }
 
 }  // namespace

@@ -5,13 +5,27 @@ and GN statistics are derived from the per-(sample, channel) ones, as Switchable
 does. The output ``gamma * sum_k lam_k (x - m_k) / s_k + beta`` is applied as one fused
 ``x * A + B`` with per-(sample, channel) ``A`` and ``B``, so no normalized copies are built.
 
-On CPU in float32/64 the layer runs ``exemplar_norm.cpp`` (``cpu_kernel``): the same maths as
-``_layer_forward``/``_layer_backward`` below, written as loops in C++ with its own backward.
-Elsewhere (GPU, bf16, all-reduced BN statistics, inside ``torch.compile``, or no C++ compiler)
-training goes through ``_ExemplarNormFunction``, whose backward is written out by hand for the
-whole layer: the small graph (statistics -> descriptors -> FC -> ReLU -> FC -> softmax -> scale
-and shift) works on the K normalizers stacked as (N, K, C) tensors, so each step is one tensor
-operation whatever K is, and no autograd graph is built or walked inside the layer.
+One layer, one maths, these code paths (``ExemplarNorm2d.code_path`` says which a call takes;
+``PATHS`` is the list, tests/test_exemplar_norm.py checks that they agree):
+
+- ``kernel``: ``exemplar_norm.cpp`` (``cpu_kernel``), the maths of ``_layer_forward`` /
+  ``_layer_backward`` below written as loops in C++ with its own backward - on CPU in
+  float32/64, BN statistics not all-reduced, not inside ``torch.compile``, the kernel built
+  and switched on (``cpu_kernel.use``);
+- ``python``: elsewhere, when a gradient is needed, ``_ExemplarNormFunction``, whose backward is
+  written out by hand for the whole layer: the small graph (statistics -> descriptors -> FC ->
+  ReLU -> FC -> softmax -> scale and shift) works on the K normalizers stacked as (N, K, C)
+  tensors, so each step is one tensor operation whatever K is, and no autograd graph is built
+  or walked inside the layer;
+- ``python-no-grad``: elsewhere, without a gradient (evaluation, extraction on a GPU), the
+  statistics alone (``coefficients``) and one ``x * A + B``;
+- ``compiled``: ``python`` or ``python-no-grad`` with each function compiled once per layer
+  configuration (``compile_layers``, ``train.compile_en_layers``);
+- ``synced``: ``python`` or ``python-no-grad`` with BN's statistics all-reduced across
+  processes (``model.sync_bn_stats`` under torchrun): never the kernel, never compiled;
+- ``traced``: inside ``torch.compile`` (``train.compile``): the Python functions traced with
+  the model.
+
 ``reference_forward`` is the textbook formula written independently with autograd, for tests
 and benchmarks.
 """
@@ -26,11 +40,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..choices import DEFAULT_NORMALIZERS, NORMALIZERS
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.choices import DEFAULT_NORMALIZERS, NORMALIZERS
 from . import cpu_kernel
 
 MIN_HIDDEN = 8
+PATHS = ("kernel", "python", "python-no-grad", "compiled", "synced", "traced")  # see above
 
 
 def _largest_divisor_at_most(n: int, limit: int) -> int:
@@ -56,6 +71,34 @@ class _Small(NamedTuple):
     batch_stats: Tensor  # (2, C): BN's batch mean and unbiased variance (training), else empty
     bn_count: int  # samples in BN's batch statistics (all processes)
     synced: bool  # BN statistics all-reduced across processes
+
+
+class _KernelArgs(NamedTuple):
+    """The arguments of ``torch.ops.en_layer.exemplar_norm``, named and ordered as its schema
+    in ``exemplar_norm.cpp`` (a test compares the two)."""
+
+    x: Tensor
+    weight: Tensor | None
+    bias: Tensor | None
+    fc1_w: Tensor
+    fc1_b: Tensor
+    fc2_w: Tensor
+    fc2_b: Tensor
+    ratio_bias: Tensor
+    running_mean: Tensor | None  # these three are updated in place in training mode
+    running_var: Tensor | None
+    num_batches_tracked: Tensor | None
+    fixed_ratios: Tensor | None
+    rows: list[int]  # cpu_kernel.ROW_CODES of ``_stats_rows``
+    k: int
+    training: bool
+    eps: float
+    momentum: float
+    gn_groups: int
+
+
+# where the compiled functions, which pass the small graph as a plain tuple, find its fields
+_SCALE, _SHIFT, _BACKWARD = (_Small._fields.index(f) for f in ("scale", "shift", "batch_stats"))
 
 
 class ExemplarNorm2d(nn.Module):
@@ -197,25 +240,8 @@ class ExemplarNorm2d(nn.Module):
             )
         params = self._params()
         if self._runs_cpu_kernel(x):
-            running_mean, running_var, fixed_ratios = self._state()
-            y, self.last_ratios = torch.ops.en_layer.exemplar_norm(
-                x,
-                *params,
-                running_mean,
-                running_var,
-                getattr(self, "num_batches_tracked", None),  # updated in place, with the two
-                fixed_ratios,
-                self._row_codes,
-                len(self.normalizers),
-                self.training,
-                self.eps,
-                self.momentum,
-                self.gn_groups,
-            )
-            return y
-        if torch.is_grad_enabled() and (
-            x.requires_grad or any(p is not None and p.requires_grad for p in params)
-        ):
+            return self._kernel_forward(x)
+        if self._needs_grad(x, params):
             y, lam, batch_stats = _ExemplarNormFunction.apply(x, self, *params)
             self._update_running_stats(batch_stats)
             self.last_ratios = lam
@@ -225,6 +251,52 @@ class ExemplarNorm2d(nn.Module):
             scale, shift, lam = self.coefficients(m, q, x.shape[2] * x.shape[3])
         self.last_ratios = lam.detach()
         return _scale_shift(x, scale, shift)
+
+    def _kernel_forward(self, x: Tensor) -> Tensor:
+        """The ``kernel`` path: ``torch.ops.en_layer.exemplar_norm``, every argument named as
+        the operator's schema names it (``_KernelArgs``)."""
+        running_mean, running_var, fixed_ratios = self._state()
+        fc1, fc2 = self.ratio_fc1, self.ratio_fc2
+        args = _KernelArgs(
+            x=x,
+            weight=self.weight,
+            bias=self.bias,
+            fc1_w=fc1.weight,
+            fc1_b=fc1.bias,
+            fc2_w=fc2.weight,
+            fc2_b=fc2.bias,
+            ratio_bias=self.ratio_bias,
+            running_mean=running_mean,
+            running_var=running_var,
+            num_batches_tracked=getattr(self, "num_batches_tracked", None),
+            fixed_ratios=fixed_ratios,
+            rows=self._row_codes,
+            k=len(self.normalizers),
+            training=self.training,
+            eps=self.eps,
+            momentum=self.momentum,
+            gn_groups=self.gn_groups,
+        )
+        # positional: keywords cost the dispatcher 8 us a call, a fifth of the call's own cost
+        y, self.last_ratios = torch.ops.en_layer.exemplar_norm(*args)
+        return y
+
+    def _needs_grad(self, x: Tensor, params: tuple[Tensor | None, ...]) -> bool:
+        return torch.is_grad_enabled() and (
+            x.requires_grad or any(p is not None and p.requires_grad for p in params)
+        )
+
+    def code_path(self, x: Tensor) -> str:
+        """The code path (``PATHS``, the module's docstring) a forward pass of ``x`` takes now."""
+        if self._runs_cpu_kernel(x):
+            return "kernel"
+        if torch.compiler.is_compiling():
+            return "traced"
+        if self._synced():
+            return "synced"
+        if COMPILE["enabled"]:
+            return "compiled"
+        return "python" if self._needs_grad(x, self._params()) else "python-no-grad"
 
     def _runs_cpu_kernel(self, x: Tensor) -> bool:
         """Whether this call runs the C++ kernel (``exemplar_norm.cpp``, the same maths as
@@ -415,7 +487,7 @@ def _layer_forward(
         small = _graph_forward(
             g, m, q, x.shape[2] * x.shape[3], running_mean, running_var, fixed_ratios, *ratio_params
         )
-        scale, shift = _affine(g.affine, small[9], small[10], weight, bias)
+        scale, shift = _affine(g.affine, small[_SCALE], small[_SHIFT], weight, bias)
     return (_scale_shift(x, scale, shift), scale, *small)
 
 
@@ -576,7 +648,7 @@ class _ExemplarNormFunction(torch.autograd.Function):
         s, graph, params = ctx.small, ctx.graph, ctx.params
         weight, _, fc1_w, _, fc2_w, _, _ = params
         grad_x, *grads = _kernel(_layer_backward, graph)(
-            graph, grad, x, ctx.scale, s.bn_count, tuple(s[:11]), weight, fc1_w, fc2_w
+            graph, grad, x, ctx.scale, s.bn_count, tuple(s[:_BACKWARD]), weight, fc1_w, fc2_w
         )
         grads = [None if gr is None else _param_grad(gr, p) for gr, p in zip(grads, params)]
         return (grad_x, None, *grads)

@@ -12,8 +12,8 @@ from functools import partial
 from torch import Tensor, nn
 from torchvision.models.resnet import Bottleneck, conv1x1
 
-from ..choices import DEFAULT_NORMALIZERS, NORMS, STEMS, check
-from ..errors import UserError
+from ..core.errors import UserError
+from ..settings.choices import DEFAULT_NORMALIZERS, NORMS, STEMS, check
 from .exemplar_norm import ExemplarNorm2d
 
 RESNET50_BLOCKS = (3, 4, 6, 3)

@@ -1,0 +1,150 @@
+"""How the representations move over training: the ``stability`` step, the measured form of
+"clusters form early and settle".
+
+For the ratios, the statistics their heads read and the penultimate features, between every
+pair of epochs:
+
+- linear CKA of the image representations (Kornblith et al., ICML 2019): with X, Y centred
+  (N x D), ||Y^T X||_F^2 / (||X^T X||_F ||Y^T Y||_F), computed from the N x N Gram matrices; 1
+  for a representation with itself (or a rotation and scaling of it), near 0 for unrelated ones;
+- the Pearson correlation of the category RDMs (cross-validated distances between the category
+  means, ``statistics.crossvalidated_distances``): how far the category geometry moved.
+
+Between consecutive epochs and between every epoch and the last, each has a 95% interval from
+resampling the images within categories (the same resamples for every epoch and space; CKA on a
+resample weighs each drawn image by its count).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..run.folder import RunFolder
+from ..steps.results import StepResult, timed
+from . import bootstrap
+from .controls import space_vectors
+from .spaces import is_degenerate
+from .statistics import crossvalidated_distances, upper
+
+SPACES = ("ratios", "statistics", "features")
+MEASURES = ("cka", "rdm")
+COLUMNS = ["space", "measure", "epoch_a", "epoch_b", "value", "ci_low", "ci_high"]
+
+
+def hsic(k: np.ndarray, g: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """(B,) the (biased) HSIC of two N x N Gram matrices with each image weighted by ``w``
+    (B, N): tr(K H G H) with the centring H weighted, from matrix products only -
+    w'(K o G)w - 2 sum_i w_i (Kw)_i (Gw)_i / W + (w'Kw)(w'Gw) / W^2 (up to a factor that
+    cancels in CKA)."""
+    kw, gw = w @ k, w @ g  # (B, N)
+    total = w.sum(1)
+    both = ((w @ (k * g)) * w).sum(1)
+    return both - 2 * (w * kw * gw).sum(1) / total + (kw * w).sum(1) * (gw * w).sum(1) / total**2
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """(B,) linear CKA of x and y (N x D each), each image weighted by ``weights`` (B, N)
+    (default: one row of ones, the plain CKA)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    w = np.ones((1, len(x))) if weights is None else np.asarray(weights, np.float64)
+    k, g = x @ x.T, y @ y.T
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hsic(k, g, w) / np.sqrt(hsic(k, k, w) * hsic(g, g, w))
+
+
+def _pairs(epochs: list[int]) -> list[tuple[int, int]]:
+    """Every pair of epochs (a < b), point estimates only for the ones that are neither
+    consecutive nor against the last epoch (``_resampled``)."""
+    return [(a, b) for i, a in enumerate(epochs) for b in epochs[i + 1 :]]
+
+
+def _resampled(a: int, b: int, epochs: list[int]) -> bool:
+    return b == epochs[-1] or epochs.index(b) == epochs.index(a) + 1
+
+
+def _rdm_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(-1, keepdims=True)
+    b = b - b.mean(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (a * b).sum(-1) / np.sqrt((a**2).sum(-1) * (b**2).sum(-1))
+
+
+def stability_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFrame:
+    """``stability.csv``: one row per (space, measure, pair of epochs)."""
+    a = run.config.analysis
+    epochs = sorted(epochs or run.extracted_epochs())
+    pixels = run.pixels()["pixels"]
+    first = run.ratios(epochs[0])
+    labels, classes = first.labels, first.present
+    counts = bootstrap.bootstrap_counts(
+        labels, a.bootstrap, np.random.default_rng([a.bootstrap_seed, 5])
+    )
+    vectors = {
+        e: space_vectors(run.ratios(e), pixels, a.scaling, a.control_seed, SPACES) for e in epochs
+    }
+    rows = []
+    for space in SPACES:
+        live = [e for e in epochs if space in vectors[e] and not is_degenerate(vectors[e][space])]
+        rdms = {
+            e: upper(crossvalidated_distances(vectors[e][space], labels, classes)) for e in live
+        }
+        resampled = {
+            e: bootstrap.cluster_distances(
+                vectors[e][space], labels, classes, counts, "crossvalidated"
+            )
+            for e in live
+        }
+        for e_a, e_b in _pairs(live):
+            x, y = vectors[e_a][space], vectors[e_b][space]
+            intervals = _resampled(e_a, e_b, live) and len(counts)
+            for measure in MEASURES:
+                if measure == "cka":
+                    value = float(linear_cka(x, y)[0])
+                    replicates = linear_cka(x, y, counts) if intervals else None
+                else:
+                    value = float(_rdm_correlation(rdms[e_a], rdms[e_b]))
+                    replicates = (
+                        _rdm_correlation(resampled[e_a], resampled[e_b]) if intervals else None
+                    )
+                low, high = (
+                    bootstrap.centred_interval(value, replicates)
+                    if replicates is not None
+                    else (np.nan, np.nan)
+                )
+                rows.append(
+                    dict(
+                        space=space,
+                        measure=measure,
+                        epoch_a=e_a,
+                        epoch_b=e_b,
+                        value=value,
+                        ci_low=low,
+                        ci_high=high,
+                    )
+                )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+@timed
+def write_stability(
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+) -> StepResult:
+    """The ``stability`` step's table: ``analysis/stability.csv``, unless up to date (its
+    figure: ``plotting.write_stability_figure``)."""
+    written = run.write_table(
+        "stability",
+        "stability.csv",
+        lambda e: stability_table(run, e),
+        epochs,
+        force,
+        embeddings=False,
+    )
+    table = run.stability()
+    last = table[(table.epoch_b == table.epoch_b.max()) & (table.measure == "cka")]
+    text = (
+        f"linear CKA with epoch {table.epoch_b.max()}:\n"
+        + last.pivot(index="epoch_a", columns="space", values="value").round(3).to_string()
+    )
+    path = run.files.table("stability.csv")
+    return StepResult.of("stability", [path], written, table=table, summary=text)
