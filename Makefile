@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/pip install -q --no-compile
 COMPILE := $(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; \
 	print(sysconfig.get_paths()["purelib"])')" >/dev/null || :
 
-.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference bench clean
+.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference readme bench clean
 
 setup: $(VENV)/.installed
 
@@ -64,8 +64,8 @@ test-numerics: setup-test
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check en_analysis tests benchmarks
-	$(BIN)/ruff format --check en_analysis tests benchmarks
+	$(BIN)/ruff check en_analysis tests benchmarks scripts
+	$(BIN)/ruff format --check en_analysis tests benchmarks scripts
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format en_analysis tests benchmarks
@@ -75,6 +75,9 @@ format: $(VENV)/.installed-test
 # parser (a test fails when the committed files are not what the code generates)
 docs-reference: setup
 	$(BIN)/python -m en_analysis.cli.reference
+
+readme: setup  ## README.md's tables from figures/'s CSVs (RUN=runs/fashion-mnist copies them first)
+	$(BIN)/python scripts/readme.py $(if $(RUN),--from $(RUN))
 
 bench: setup  ## timing ratios (see benchmarks/)
 	$(BIN)/python benchmarks/en_layer.py

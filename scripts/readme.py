@@ -1,0 +1,135 @@
+"""The README's numbers, written from the default run's tables so they cannot go stale.
+
+The blocks between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md are
+this script's output, from the CSVs committed in ``figures/`` (copies of the default run's
+``metrics.csv`` and ``analysis/verdict.csv``, and of ``analysis/replicate_verdict.csv`` of its
+three seeds) and the ``fashion-mnist`` preset's settings:
+
+    python scripts/readme.py                        # rewrite README.md's blocks from figures/
+    python scripts/readme.py --from runs/fashion-mnist --replicates runs/replicates
+    python scripts/readme.py --check                # exit 1 when README.md is stale
+
+``tests/test_readme.py`` runs the check, so a README that disagrees with figures/ fails CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from en_analysis.analysis.verdict import markdown
+from en_analysis.settings.config import load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "figures"
+TABLES = {"metrics.csv": "metrics.csv", "verdict.csv": "analysis/verdict.csv"}
+BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
+
+
+def preset_line() -> str:
+    """What the default run is: the ``fashion-mnist`` preset's model, data and schedule, and
+    its accuracy (``figures/metrics.csv``)."""
+    c = load_config("fashion-mnist")
+    metrics = pd.read_csv(FIGURES / "metrics.csv")
+    last = metrics.iloc[-1]
+    drops = " and ".join(str(d) for d in c.train.lr_drops)
+    return (
+        f"EN-ResNet50 (width {c.model.width}, {c.model.stem} stem) trained on "
+        f"{c.data.train_samples:,} Fashion-MNIST images for {c.train.epochs} epochs (learning "
+        f"rate {c.train.lr:g}, divided by 10 after epochs {drops}), test accuracy "
+        f"{last.val_acc:.3f} after epoch {int(last.epoch)}; the ratios of 10 categories x "
+        f"{c.analysis.per_category} test images are analysed at every epoch.\n"
+    )
+
+
+def settings_line() -> str:
+    """The verdict's settings, from the declarations' defaults."""
+    a = load_config("fashion-mnist").analysis
+    return (
+        f"Intervals: {a.verdict_bootstrap:,} resamples (images within categories, or "
+        f"categories for claim 2); random-head control: {a.random_heads} heads; Holm's "
+        f"correction within each claim; equivalence margins +-{a.margin_knn:g} accuracy and "
+        f"+-{a.margin_r:g} in r; claim 3's 'formed early' asks for {a.formed_share:.0%} of the "
+        "last epoch's clustering before the first drop.\n"
+    )
+
+
+def seeds_line() -> str:
+    """Whether the three seeds' verdict (``figures/replicate_verdict.csv``) agrees with the
+    default run's, row by row (the ratios' rows both tables have)."""
+    keys = ["claim", "comparison"]
+    one, seeds = (
+        pd.read_csv(FIGURES / name).query("space == 'ratios'").set_index(keys).verdict
+        for name in ("verdict.csv", "replicate_verdict.csv")
+    )
+    both = one.index.intersection(seeds.index)
+    differ = [
+        f"{c} / {k}: {one[c, k]} vs {seeds[c, k]}" for c, k in both if one[c, k] != seeds[c, k]
+    ]
+    runs = int(pd.read_csv(FIGURES / "replicate_verdict.csv").n_runs.max())
+    agreement = (
+        f"the same verdict in all {len(both)} rows"
+        if not differ
+        else f"another verdict in {len(differ)} of {len(both)} rows ({'; '.join(differ)})"
+    )
+    replicate = "`en-analysis replicate`"
+    return f"Over {runs} training seeds ({replicate}): {agreement} of the claims as this run.\n"
+
+
+def blocks() -> dict[str, str]:
+    """Every generated block's text, by name."""
+    verdict = pd.read_csv(FIGURES / "verdict.csv", keep_default_na=True)
+    return {
+        "preset": preset_line(),
+        "verdict": markdown(verdict) + "\n",
+        "settings": settings_line(),
+        "seeds": seeds_line(),
+    }
+
+
+def render(text: str, generated: dict[str, str]) -> str:
+    """``text`` with each generated block replaced; an unknown block name is an error."""
+
+    def replace(m: re.Match) -> str:
+        if m.group(2) not in generated:
+            raise SystemExit(f"README.md: no generator for the block {m.group(2)!r}")
+        return m.group(1) + generated[m.group(2)] + m.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite (or ``--check``) README.md's generated blocks; 1 when ``--check`` finds them
+    stale."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--from", dest="run", type=Path, help="copy this run's tables to figures/")
+    p.add_argument(
+        "--replicates", type=Path, help="copy this replicate folder's verdict to figures/"
+    )
+    p.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    args = p.parse_args(argv)
+    if args.run:
+        for name, source in TABLES.items():
+            shutil.copyfile(args.run / source, FIGURES / name)
+    if args.replicates:
+        name = "replicate_verdict.csv"
+        shutil.copyfile(args.replicates / "analysis" / name, FIGURES / name)
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    new = render(text, blocks())
+    if args.check:
+        if new != text:
+            print("README.md is stale: run `python scripts/readme.py`", file=sys.stderr)
+            return 1
+        return 0
+    readme.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
