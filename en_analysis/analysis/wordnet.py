@@ -81,7 +81,7 @@ def _wordnet_matrix(run: RunFolder, epoch: int) -> tuple[list[int], list[str], n
     return classes, names, wordnet_distances(synsets, run.config.analysis.wordnet_distance)
 
 
-def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
+def wordnet_comparison(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
     """The WordNet comparison of every epoch (``COLUMNS``), with the analysis's settings."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
@@ -203,7 +203,7 @@ def write_comparison(
     date (its figure: ``plotting.write_wordnet_figure``); the summary names the closest and
     farthest category pairs in WordNet and in the ratios at the last epoch."""
     written = run.write_table(
-        "wordnet", "wordnet.csv", lambda e: compare(run, e).table, epochs, force
+        "wordnet", "wordnet.csv", lambda e: wordnet_comparison(run, e).table, epochs, force
     )
     comparison = last_epoch_matrices(run, run.wordnet())
     t = comparison.table
