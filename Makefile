@@ -68,8 +68,8 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check en_analysis tests benchmarks scripts
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format en_analysis tests benchmarks
-	$(BIN)/ruff check --fix en_analysis tests benchmarks
+	$(BIN)/ruff format en_analysis tests benchmarks scripts
+	$(BIN)/ruff check --fix en_analysis tests benchmarks scripts
 
 # docs/settings.md and docs/cli.md, generated from the settings' and steps' declarations and the
 # parser (a test fails when the committed files are not what the code generates)
@@ -79,11 +79,18 @@ docs-reference: setup
 readme: setup  ## README.md's tables from figures/'s CSVs (RUN=runs/fashion-mnist copies them first)
 	$(BIN)/python scripts/readme.py $(if $(RUN),--from $(RUN))
 
+# The benchmarks the README's measurements cite, one after the other, each printing its ratios;
+# `make bench-tsne` (or `make bench BENCHMARKS="tsne extract"`) runs some. compiled.py takes
+# minutes (the first compiled step compiles); calibration.py, scale.py RUN and gpu.py (CUDA) are
+# run by hand.
+BENCHMARKS ?= en_layer options epoch extract tsne compiled
+
 bench: setup  ## timing ratios (see benchmarks/)
-	$(BIN)/python benchmarks/en_layer.py
-	$(BIN)/python benchmarks/options.py
-	$(BIN)/python benchmarks/extract.py
-	$(BIN)/python benchmarks/tsne.py
+	@set -e; for b in $(BENCHMARKS); do \
+		echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
+
+bench-%: setup
+	$(BIN)/python benchmarks/$*.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -9,7 +9,7 @@ from scipy.stats import rankdata
 
 from en_analysis import Run
 from en_analysis.analysis import statistics
-from en_analysis.analysis.wordnet import compare, extreme_pairs
+from en_analysis.analysis.wordnet import extreme_pairs, wordnet_comparison
 from en_analysis.core.errors import UserError
 from en_analysis.data import mapping
 from en_analysis.data import wordnet as W
@@ -239,7 +239,7 @@ def test_mantel_planted_and_independent():
 
 def test_run_comparison(analysed_run):
     run = Run(analysed_run)
-    result = compare(run)
+    result = wordnet_comparison(run)
     t = result.table
     spaces = {"ratios", "random-head", "statistics", "features", "pixels"}
     assert set(zip(t.space, t.dims)) == {*((s, "high") for s in spaces), ("ratios", "2d")}

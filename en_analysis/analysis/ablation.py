@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.io import save_npz, write_csv
@@ -111,10 +112,10 @@ def correct(
 
 
 def ablation_table(
-    run: RunFolder, epochs: list[int] | None = None
+    run: RunFolder, epochs: list[int] | None = None, progress: bool = False
 ) -> tuple[pd.DataFrame, np.ndarray]:
     """(``ablation.csv``'s table, per-image outcomes (E, conditions, N) bool) of the run's
-    checkpoints on the evaluation images."""
+    checkpoints on the evaluation images; ``progress``: a bar over the checkpoints."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     data, idx = evaluation_images(run.config)
@@ -123,7 +124,7 @@ def ablation_table(
         data.heldout_labels[idx], a.bootstrap, np.random.default_rng([a.bootstrap_seed, 4])
     )
     rows, outcomes = [], []
-    for e in epochs:
+    for e in tqdm(epochs, desc="ablate", unit="epoch", disable=not progress):
         r = run.ratios(e)
         if not np.array_equal(r.sample_index, idx):
             raise UserError(f"{run.files.ratio_file(e)} covers other images: extract it again")
@@ -165,11 +166,11 @@ def ablation_table(
 
 @timed
 def write_ablation(
-    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False, progress: bool = True
 ) -> StepResult:
     """The ``ablate`` step's tables: ``analysis/ablation.csv`` and the per-image outcomes
     ``analysis/ablation.npz`` (for the verdict), unless up to date (its figure:
-    ``plotting.write_ablation_figure``)."""
+    ``plotting.write_ablation_figure``); ``progress``: a bar per checkpoint."""
     epochs = epochs or run.extracted_epochs()
     csv, npz = run.files.table("ablation.csv"), run.files.table("ablation.npz")
     inputs = [
@@ -180,7 +181,7 @@ def write_ablation(
 
     def write() -> None:
         nonlocal table
-        table, outcomes = ablation_table(run, epochs)
+        table, outcomes = ablation_table(run, epochs, progress)
         write_csv(csv, table)
         save_npz(npz, outcomes=outcomes, epochs=np.array(epochs), conditions=np.array(CONDITIONS))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..run.folder import Ratios, RunFolder
 from ..steps.results import StepResult, timed
@@ -101,11 +102,15 @@ def columns(r: Ratios, space: str, layers: list[int], heads: np.ndarray | None) 
     return np.concatenate([inputs.mean[:, channels], inputs.logstd[:, channels]], 1)
 
 
-def decoding_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFrame:
-    """``decoding.csv``: one row per (epoch, space, feature set) (``COLUMNS``)."""
+def decoding_table(
+    run: RunFolder, epochs: list[int] | None = None, progress: bool = False
+) -> pd.DataFrame:
+    """``decoding.csv``: one row per (epoch, space, feature set) (``COLUMNS``); ``progress``:
+    a bar over the epochs."""
     seed = run.config.analysis.control_seed
     rows = []
-    for e in epochs or run.extracted_epochs():
+    epochs = epochs or run.extracted_epochs()
+    for e in tqdm(epochs, desc="decode", unit="epoch", disable=not progress):
         r = run.ratios(e)
         n_classes = len(r.present)
         spaces = SPACES if r.head_inputs is not None else ("ratios",)
@@ -136,12 +141,17 @@ def decoding_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFr
 
 @timed
 def write_decoding(
-    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False, progress: bool = True
 ) -> StepResult:
     """The ``decode`` step's table: ``analysis/decoding.csv``, unless up to date (its figure:
-    ``plotting.write_decoding_figure``)."""
+    ``plotting.write_decoding_figure``); ``progress``: a bar per epoch."""
     written = run.write_table(
-        "decode", "decoding.csv", lambda e: decoding_table(run, e), epochs, force, embeddings=False
+        "decode",
+        "decoding.csv",
+        lambda e: decoding_table(run, e, progress),
+        epochs,
+        force,
+        embeddings=False,
     )
     table = run.decoding()
     best = table[table.level != "layer"].pivot_table(

@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.spatial.distance import pdist, squareform
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import silhouette_score
+from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..run.folder import RunFolder
@@ -179,17 +180,19 @@ def _rows(epoch: int, space: str, dims: str, values: dict, note: str = "") -> li
     return rows
 
 
-def clustering_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFrame:
+def clustering_table(
+    run: RunFolder, epochs: list[int] | None = None, progress: bool = False
+) -> pd.DataFrame:
     """Long table: one row per (epoch, space, dims, metric) with its shuffled baseline and the
     95% intervals of both. Every space and epoch shares the same image resamples
     (``analysis.bootstrap_seed``) and the same shuffled labels (``analysis.permutation_seed``),
-    so differences between them are paired."""
+    so differences between them are paired. ``progress``: a bar over the epochs."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     rows: list[dict] = []
     pixels = run.pixels()
     previous = None
-    for e in epochs:
+    for e in tqdm(epochs, desc="metrics", unit="epoch", disable=not progress):
         r = run.ratios(e)
         if not np.array_equal(r.sample_index, pixels["sample_index"]):
             raise UserError(
@@ -234,12 +237,12 @@ def clustering_table(run: RunFolder, epochs: list[int] | None = None) -> pd.Data
 
 @timed
 def write_clustering(
-    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False, progress: bool = True
 ) -> StepResult:
     """The ``metrics`` step's table: ``clustering.csv`` of the analysis, computed unless up to
-    date (its figure: ``plotting.write_clustering_figure``)."""
+    date (its figure: ``plotting.write_clustering_figure``); ``progress``: a bar per epoch."""
     written = run.write_table(
-        "metrics", "clustering.csv", lambda e: clustering_table(run, e), epochs, force
+        "metrics", "clustering.csv", lambda e: clustering_table(run, e, progress), epochs, force
     )
     table = run.clustering()
     path, text = run.files.table("clustering.csv"), summary(table).to_string(index=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..run.folder import RunFolder
 from ..steps.results import StepResult, timed
@@ -70,8 +71,11 @@ def _rdm_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return (a * b).sum(-1) / np.sqrt((a**2).sum(-1) * (b**2).sum(-1))
 
 
-def stability_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataFrame:
-    """``stability.csv``: one row per (space, measure, pair of epochs)."""
+def stability_table(
+    run: RunFolder, epochs: list[int] | None = None, progress: bool = False
+) -> pd.DataFrame:
+    """``stability.csv``: one row per (space, measure, pair of epochs); ``progress``: a bar
+    over the spaces."""
     a = run.config.analysis
     epochs = sorted(epochs or run.extracted_epochs())
     pixels = run.pixels()["pixels"]
@@ -84,7 +88,7 @@ def stability_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataF
         e: space_vectors(run.ratios(e), pixels, a.scaling, a.control_seed, SPACES) for e in epochs
     }
     rows = []
-    for space in SPACES:
+    for space in tqdm(SPACES, desc="stability", unit="space", disable=not progress):
         live = [e for e in epochs if space in vectors[e] and not is_degenerate(vectors[e][space])]
         rdms = {
             e: upper(crossvalidated_distances(vectors[e][space], labels, classes)) for e in live
@@ -128,14 +132,14 @@ def stability_table(run: RunFolder, epochs: list[int] | None = None) -> pd.DataF
 
 @timed
 def write_stability(
-    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False, progress: bool = True
 ) -> StepResult:
     """The ``stability`` step's table: ``analysis/stability.csv``, unless up to date (its
-    figure: ``plotting.write_stability_figure``)."""
+    figure: ``plotting.write_stability_figure``); ``progress``: a bar per space."""
     written = run.write_table(
         "stability",
         "stability.csv",
-        lambda e: stability_table(run, e),
+        lambda e: stability_table(run, e, progress),
         epochs,
         force,
         embeddings=False,

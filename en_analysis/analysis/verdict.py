@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..core.io import atomic_write_text, read_csv, write_csv
@@ -691,27 +692,40 @@ def decide(rows: list[Row], n_runs: int) -> pd.DataFrame:
     return out
 
 
-def verdict_table(evidence: Sequence[Evidence], lr_drops: list[int]) -> pd.DataFrame:
+def verdict_table(
+    evidence: Sequence[Evidence], lr_drops: list[int], progress: bool = False
+) -> pd.DataFrame:
     """The verdict table of the runs whose ``Evidence`` is given (one run, or seed replicates
-    of one analysis on the same images): every row tested on the runs' mean."""
+    of one analysis on the same images): every row tested on the runs' mean. ``progress``: a
+    bar over the claims (each measures what it needs, in every space)."""
     e0 = evidence[0]
     draws = Draws.make(e0.labels, len(e0.classes), e0.settings)
-    rows = claim1_rows(evidence, draws, SPACES)
-    rows += claim2_rows(evidence, draws, SPACES)
-    rows += claim3_rows(evidence, draws, SPACES, lr_drops)
-    rows += ablation_rows(evidence, draws)
+    parts = {
+        "claim 1": lambda: claim1_rows(evidence, draws, SPACES),
+        "claim 2": lambda: claim2_rows(evidence, draws, SPACES),
+        "claim 3": lambda: claim3_rows(evidence, draws, SPACES, lr_drops),
+        "ablation": lambda: ablation_rows(evidence, draws),
+    }
+    rows = []
+    bar = tqdm(parts.items(), desc="verdict", unit="claim", disable=not progress)
+    for name, part in bar:
+        bar.set_postfix_str(name)
+        rows += part()
     return decide(rows, len(evidence))
 
 
-def verdicts(runs: Sequence, lr_drops: list[int], epochs: list[int] | None = None) -> pd.DataFrame:
-    """The verdict table of one run, or of seed replicates of one analysis (the same images)."""
-    return verdict_table([Evidence.of_run(run, epochs) for run in runs], lr_drops)
+def verdicts(
+    runs: Sequence, lr_drops: list[int], epochs: list[int] | None = None, progress: bool = False
+) -> pd.DataFrame:
+    """The verdict table of one run, or of seed replicates of one analysis (the same images);
+    ``progress``: a bar over the claims."""
+    return verdict_table([Evidence.of_run(run, epochs) for run in runs], lr_drops, progress)
 
 
 @timed
-def write_verdict(run: RunFolder, force: bool = False) -> StepResult:
+def write_verdict(run: RunFolder, force: bool = False, progress: bool = True) -> StepResult:
     """The ``verdict`` step: ``verdict.csv`` and ``verdict.md`` of the analysis from its ratio
-    files, unless up to date."""
+    files, unless up to date; ``progress``: a bar over the claims."""
     epochs = run.extracted_epochs()
     csv, md = run.files.table("verdict.csv"), run.files.table("verdict.md")
     inputs = [*(run.files.ratio_file(e) for e in epochs), run.files.pixels]
@@ -722,7 +736,7 @@ def write_verdict(run: RunFolder, force: bool = False) -> StepResult:
 
     def write() -> None:
         nonlocal table
-        table = verdicts([run], run.config.train.lr_drops)
+        table = verdicts([run], run.config.train.lr_drops, progress=progress)
         write_csv(csv, table)
         atomic_write_text(md, markdown(table) + "\n")
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..core.errors import UserError
 from ..data.wordnet import category_synsets, wordnet_distances
@@ -81,8 +82,11 @@ def _wordnet_matrix(run: RunFolder, epoch: int) -> tuple[list[int], list[str], n
     return classes, names, wordnet_distances(synsets, run.config.analysis.wordnet_distance)
 
 
-def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
-    """The WordNet comparison of every epoch (``COLUMNS``), with the analysis's settings."""
+def wordnet_comparison(
+    run: RunFolder, epochs: list[int] | None = None, progress: bool = False
+) -> Comparison:
+    """The WordNet comparison of every epoch (``COLUMNS``), with the analysis's settings.
+    ``progress``: a bar over the epochs, then the Mantel test of them all."""
     a = run.config.analysis
     epochs = epochs or run.extracted_epochs()
     classes, names, wn = _wordnet_matrix(run, epochs[0])
@@ -90,7 +94,9 @@ def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
     keys, matrices, notes, reliability = [], [], {}, {}
     clusters = np.zeros_like(wn)
     ratios = (Space.RATIOS, Dims.HIGH)
+    bar = tqdm(total=len(epochs) + 1, desc="wordnet", disable=not progress)
     for e in epochs:
+        bar.set_postfix_str(f"epoch {e}")
         r = run.ratios(e)
         vectors = space_vectors(r, pixels["pixels"], a.scaling, a.control_seed)
         spaces = {(space, Dims.HIGH): x for space, x in vectors.items()}
@@ -110,6 +116,8 @@ def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
             clusters = np.zeros_like(wn)
         else:
             clusters = matrices[keys.index((e, *ratios))]
+        bar.update()
+    bar.set_postfix_str("Mantel test")
     results, relabelings = {}, 0
     if matrices:
         data = np.stack(matrices)
@@ -129,6 +137,8 @@ def compare(run: RunFolder, epochs: list[int] | None = None) -> Comparison:
             )
             results[key] = (r_values[i], interval, taus[i], p_values[i])
         relabelings = math.factorial(len(classes)) if exact else a.permutations
+    bar.update()
+    bar.close()
     rows = []
     order = [ratios, (Space.RATIOS, Dims.MAP), *((s, Dims.HIGH) for s in CONTROLS)]
     for e in epochs:
@@ -197,13 +207,17 @@ def last_epoch_matrices(run: RunFolder, table: pd.DataFrame) -> Comparison:
 
 @timed
 def write_comparison(
-    run: RunFolder, epochs: list[int] | None = None, force: bool = False
+    run: RunFolder, epochs: list[int] | None = None, force: bool = False, progress: bool = True
 ) -> StepResult:
     """The ``wordnet`` step's table: ``wordnet.csv`` of the analysis, computed unless up to
     date (its figure: ``plotting.write_wordnet_figure``); the summary names the closest and
     farthest category pairs in WordNet and in the ratios at the last epoch."""
     written = run.write_table(
-        "wordnet", "wordnet.csv", lambda e: compare(run, e).table, epochs, force
+        "wordnet",
+        "wordnet.csv",
+        lambda e: wordnet_comparison(run, e, progress).table,
+        epochs,
+        force,
     )
     comparison = last_epoch_matrices(run, run.wordnet())
     t = comparison.table

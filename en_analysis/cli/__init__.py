@@ -82,9 +82,20 @@ def _option(p: argparse.ArgumentParser, option: Option) -> None:
     )
 
 
+def _global_args(p: argparse.ArgumentParser, quiet: bool, main: bool = False) -> None:
+    """The global options, which a command also accepts after its name (``en-analysis extract
+    RUN --debug`` as ``en-analysis --debug extract RUN``): ``--debug``, and ``--quiet`` where
+    the command has progress bars. On a command's parser they default to nothing
+    (``SUPPRESS``), so that one given before the command is not reset by the command's parser."""
+    default = {} if main else {"default": argparse.SUPPRESS}
+    p.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    if quiet:
+        p.add_argument("--quiet", action="store_true", help="no progress bars", **default)
+
+
 def _step_args(p: argparse.ArgumentParser, step: Step) -> None:
     """A step's arguments: the run, its analysis, --set of the settings it reads, --epochs,
-    --replace, --force, --quiet and its own options."""
+    --replace, --force and its own options."""
     p.add_argument("run", type=Path, help="the run folder (e.g. runs/fashion-mnist)")
     _analysis_arg(p)
     reads = ", ".join(step.reads) or "none"
@@ -101,7 +112,6 @@ def _step_args(p: argparse.ArgumentParser, step: Step) -> None:
         "recompute outputs that are up to date, and let --set replace the settings of an "
         "analysis that already has outputs",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
     for option in step.options:
         _option(p, option)
 
@@ -140,6 +150,7 @@ def _asked_config(args: argparse.Namespace, continues: bool) -> tuple[Config, Pa
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """``en-analysis train``: train (or ``--resume``) a run, a checkpoint per epoch."""
     from ..training.train import train
 
     config, out = _asked_config(args, continues=args.resume)
@@ -156,8 +167,10 @@ def cmd_step(args: argparse.Namespace) -> None:
     step = registry.step(args.command)
     run = open_for_step(args.run, args.analysis, args.overrides, args.replace or args.force)
     options = {o.dest: getattr(args, o.dest) for o in step.options}
+    # under torchrun only rank 0 draws bars (``extract`` also checks for itself)
+    progress = not args.quiet and _main_process()
     result = run_step(
-        step, run, epochs=_epochs(args), force=args.force, progress=not args.quiet, **options
+        step, run, epochs=_epochs(args), force=args.force, progress=progress, **options
     )
     if not _main_process():
         return
@@ -169,6 +182,8 @@ def cmd_step(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
+    """``en-analysis reproduce``: train, then every registered step, skipping what is up to
+    date; prints the summary and the verdict."""
     from ..pipeline.reproduce import reproduce
 
     config, out = _asked_config(args, continues=True)
@@ -194,6 +209,7 @@ def _print_replicates(result, verdict, out: Path) -> None:
 
 
 def cmd_replicate(args: argparse.Namespace) -> None:
+    """``en-analysis replicate``: one reproduced run per seed, then their spread and verdict."""
     from ..pipeline.replicates import replicate
 
     config = load_config(
@@ -209,6 +225,7 @@ def cmd_replicate(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    """``en-analysis compare``: the spread of every number across finished runs."""
     from ..pipeline.replicates import write_replicates
 
     result, verdict = write_replicates(args.out, args.runs)
@@ -216,6 +233,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
+    """``en-analysis presets``: the presets' names, one preset as TOML, or every setting."""
     import tomli_w
 
     from ..steps.reference import settings_text
@@ -228,6 +246,13 @@ def cmd_presets(args: argparse.Namespace) -> None:
         print("\n".join(preset_names()))
 
 
+def _version() -> str:
+    """The package's version (``en_analysis.__version__``)."""
+    import en_analysis
+
+    return en_analysis.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of every command; ``parser.commands`` maps each command to its parser."""
     parser = argparse.ArgumentParser(
@@ -235,13 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train EN-ResNet50, collect its importance ratios every epoch, and test the "
         "claims of Exemplar Normalization.",
     )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"en-analysis {_version()}",
+        help="print the version and exit",
+    )
+    _global_args(parser, quiet=True, main=True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands = {}
 
-    def command(name: str, help: str, func) -> argparse.ArgumentParser:
+    def command(name: str, help: str, func, quiet: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help)
         p.set_defaults(func=func)
+        _global_args(p, quiet)
         commands[name] = p
         return p
 
@@ -249,7 +281,6 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--out", type=Path, help="run folder (default: runs/<preset name>)")
     p.add_argument("--resume", action="store_true", help="continue after the last checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     for step in registry.STEPS:
         _step_args(command(step.name, step.help, cmd_step), step)
@@ -263,19 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="run folder (default: runs/<preset name>)")
     _analysis_arg(p)
     _replace_args(p, "recompute every analysis step; replaces an analysis made with other settings")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     p = command("replicate", "one run per seed, then their spread (compare)", cmd_replicate)
     _config_args(p)
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default: 0,1,2)")
     p.add_argument("--out", type=Path, help="folder of the runs (default: runs/<name>-replicates)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = command("compare", "the spread of every number across finished runs", cmd_compare)
+    p = command(
+        "compare", "the spread of every number across finished runs", cmd_compare, quiet=False
+    )
     p.add_argument("runs", nargs="+", type=Path, help="run folders of one setting")
     p.add_argument("--out", type=Path, required=True, help="where replicates.csv and the figure go")
 
-    p = command("presets", "list the presets, or print one resolved", cmd_presets)
+    p = command("presets", "list the presets, or print one resolved", cmd_presets, quiet=False)
     p.add_argument("name", nargs="?", help="a preset: print its every setting as TOML")
     p.add_argument(
         "--show",
@@ -311,6 +342,9 @@ def _leave_process_group() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: the command line) and run its command; the exit status: 0,
+    2 after a mistake the user can fix (one line, no traceback unless ``--debug``), 130 when
+    interrupted."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

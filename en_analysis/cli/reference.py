@@ -35,7 +35,18 @@ def cli_markdown() -> str:
         "Generated from the parser (`en_analysis/cli/__init__.py`) and the step registry "
         "(`en_analysis/steps/registry.py`) by `python -m en_analysis.cli.reference` (do not "
         "edit). `reproduce` runs the steps in this order: " + " -> ".join(registry.NAMES) + ".",
+        "",
+        "## `en-analysis`",
+        "",
+        "The global options go before the command or after it (`en-analysis --quiet extract RUN`"
+        " is `en-analysis extract RUN --quiet`); `--quiet` where the command has progress bars.",
+        "",
+        "| argument | what it does |",
+        "|---|---|",
     ]
+    for action in _actions(parser):
+        if action.option_strings:  # the commands are the sections below
+            out.append(f"| `{', '.join(action.option_strings)}` | {cell(action.help or '')} |")
     for name, command in parser.commands.items():
         command.formatter_class = fixed
         out += ["", f"## `en-analysis {name}`", "", command.description or "", ""]

@@ -31,6 +31,20 @@ from ..steps.changes import Changes
 from ..training.checkpoints import check_owner, load_checkpoint, model_from_checkpoint, run_identity
 from .tables import with_dims
 
+# the columns of ``RunFolder.ratios_frame``: ``Ratios.to_frame``'s with the sample's position in
+# its ratio file and its label
+RATIO_COLUMNS = (
+    "epoch",
+    "sample",
+    "position",
+    "label",
+    "category",
+    "layer_index",
+    "layer",
+    "normalizer",
+    "ratio",
+)
+
 
 @dataclass
 class Embedding:
@@ -44,6 +58,7 @@ class Embedding:
 
     @classmethod
     def load(cls, path: Path) -> Embedding:
+        """Read an embedding file (``embeddings/epoch-N.npz``); anything else is a ``UserError``."""
         d = load_npz(path)
         try:
             return cls(
@@ -75,6 +90,8 @@ class Ratios:
 
     @classmethod
     def load(cls, path: Path) -> Ratios:
+        """Read a ratio file (``ratios/epoch-N.npz``), refusing one that is not an en-analysis
+        ratio file or holds values no extraction writes (``UserError``)."""
         d = load_npz(path)
         try:
             ratios = cls(
@@ -123,6 +140,7 @@ class Ratios:
 
     @property
     def sample_categories(self) -> list[str]:
+        """(N,) each sample's category name."""
         return [self.categories[i] for i in self.labels]
 
     def to_frame(self) -> pd.DataFrame:
@@ -219,6 +237,7 @@ class RunFolder:
 
     @property
     def checkpoints(self) -> dict[int, Path]:
+        """The run's checkpoint files by epoch, in order."""
         return epoch_files(self.layout.checkpoints, ".pt")
 
     @property
@@ -269,6 +288,7 @@ class RunFolder:
         return epochs
 
     def ratios(self, epoch: int) -> Ratios:
+        """An epoch's ratio file; a missing one is a ``UserError`` naming the step to run."""
         path = self.files.ratio_file(epoch)
         if not path.exists():
             raise UserError(
@@ -276,6 +296,25 @@ class RunFolder:
                 f"extracted: {self.ratio_epochs or 'none'}"
             )
         return Ratios.load(path)
+
+    def ratios_frame(self, epochs: list[int] | None = None) -> pd.DataFrame:
+        """Every extracted epoch's ratios (or those of ``epochs``) as one long table, one row
+        per (epoch, sample, layer, normalizer): ``RATIO_COLUMNS``.
+
+        The columns are ``Ratios.to_frame``'s (``sample``: the image's index in the held-out
+        split; ``layer_index`` and ``layer``: the EN layer's position and module path) with
+        ``position`` (the sample's row in the epoch's ratio file, 0..N-1) and ``label`` (its
+        class index into the categories) added. An epoch without ratios is a ``UserError``
+        naming the step to run."""
+        frames = []
+        for epoch in epochs or self.extracted_epochs():
+            r = self.ratios(epoch)
+            frame = r.to_frame()
+            n, layers, k = r.ratios.shape
+            frame.insert(2, "position", np.repeat(np.arange(n), layers * k))
+            frame.insert(3, "label", np.repeat(r.labels, layers * k))
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)[list(RATIO_COLUMNS)]
 
     def embedding(self, epoch: int) -> Embedding:
         """The 2-D t-SNE embedding of an epoch; one made from other images than the epoch's
@@ -416,6 +455,7 @@ class RunFolder:
         return self._table(self.files.table("ablation.csv"))
 
     def clustering(self) -> pd.DataFrame:
+        """``analysis/clustering.csv``: the clustering metrics per epoch and space (``metrics``)."""
         return self._table(self.files.table("clustering.csv"))
 
     def wordnet(self) -> pd.DataFrame:

@@ -157,3 +157,11 @@ def check_owner(state: dict[str, Any], path: Path, run_id: str, config: Config) 
             f"{path} is not this run's: the run has {change.key} = {change.old!r}, the file "
             f"{change.new!r}; remove it from this run's checkpoints/"
         )
+
+
+def load_model(checkpoint: Path | str, device: str = "cpu") -> ResNet:
+    """The model of a checkpoint file (``epoch-N.pt`` of a run), its weights loaded, in eval
+    mode, on ``device``: ``en_analysis.load_model``. The file is read safely
+    (``load_checkpoint``); ``RunFolder.model(epoch)`` also checks that it is the run's."""
+    path = Path(checkpoint)
+    return model_from_checkpoint(load_checkpoint(path), path).eval().to(device)

@@ -1,0 +1,50 @@
+"""``make bench`` runs the benchmarks the README's measurements cite, each on its own line of
+the Makefile's ``BENCHMARKS``; ``make bench-NAME`` runs one."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent.parent
+
+
+def _benchmarks() -> list[str]:
+    (line,) = re.findall(r"^BENCHMARKS \?= (.*)$", (ROOT / "Makefile").read_text(), re.M)
+    return line.split()
+
+
+def test_every_listed_benchmark_exists():
+    assert _benchmarks()
+    assert [b for b in _benchmarks() if not (ROOT / "benchmarks" / f"{b}.py").is_file()] == []
+
+
+def test_make_bench_runs_every_benchmark_the_measurements_cite():
+    readme = (ROOT / "README.md").read_text()
+    measurements = readme[readme.index("## Measurements") :]
+    end = measurements.find("\n## ", 1)  # the next section, if any
+    measurements = measurements[:end] if end > 0 else measurements
+    cited = set(re.findall(r"benchmarks/(\w+)\.py", measurements))
+    assert cited, "the README's measurements cite no benchmark"
+    assert cited - set(_benchmarks()) == set()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make")
+def test_make_bench_commands():
+    def dry(*target: str) -> str:
+        # -o: the set-up counts as done (nothing is installed by a dry run either way)
+        out = subprocess.run(
+            ["make", "-n", "-o", ".venv/.installed", *target],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return out.stdout
+
+    assert dry("bench-tsne").strip().endswith("python benchmarks/tsne.py")
+    everything = dry("bench")
+    assert all(b in everything for b in _benchmarks())
+    assert "for b in tsne extract;" in dry("bench", "BENCHMARKS=tsne extract")
