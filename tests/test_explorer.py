@@ -58,6 +58,27 @@ def test_drop_epochs_are_marked_on_the_slider(analysed_run):
     assert labels == ["0", "1", "2↓"]
 
 
+def test_the_page_opens_on_the_last_epoch(analysed_run):
+    """Before: it opened on epoch 0, where every image has the same ratios - one dot."""
+    run = Run(analysed_run)
+    epochs = run.embedding_epochs
+    fig = run.explore().figure
+    slider = fig.layout.sliders[0]
+    assert slider.active == len(epochs) - 1
+    assert list(slider.steps[slider.active].args[0]) == [str(epochs[-1])]
+    assert fig.layout.title.text.startswith(f"Epoch {epochs[-1]}")
+    last = fig.frames[-1]
+    assert last.name == str(epochs[-1])
+    for shown, framed in zip(fig.data, last.data):  # the map drawn is the last epoch's
+        assert list(shown.x) == list(framed.x) and list(shown.y) == list(framed.y)
+        assert [list(c) for c in shown.customdata] == [list(c) for c in framed.customdata]
+    emb = run.embedding(epochs[-1]).embedding
+    row = fig.data[0].customdata[0][0]
+    assert fig.data[0].x[0] == round(float(emb[row, 0]), 2)
+    first = run.embedding(epochs[0]).embedding  # and not the first epoch's
+    assert not np.allclose(np.round(first[:, 0], 2), np.round(emb[:, 0], 2))
+
+
 def test_page_makes_no_network_reference(page_path):
     text = page_path.read_text()
     assert "<script src=" not in text  # plotly.js is inlined, not loaded
@@ -140,15 +161,23 @@ def test_page_in_offline_chromium(page_path, analysed_run, tmp_path):
     layers = run.ratios(epochs[0]).ratios.shape[1]
     with offline_page(page_path) as page:
         title = "document.getElementById('explorer')._fullLayout.title.text"
-        assert page.evaluate(title).startswith(f"Epoch {epochs[0]}")
+        # the page opens on the last epoch, the slider there too
+        assert page.evaluate(title).startswith(f"Epoch {epochs[-1]}")
+        slider = "document.getElementById('explorer')._fullLayout.sliders[0]"
+        assert page.evaluate(f"{slider}.active") == len(epochs) - 1
         before = page.evaluate("document.getElementById('explorer').data[0].x.slice()")
 
-        # the slider: a click at the right end of its rail moves to the last epoch
+        # the slider: a click at the left end of its rail moves to the first epoch, one at its
+        # right end back to the last
         rail = page.locator(".slider-rail-rect").bounding_box()
+        page.mouse.click(rail["x"] + 2, rail["y"] + rail["height"] / 2)
+        page.wait_for_function(f"{title}.startsWith('Epoch {epochs[0]}')")
+        first = page.evaluate("document.getElementById('explorer').data[0].x.slice()")
+        assert first != before
         page.mouse.click(rail["x"] + rail["width"] - 2, rail["y"] + rail["height"] / 2)
         page.wait_for_function(f"{title}.startsWith('Epoch {epochs[-1]}')")
         after = page.evaluate("document.getElementById('explorer').data[0].x")
-        assert after != before
+        assert after != first
 
         # hover: the thumbnail of the point under the mouse appears
         x, y = _point_on_screen(page, 0, 0)

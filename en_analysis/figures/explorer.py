@@ -2,11 +2,12 @@
 
 A plotly figure with one scatter trace per category (legend clicks hide and show categories),
 one animation frame per epoch (slider and play button; the first epoch after each LR drop is
-marked), hover labels with category, prediction and sample index, and a second panel that shows
-the clicked sample's ratios (stacked IN/LN/BN per layer) beside its category's mean. Thumbnails and
-ratios travel inside the page as data (PNG data URIs; ratios as base64 uint16, 1/65535
-resolution) and a short script shows a thumbnail on hover and fills the ratio panel on click. The
-page makes no network request: plotly.js is inlined.
+marked; the page opens on the last epoch, where the ratios have structure - at epoch 0 every image
+has the same ratios), hover labels with category, prediction and sample index, and a second panel
+that shows the clicked sample's ratios (stacked IN/LN/BN per layer) beside its category's mean.
+Thumbnails and ratios travel inside the page as data (PNG data URIs; ratios as base64 uint16,
+1/65535 resolution) and a short script shows a thumbnail on hover and fills the ratio panel on
+click. The page makes no network request: plotly.js is inlined.
 
 ``explorer(run)`` returns an ``Explorer``; ``Run.explore()`` is the same, and in Jupyter the
 result shows inline as the full page. ``Run`` (the package's ``en_analysis.Run``) is a
@@ -109,7 +110,8 @@ class Explorer:
 
 
 def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
-    """The explorer of ``run`` over ``epochs`` (default: every embedded epoch)."""
+    """The explorer of ``run`` over ``epochs`` (default: every embedded epoch); the page opens on
+    the last of them (its map, title and slider position)."""
     available = run.embedded_epochs()
     epochs = sorted(set(epochs)) if epochs else available
     missing = [e for e in epochs if e not in available]
@@ -124,6 +126,7 @@ def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
     row_of = {c: np.flatnonzero(first.labels == c) for c in classes}
     drops = set(first_after_drops(run))
     clustering = _clustering_text(run)
+    shown = len(epochs) - 1  # the page opens on the last epoch
 
     coords = [np.round(np.asarray(m.embedding, float), 2) for m in maps]
     live = [c for c, m in zip(coords, maps) if not m.degenerate] or coords
@@ -166,7 +169,7 @@ def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
                 ),
                 hovertemplate="<b>%{fullData.name}</b><br>predicted: %{text}<br>"
                 "sample %{customdata[2]}<extra></extra>",
-                **points(0, c),
+                **points(shown, c),
             )
         )
     layers, k_norm = first.ratios.shape[1:]
@@ -228,7 +231,7 @@ def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
     ]
     animate = dict(mode="immediate", frame=dict(duration=700, redraw=True), transition_duration=0)
     fig.update_layout(
-        title=dict(text=title(0), x=0.01, font_size=15, subtitle_text=run.label),
+        title=dict(text=title(shown), x=0.01, font_size=15, subtitle_text=run.label),
         width=1250,
         height=680,
         template="plotly_white",
@@ -248,7 +251,7 @@ def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
             title_text="ratio (stacked)",
             domain=[0.45, 1] if decoding is not None else [0, 1],
         ),
-        shapes=marker(epochs[0]),
+        shapes=marker(epochs[shown]),
         barmode="stack",
         bargap=0.1,
         legend=dict(x=0.47, y=1, title_text="category<br>(click: hide/show)", font_size=11),
@@ -306,7 +309,7 @@ def explorer(run: RunFolder, epochs: list[int] | None = None) -> Explorer:
         ],
         sliders=[
             dict(
-                active=0,
+                active=shown,
                 x=0.16,
                 len=0.3,
                 y=-0.02,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -74,11 +75,25 @@ def display_names(categories: list[str], classes: list[int]) -> list[str]:
 
 
 def style(i: int) -> dict:
+    """The ``i``-th category's colour and marker (matplotlib keyword arguments)."""
     return dict(color=COLOURS[i % len(COLOURS)], marker=MARKERS[i % len(MARKERS)])
 
 
 def first_after_drops(run: RunFolder) -> list[int]:
+    """The first epoch after each learning-rate drop of ``run``'s training."""
     return [d + 1 for d in run.config.train.lr_drops]
+
+
+def layer_label(name: str) -> str:
+    """An EN layer's name as stage.block.position: the ratio file's ``layer1.0.bn2`` stays, a
+    layer outside the residual stages (``bn1``, the stem's) becomes ``stem.bn1``."""
+    return name if "." in name else f"stem.{name}"
+
+
+def is_uniform(ratios: np.ndarray) -> bool:
+    """Whether every image has the same ratios (the untrained network's epoch 0): nothing in
+    them tells the images or categories apart."""
+    return bool(np.ptp(np.asarray(ratios, float), axis=0).max(initial=0.0) < 1e-6)
 
 
 def choose_panels(epochs: list[int], drops: list[int], n: int = 10) -> list[int]:
@@ -119,27 +134,51 @@ def save(fig: Figure, path: Path | str, pdf: bool = True) -> list[Path]:
     return out
 
 
-def _legend(fig: Figure, names: list[str], ncol: int) -> None:
+def bottom_legend(
+    fig: Figure, handles: list, labels: list[str], ncol: int, fontsize: float = 9, **kwargs
+) -> float:
+    """A legend for the whole figure along its bottom edge, outside every axes, with at most
+    ``ncol`` columns and fewer where they would not fit the figure's width (a fixed-size frame,
+    like the GIF's, would cut it). Returns its height as a fraction of the figure's, the bottom
+    margin to leave (``tight_layout(rect=(0, that, 1, 1))``)."""
+    ncol = max(1, min(ncol, len(labels)))
+    while True:
+        legend = fig.legend(
+            handles,
+            labels,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=ncol,
+            frameon=False,
+            fontsize=fontsize,
+            **kwargs,
+        )
+        box = legend.get_window_extent()
+        if box.width <= 0.98 * fig.bbox.width or ncol == 1:
+            return min(0.5, box.height / fig.bbox.height + 0.01)
+        legend.remove()
+        ncol -= 1
+
+
+def _legend(fig: Figure, names: list[str], ncol: int) -> float:
+    """The categories' legend (marker and colour) along the figure's bottom edge; returns its
+    height as a fraction of the figure's."""
     handles = [
         Line2D([], [], linestyle="", markersize=7, label=name, **style(i))
         for i, name in enumerate(names)
     ]
-    fig.legend(
-        handles=handles,
-        loc="lower center",
-        ncol=ncol,
-        frameon=False,
-        bbox_to_anchor=(0.5, -0.01),
-        fontsize=9,
-    )
+    return bottom_legend(fig, handles, names, ncol)
 
 
 def scatter_panel(
     ax: Axes, y: np.ndarray, labels: np.ndarray, classes: list[int], degenerate: bool = False
 ) -> None:
-    """One t-SNE panel: a colour and marker per category; no ticks (t-SNE axes mean nothing)."""
+    """One t-SNE panel: a colour and marker per category; no ticks (a t-SNE map's axes have no
+    units: only the distances between nearby points mean something)."""
     ax.set_xticks([])
     ax.set_yticks([])
+    ax.set_xlabel("t-SNE 1 (no units)", fontsize=7, labelpad=2)
+    ax.set_ylabel("t-SNE 2 (no units)", fontsize=7, labelpad=2)
     if degenerate:
         ax.text(
             0.5,
@@ -188,14 +227,14 @@ def tsne_grid(run: RunFolder, panels: list[int] | None = None) -> Figure:
                 spine.set_linewidth(1.5)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
-    _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
+    bottom = _legend(fig, display_names(r0.categories, classes), ncol=5)
     a = run.config.analysis
     fig.suptitle(
         f"t-SNE of each image's {r0.ratios.shape[1]}×{r0.ratios.shape[2]} EN importance "
         f"ratios ({run.label}; {a.scaling} scaling, {a.tsne_mode} t-SNE)",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.07 if rows > 1 else 0.12, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -225,17 +264,19 @@ def analyses_figure(runs: list[RunFolder], epoch: int | None = None) -> Figure:
                 row = one(t, metric=metric)
                 lines.append(f"{name} {row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]")
         ax.set_title("\n".join([lines[0], "; ".join(lines[1:])]), fontsize=9)
-    _legend(fig, display_names(r0.categories, r0.present), ncol=min(5, len(r0.present)))
+    bottom = _legend(fig, display_names(r0.categories, r0.present), ncol=5)
     data = describe_data(runs[0].config.data)
     fig.suptitle(f"Epoch {epoch} of {data}, run {runs[0].path.name}", fontsize=11)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
-def tsne_animation(run: RunFolder, out: Path | None = None, fps: float = 2.0) -> Path:
-    """An animated GIF of the (aligned) embeddings across all epochs, with fixed axes."""
-    from matplotlib.animation import FuncAnimation, PillowWriter
+ANIMATION_SIZE = (5.0, 5.6)  # inches; the GIF is drawn at 100 dpi: 500 x 560 pixels
 
+
+def animation_figure(run: RunFolder) -> tuple[Figure, Callable[[int], None], list[int]]:
+    """The t-SNE animation's figure: fixed axes over every epoch's (aligned) map, the
+    categories' legend fully inside the frame; ``draw(k)`` draws the ``k``-th of ``epochs``."""
     epochs = run.embedding_epochs
     data = [run.embedding(e) for e in epochs]
     r0 = run.ratios(epochs[0])
@@ -244,7 +285,7 @@ def tsne_animation(run: RunFolder, out: Path | None = None, fps: float = 2.0) ->
     both = np.concatenate(live) if live else np.zeros((1, 2))
     lo, hi = both.min(0), both.max(0)
     pad = 0.05 * (hi - lo + 1e-9)
-    fig = _Figure(figsize=(5, 5.4))
+    fig = _Figure(figsize=ANIMATION_SIZE, dpi=100)
     ax = fig.subplots()
     drops = first_after_drops(run)
 
@@ -260,8 +301,18 @@ def tsne_animation(run: RunFolder, out: Path | None = None, fps: float = 2.0) ->
             fontsize=10,
         )
 
-    _legend(fig, display_names(r0.categories, classes), ncol=min(5, len(classes)))
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    bottom = _legend(fig, display_names(r0.categories, classes), ncol=5)
+    draw(len(epochs) - 1)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
+    return fig, draw, epochs
+
+
+def tsne_animation(run: RunFolder, out: Path | None = None, fps: float = 2.0) -> Path:
+    """An animated GIF of the (aligned) embeddings across all epochs, with fixed axes
+    (``animation_figure``), written to ``out`` (default: the analysis's figures folder)."""
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    fig, draw, epochs = animation_figure(run)
     path = Path(out or run.files.figures / ANIMATION)
     with tempfile.TemporaryDirectory() as folder:  # the GIF writer needs a file name
         tmp = Path(folder) / ANIMATION
@@ -278,30 +329,39 @@ def _band(ax: Axes, x, low, high, colour: str) -> None:
 
 
 def _drops(ax: Axes, run: RunFolder) -> None:
+    """The learning-rate drops as dotted vertical lines between the epochs."""
     for d in run.config.train.lr_drops:
         ax.axvline(d + 0.5, color=DROP_COLOUR, linestyle=":", linewidth=1)
 
 
 SERIES = [  # (space, dims, label, colour)
-    (Space.RATIOS, Dims.HIGH, "ratios (L×K-D)", "#332288"),
-    (Space.RATIOS, Dims.MAP, "ratios (t-SNE 2-D)", "#88CCEE"),
-    (Space.RANDOM_HEAD, Dims.HIGH, "a random ratio head (control)", "#CC6677"),
-    (Space.STATISTICS, Dims.HIGH, "the heads' input statistics", "#AA4499"),
-    (Space.FEATURES, Dims.HIGH, "penultimate features", "#117733"),
-    (Space.PIXELS, Dims.HIGH, "raw pixels", "#999933"),
+    (Space.RATIOS, Dims.HIGH, "EN ratios (every layer's, one vector per image)", "#332288"),
+    (Space.RATIOS, Dims.MAP, "EN ratios' 2-D t-SNE map", "#88CCEE"),
+    (Space.RANDOM_HEAD, Dims.HIGH, "control: ratios of an untrained (random) head", "#CC6677"),
+    (Space.STATISTICS, Dims.HIGH, "control: the statistics the ratio heads read", "#AA4499"),
+    (Space.FEATURES, Dims.HIGH, "control: penultimate features", "#117733"),
+    (Space.PIXELS, Dims.HIGH, "control: raw pixels", "#999933"),
 ]
+SHUFFLED_LABEL = "dashed: the same, category labels shuffled (chance level)"
+DROP_LABEL = "dotted red: learning-rate drop"
 
 
 def clustering_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
     """Clustering over epochs (``table`` from ``metrics.clustering_table``): silhouette, k-NN,
     trustworthiness, centroid shift; shuffled baselines dashed."""
-    fig = _Figure(figsize=(17, 3.8))
+    fig = _Figure(figsize=(17, 4.6))
     axes = fig.subplots(1, 4)
     titles = {
         Metric.SILHOUETTE: "Silhouette of categories",
         Metric.KNN: "Leave-one-out 5-NN accuracy",
         Metric.TRUSTWORTHINESS: "Trustworthiness of the 2-D map",
-        Metric.CENTROID_SHIFT: "Centroid shift since last epoch\n(/ mean centroid distance)",
+        Metric.CENTROID_SHIFT: "Centroid shift since the previous epoch",
+    }
+    ylabels = {
+        Metric.SILHOUETTE: "silhouette score (-1 to 1; 0: no clusters)",
+        Metric.KNN: "accuracy (fraction of images)",
+        Metric.TRUSTWORTHINESS: "trustworthiness (0 to 1)",
+        Metric.CENTROID_SHIFT: "shift (in mean centroid distances)",
     }
     for ax, metric in zip(axes, titles):
         for space, dims, label, colour in SERIES:
@@ -315,19 +375,20 @@ def clustering_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
         _drops(ax, run)
         ax.set_title(titles[metric], fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabels[metric])
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     handles += [
         Line2D([], [], color="grey", linestyle="--"),
         Line2D([], [], color=DROP_COLOUR, linestyle=":"),
     ]
-    labels += ["same, labels shuffled (chance)", "LR drop"]
+    labels += [SHUFFLED_LABEL, DROP_LABEL]
     if table.ci_low.notna().any():
         handles.append(Patch(color="grey", alpha=0.25))
-        labels.append("95% interval (images resampled within categories)")
-    fig.legend(handles, labels, loc="lower center", ncol=6, frameon=False, fontsize=9)
+        labels.append("band: 95% interval (images resampled within categories)")
+    bottom = bottom_legend(fig, handles, labels, ncol=3)
     fig.suptitle(f"Clustering of the categories over epochs ({run.label})", fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -336,7 +397,7 @@ def wordnet_figure(run: RunFolder, result: Comparison) -> Figure:
     (``result`` from ``wordnet.compare``)."""
     table = result.table
     labels = display_names(result.categories, list(range(len(result.categories))))
-    fig = _Figure(figsize=(14, 4.4))
+    fig = _Figure(figsize=(15, 5.4))
     grid = fig.add_gridspec(1, 3, width_ratios=[1.25, 1, 1])
     ax = fig.add_subplot(grid[0])
     for space, dims, label, colour in SERIES:
@@ -344,7 +405,7 @@ def wordnet_figure(run: RunFolder, result: Comparison) -> Figure:
         if sel.empty:
             continue
         ratios = (space, dims) == (Space.RATIOS, Dims.HIGH)
-        ax.plot(sel.epoch, sel.spearman, "-", color=colour, label="ratios" if ratios else label)
+        ax.plot(sel.epoch, sel.spearman, "-", color=colour, label=label)
         if ratios:  # over 10 categories the intervals are wide: one band is readable
             _band(ax, sel.epoch, sel.ci_low, sel.ci_high, colour)
         sig = sel[sel.p_value < 0.05]
@@ -352,64 +413,109 @@ def wordnet_figure(run: RunFolder, result: Comparison) -> Figure:
     _drops(ax, run)
     ax.axhline(0, color="black", linewidth=0.6)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("Spearman r (Mantel)")
+    ax.set_ylabel("Spearman r, WordNet vs cluster distances")
     ax.set_title(
         f"WordNet ({table.wordnet_distance.iloc[0]}) vs cluster distances\n"
         "dots: Mantel p < 0.05; band: the ratios' 95% interval (categories resampled)",
         fontsize=10,
     )
-    ax.legend(fontsize=8, frameon=False)
     ax.grid(alpha=0.3)
-    for k, (matrix, title) in enumerate(
+    handles, names = ax.get_legend_handles_labels()
+    handles.append(Line2D([], [], color=DROP_COLOUR, linestyle=":"))
+    names.append(DROP_LABEL)
+    ax.legend(
+        handles,
+        names,
+        fontsize=8,
+        frameon=False,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.14),
+        ncol=2,
+    )
+    wordnet_kind = table.wordnet_distance.iloc[0]
+    cluster_kind = table.cluster_distance.iloc[0]
+    for k, (matrix, title, unit) in enumerate(
         (
-            (result.wordnet, "WordNet distance"),
-            (result.clusters, f"Ratio cluster distance, epoch {result.epoch}"),
+            (result.wordnet, "WordNet distance", f"{wordnet_kind} distance (WordNet)"),
+            (
+                result.clusters,
+                f"Ratio cluster distance, epoch {result.epoch}",
+                f"{cluster_kind} distance between category means (ratios)",
+            ),
         )
     ):
         ax = fig.add_subplot(grid[k + 1])
         im = ax.imshow(matrix, cmap="viridis")
         ax.set_xticks(range(len(result.categories)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(result.categories)), labels, fontsize=7)
+        ax.set_xlabel("category")
+        ax.set_ylabel("category")
         ax.set_title(title, fontsize=10)
-        fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.colorbar(im, ax=ax, fraction=0.046).set_label(unit, fontsize=8)
     fig.suptitle(f"WordNet distances against cluster distances ({run.label})", fontsize=11)
     fig.tight_layout()
     return fig
 
 
+def heatmap_epochs(run: RunFolder) -> list[int]:
+    """The heatmaps' default epochs: the first, a middle and the last epoch in which the images'
+    ratios differ (the untrained network gives every image the same ratios: an empty row)."""
+    available = run.ratio_epochs
+    trained = [e for e in available if not is_uniform(run.ratios(e).ratios)] or available[-1:]
+    return sorted({trained[0], trained[len(trained) // 2], trained[-1]})
+
+
 def ratio_heatmaps(
     run: RunFolder, epochs: list[int] | None = None, centred: bool = False
 ) -> Figure:
-    """Mean ratio per category (rows) and layer (columns), one panel per normalizer and epoch.
+    """Mean ratio per category (rows) and EN layer (columns, named stage.block.position), one
+    panel per normalizer and epoch, all on one colour scale (one colour bar).
 
-    ``centred`` subtracts each layer's mean over categories and uses a diverging scale: the
-    layers where categories differ stand out (the plain map is dominated by layer differences).
+    ``epochs``: default ``heatmap_epochs``. ``centred`` subtracts each layer's mean over
+    categories and uses a diverging scale: the layers where categories differ stand out (the
+    plain map is dominated by layer differences).
     """
-    available = run.ratio_epochs
-    epochs = epochs or sorted({available[0], available[len(available) // 2], available[-1]})
+    epochs = epochs or heatmap_epochs(run)
     loaded = [run.ratios(e) for e in epochs]
     k = loaded[0].ratios.shape[2]
-    fig = _Figure(figsize=(4.2 * k, 2.0 * len(epochs) + 0.8))
-    axes = fig.subplots(len(epochs), k, squeeze=False)
-    for row, r in zip(axes, loaded):
-        classes = r.present
-        means = np.stack([r.ratios[r.labels == c].mean(0) for c in classes])  # (C, L, K)
+    n_layers = loaded[0].ratios.shape[1]
+    panels = []  # (ratios file, the category means (C, L, K))
+    for r in loaded:
+        means = np.stack([r.ratios[r.labels == c].mean(0) for c in r.present])  # (C, L, K)
         if centred:
             means = means - means.mean(0, keepdims=True)
+        panels.append((r, means))
+    values = np.concatenate([m.ravel() for _, m in panels])
+    if centred:
+        limit = max(float(np.nanmax(np.abs(values))), 1e-3)  # float noise stays white
+        scale = dict(cmap="RdBu_r", vmin=-limit, vmax=limit)
+        unit = "ratio minus the layer's mean over categories"
+    else:
+        scale = dict(cmap="magma", vmin=float(np.nanmin(values)), vmax=float(np.nanmax(values)))
+        unit = "mean ratio (0 to 1; the K ratios of a layer sum to 1)"
+    n_classes = len(loaded[0].present)
+    fig = _Figure(
+        figsize=(max(12.0, 0.09 * n_layers * k + 2.5), (0.16 * n_classes + 1.9) * len(epochs)),
+        layout="constrained",
+    )
+    axes = fig.subplots(len(epochs), k, squeeze=False)
+    layer_names = [layer_label(n) for n in loaded[0].layer_names]
+    for row, (r, means) in zip(axes, panels):
         for j, ax in enumerate(row):
-            values = means[:, :, j]
-            if centred:
-                limit = max(float(np.abs(values).max()), 1e-3)  # float noise stays white
-                im = ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit)
-            else:
-                im = ax.imshow(values, aspect="auto", cmap="magma")
-            ax.set_yticks(range(len(classes)), display_names(r.categories, classes), fontsize=6)
-            what = "ratio - mean over categories" if centred else "ratio"
-            ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()} {what}", fontsize=9)
-            ax.set_xlabel("EN layer (input → output)", fontsize=7)
-            fig.colorbar(im, ax=ax, fraction=0.04)
-    fig.suptitle(f"Mean ratio per category and EN layer ({run.label})", fontsize=11)
-    fig.tight_layout()
+            im = ax.imshow(means[:, :, j], aspect="auto", interpolation="nearest", **scale)
+            ax.set_yticks(range(len(r.present)), display_names(r.categories, r.present), fontsize=6)
+            ax.set_xticks(range(n_layers), layer_names, rotation=90, fontsize=4)
+            ax.tick_params(axis="x", length=2, pad=1)
+            ax.set_title(f"Epoch {r.epoch}: {r.normalizers[j].upper()}", fontsize=9)
+            ax.set_xlabel("EN layer (stage.block.position, input → output)", fontsize=7)
+            ax.set_ylabel("category", fontsize=7)
+    bar = fig.colorbar(im, ax=axes, fraction=0.025, pad=0.01, aspect=30, shrink=0.7)
+    bar.set_label(unit, fontsize=8)
+    what = "minus the layer's mean over categories " if centred else ""
+    fig.suptitle(
+        f"Mean ratio per category and EN layer {what}({run.label}); one colour scale",
+        fontsize=11,
+    )
     return fig
 
 
@@ -426,8 +532,8 @@ def ratios_over_epochs(
     n_layers, k = r0.ratios.shape[1:]
     layers = layers or [0, n_layers // 2, n_layers - 1]
     chosen = resolve_categories(categories, r0.categories) if categories else r0.present[:4]
-    fig = _Figure(figsize=(4 * len(layers), 2.3 * k + 0.5))
-    axes = fig.subplots(k, len(layers), squeeze=False, sharex=True)
+    fig = _Figure(figsize=(4 * len(layers), 2.6 * k + 0.7))
+    axes = fig.subplots(k, len(layers), squeeze=False)
     for j in range(k):
         for col, layer in enumerate(layers):
             ax = axes[j, col]
@@ -437,15 +543,17 @@ def ratios_over_epochs(
                 ax.plot(epochs, mean, color=COLOURS[i], label=display_names(r0.categories, [c])[0])
                 ax.fill_between(epochs, mean - std, mean + std, color=COLOURS[i], alpha=0.2)
             _drops(ax, run)
-            ax.set_title(f"{r0.layer_names[layer]}: {r0.normalizers[j].upper()}", fontsize=9)
-            if col == 0:
-                ax.set_ylabel("ratio")
-            if j == k - 1:
-                ax.set_xlabel("epoch")
+            norm = r0.normalizers[j].upper()
+            ax.set_title(f"{layer_label(r0.layer_names[layer])}: {norm}", fontsize=9)
+            ax.set_ylabel(f"{norm} ratio (0 to 1)", fontsize=8)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(chosen), frameon=False)
+    handles.append(Line2D([], [], color=DROP_COLOUR, linestyle=":"))
+    labels.append(DROP_LABEL)
+    bottom = bottom_legend(fig, handles, labels, ncol=len(labels), fontsize=10)
     fig.suptitle(f"Ratios over epochs, mean ± 1 std per category ({run.label})", fontsize=11)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -548,6 +656,7 @@ def decoding_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
         index="index", columns="epoch", values="accuracy"
     )
     names = layers[layers.space == "ratios"].drop_duplicates("index").set_index("index").name
+    names = names.map(layer_label)
     chance = float(table.chance.iloc[0])
     panels = [(ratios, "ratios: leave-one-out accuracy", "viridis", (chance, None))]
     statistics = layers[layers.space == "statistics"]
@@ -572,15 +681,23 @@ def decoding_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
         ax.set_xticks(range(matrix.shape[1]), matrix.columns)
         ax.set_yticks(range(len(names)), names.loc[matrix.index], fontsize=5)
         ax.set_xlabel("epoch")
+        ax.set_ylabel("EN layer (stage.block.position, input → output)")
         ax.set_title(title, fontsize=10)
         bar = fig.colorbar(im, ax=ax, fraction=0.05)
         if cmap == "viridis":
-            bar.set_label(f"accuracy (the scale starts at chance, {chance:.2f})")
+            bar.set_label(f"accuracy, fraction of images (from chance, {chance:.2f})")
         else:
-            bar.set_label("accuracy difference")
+            bar.set_label("accuracy difference (fraction of images)")
     fig.suptitle(f"The category decoded from each EN layer's ratios ({run.label})", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+STABILITY_TITLES = {
+    "ratios": "EN ratios",
+    "statistics": "the statistics the ratio heads read",
+    "features": "penultimate features",
+}
 
 
 def stability_figure(run: RunFolder, table: pd.DataFrame, measure: str = "cka") -> Figure:
@@ -602,12 +719,15 @@ def stability_figure(run: RunFolder, table: pd.DataFrame, measure: str = "cka") 
         ax.set_yticks(range(len(epochs)), epochs, fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_ylabel("epoch")
-        ax.set_title(space, fontsize=10)
+        ax.set_title(STABILITY_TITLES.get(space, space), fontsize=10)
     fig.colorbar(
         im,
         ax=list(axes),
         fraction=0.03,
-        label={"cka": "linear CKA", "rdm": "r of the category RDMs"}[measure],
+        label={
+            "cka": "linear CKA between the two epochs (0 to 1)",
+            "rdm": "Pearson r of the two epochs' category RDMs",
+        }[measure],
     )
     fig.suptitle(f"How much each representation changes between epochs ({run.label})", fontsize=11)
     return fig
@@ -617,7 +737,7 @@ def ablation_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
     """Accuracy on the evaluation images over epochs with the EN ratios as computed, replaced by
     the layer's mean, shuffled across images, or the category's mean (``ablation.csv``), and
     each replacement's accuracy minus the computed ratios'."""
-    fig = _Figure(figsize=(12, 4.2))
+    fig = _Figure(figsize=(12, 4.8))
     axes = fig.subplots(1, 2)
     for i, (condition, sel) in enumerate(table.groupby("condition", sort=False)):
         colour = COLOURS[i * 2 % len(COLOURS)]
@@ -628,7 +748,11 @@ def ablation_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
             axes[1].plot(sel.epoch, sel.difference, **style)
             _band(axes[1], sel.epoch, sel.difference_ci_low, sel.difference_ci_high, colour)
     axes[1].axhline(0, color="black", linewidth=0.8)
-    for ax, label in zip(axes, ("accuracy", "accuracy minus with the computed ratios")):
+    labels = (
+        "accuracy (fraction of images)",
+        "accuracy minus the computed ratios'\n(fraction of images)",
+    )
+    for ax, label in zip(axes, labels):
         _drops(ax, run)
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
@@ -636,13 +760,15 @@ def ablation_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
     axes[0].set_title("accuracy on the evaluation images", fontsize=10)
     axes[1].set_title("what replacing the ratios costs (below 0) or gains", fontsize=10)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="EN ratios", loc="center right", frameon=False)
+    handles.append(Line2D([], [], color=DROP_COLOUR, linestyle=":"))
+    labels.append("learning-rate drop")
+    bottom = bottom_legend(fig, handles, labels, ncol=len(labels), title="EN ratios")
     fig.suptitle(
         f"Does the network use its per-sample ratios? ({run.label}); bands: 95% intervals "
         "(images resampled)",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
 
 
@@ -697,14 +823,29 @@ def replicates_figure(table: pd.DataFrame, runs: list[RunFolder]) -> Figure:
     min and max of every number across ``runs``, ``pipeline.replicates``): the mean, +- 1 sd
     shaded, the range as thin lines."""
     panels = [
-        ("clustering", Metric.SILHOUETTE, "Silhouette of categories"),
-        ("clustering", Metric.KNN, "Leave-one-out k-NN accuracy"),
-        ("clustering", Metric.CENTROID_SHIFT, "Centroid shift since last epoch"),
-        ("wordnet", "spearman", "WordNet vs cluster distances (Spearman r)"),
+        (
+            "clustering",
+            Metric.SILHOUETTE,
+            "Silhouette of categories",
+            "silhouette score (-1 to 1; 0: no clusters)",
+        ),
+        ("clustering", Metric.KNN, "Leave-one-out k-NN accuracy", "accuracy (fraction of images)"),
+        (
+            "clustering",
+            Metric.CENTROID_SHIFT,
+            "Centroid shift since the previous epoch",
+            "shift (in mean centroid distances)",
+        ),
+        (
+            "wordnet",
+            "spearman",
+            "WordNet vs cluster distances",
+            "Spearman r, WordNet vs cluster distances",
+        ),
     ]
-    fig = _Figure(figsize=(17, 3.8))
+    fig = _Figure(figsize=(17, 4.4))
     axes = fig.subplots(1, len(panels))
-    for ax, (source, metric, title) in zip(axes, panels):
+    for ax, (source, metric, title, ylabel) in zip(axes, panels):
         for space, dims, label, colour in SERIES:
             sel = select(table, source=source, space=space, dims=dims, metric=metric)
             if sel.empty:
@@ -716,13 +857,16 @@ def replicates_figure(table: pd.DataFrame, runs: list[RunFolder]) -> Figure:
         _drops(ax, runs[0])
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False, fontsize=9)
+    handles.append(Line2D([], [], color=DROP_COLOUR, linestyle=":"))
+    labels.append(DROP_LABEL)
+    bottom = bottom_legend(fig, handles, labels, ncol=4)
     fig.suptitle(
         f"{len(runs)} seeds ({describe_data(runs[0].config.data)}): mean, ± 1 sd "
         "shaded, min and max as thin lines",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     return fig
