@@ -394,7 +394,7 @@ def clustering_figure(run: RunFolder, table: pd.DataFrame) -> Figure:
 
 def wordnet_figure(run: RunFolder, result: Comparison) -> Figure:
     """Mantel correlation over epochs (ratios vs baselines) and the last epoch's two matrices
-    (``result`` from ``wordnet.compare``)."""
+    (``result`` from ``wordnet.wordnet_comparison``)."""
     table = result.table
     labels = display_names(result.categories, list(range(len(result.categories))))
     fig = _Figure(figsize=(15, 5.4))
