@@ -38,6 +38,8 @@ class Summary:
     verdict: str = ""  # the verdict table, Markdown
 
     def text(self) -> str:
+        """The summary as ``reproduce`` prints it: each step's status, the numbers, the notes, the
+        outputs and the verdict table."""
         lines = [f"run: {self.run}"]
         lines += [f"  {step:8s} {status}" for step, status in self.steps.items()]
         lines += [f"  {k}: {v:.4g}" for k, v in self.numbers.items()]
