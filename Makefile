@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/pip install -q --no-compile
 COMPILE := $(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; \
 	print(sysconfig.get_paths()["purelib"])')" >/dev/null || :
 
-.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference bench clean
+.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference docs docs-check bench clean
 
 setup: $(VENV)/.installed
 
@@ -64,17 +64,34 @@ test-numerics: setup-test
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -p no:cacheprovider $(NUMERICS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check en_analysis tests benchmarks
-	$(BIN)/ruff format --check en_analysis tests benchmarks
+	$(BIN)/ruff check en_analysis tests benchmarks scripts
+	$(BIN)/ruff format --check en_analysis tests benchmarks scripts
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format en_analysis tests benchmarks
-	$(BIN)/ruff check --fix en_analysis tests benchmarks
+	$(BIN)/ruff format en_analysis tests benchmarks scripts
+	$(BIN)/ruff check --fix en_analysis tests benchmarks scripts
 
 # docs/settings.md and docs/cli.md, generated from the settings' and steps' declarations and the
 # parser (a test fails when the committed files are not what the code generates)
 docs-reference: setup
 	$(BIN)/python -m en_analysis.cli.reference
+
+# The documentation site (mkdocs.yml; docs/guide/development.md says how it is built): the docs
+# extras, the notebooks executed against a run (EN_ANALYSIS_RUN, else runs/fashion-mnist, else a
+# tiny run trained into build/docs-run), then mkdocs with warnings as errors, into site/.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[docs]'
+	$(COMPILE)
+	touch $@
+
+docs: $(VENV)/.installed-docs  ## this site -> site/
+	$(BIN)/python scripts/build_notebooks.py
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# the built site in Debian's headless chromium: screenshots (build/docs-screenshots/) not blank,
+# the search finds the API (make setup-test installs chromium)
+docs-check: setup-test $(VENV)/.installed-docs
+	$(BIN)/python scripts/check_site.py
 
 bench: setup  ## timing ratios (see benchmarks/)
 	$(BIN)/python benchmarks/en_layer.py
@@ -83,4 +100,4 @@ bench: setup  ## timing ratios (see benchmarks/)
 	$(BIN)/python benchmarks/tsne.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site build docs/notebooks
