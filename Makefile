@@ -86,7 +86,7 @@ $(VENV)/.installed-docs: $(VENV)/.installed
 
 docs: $(VENV)/.installed-docs  ## this site -> site/
 	$(BIN)/python scripts/build_notebooks.py
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # the built site in Debian's headless chromium: screenshots (build/docs-screenshots/) not blank,
 # the search finds the API (make setup-test installs chromium)

@@ -81,7 +81,7 @@ def check_search(page, url: str, png: Path, failures: list[str]) -> None:
     box = page.locator("input.md-search__input")
     if not box.is_visible():
         page.locator("label.md-header__button[for='__search']").click()
-    box.fill(QUERY)
+    box.press_sequentially(QUERY, delay=30)  # real key presses: the search reads them as typed
     results = page.locator(".md-search-result__item")
     try:
         results.first.wait_for(state="visible", timeout=15_000)
