@@ -325,10 +325,11 @@ def _with_p(result: Result, p: float) -> Result:
 
 
 def claim1_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str]) -> list[Row]:
-    """The rows of claim 1 (semantic clusters): the ratios' k-NN accuracy at the last epoch
-    against chance, then against the pixels, the statistics and random heads (one Holm family),
-    with the first row repeated for each control space in ``spaces`` for its specificity.
-    Several ``evidence`` are replicates: each row then tests their mean."""
+    """The rows of claim 1 (semantic clusters): the k-NN accuracy at the last epoch against
+    chance for each of ``spaces`` (the ratios', and each control's for the specificity check;
+    a family each), then the ratios' against the pixels', the statistics' and random heads'
+    (one Holm family; random heads with the ratios' rank among them). Several ``evidence`` are
+    replicates: each row then tests their mean."""
     e0 = evidence[0]
     a, last, n = e0.settings, e0.last, len(e0.labels)
     rows = []
