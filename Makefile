@@ -16,7 +16,7 @@ PIP_INSTALL := $(BIN)/pip install -q --no-compile
 COMPILE := $(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; \
 	print(sysconfig.get_paths()["purelib"])')" >/dev/null || :
 
-.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference readme bench clean
+.PHONY: setup setup-test reproduce quick test test-numerics lint format docs-reference docs docs-check readme bench clean
 
 setup: $(VENV)/.installed
 
@@ -85,6 +85,23 @@ readme: setup  ## README.md's tables from figures/'s CSVs (RUN=runs/fashion-mnis
 # run by hand.
 BENCHMARKS ?= en_layer options epoch extract tsne compiled
 
+# The documentation site (mkdocs.yml; docs/guide/development.md says how it is built): the docs
+# extras, the notebooks executed against a run (EN_ANALYSIS_RUN, else runs/fashion-mnist, else a
+# tiny run trained into build/docs-run), then mkdocs with warnings as errors, into site/.
+$(VENV)/.installed-docs: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[docs]'
+	$(COMPILE)
+	touch $@
+
+docs: $(VENV)/.installed-docs  ## this site -> site/
+	$(BIN)/python scripts/build_notebooks.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# the built site in Debian's headless chromium: screenshots (build/docs-screenshots/) not blank,
+# the search finds the API (make setup-test installs chromium)
+docs-check: setup-test $(VENV)/.installed-docs
+	$(BIN)/python scripts/check_site.py
+
 bench: setup  ## timing ratios (see benchmarks/)
 	@set -e; for b in $(BENCHMARKS); do \
 		echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
@@ -93,4 +110,4 @@ bench-%: setup
 	$(BIN)/python benchmarks/$*.py
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site build docs/notebooks

@@ -45,6 +45,7 @@ class Result:
 
     @property
     def measured(self) -> bool:
+        """Whether the test was computed: a finite estimate and p-value (not ``NOT_MEASURED``)."""
         return bool(np.isfinite(self.estimate) and np.isfinite(self.p_value))
 
 

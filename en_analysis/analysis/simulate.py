@@ -41,9 +41,11 @@ class Rate:
 
     @property
     def value(self) -> float:
+        """The observed rate, ``hits / n``."""
         return self.hits / self.n
 
     def interval(self) -> tuple[float, float]:
+        """The rate's exact (Clopper-Pearson) 95% binomial interval, ``(low, high)``."""
         ci = binomtest(self.hits, self.n).proportion_ci(0.95, method="exact")
         return ci.low, ci.high
 
@@ -52,6 +54,7 @@ class Rate:
         return binomtest(self.hits, self.n, rate, alternative="greater").pvalue >= 0.05
 
     def at_least(self, rate: float) -> bool:
+        """Not significantly below ``rate`` (one-sided exact binomial test at 5%)."""
         return binomtest(self.hits, self.n, rate, alternative="less").pvalue >= 0.05
 
     def near(self, rate: float) -> bool:
@@ -64,6 +67,8 @@ class Rate:
 
 
 def labels(k: int = K, per_category: int = PER_CATEGORY) -> np.ndarray:
+    """The labels of a simulated evaluation set: ``per_category`` images of each of ``k``
+    categories, in category order."""
     return np.repeat(np.arange(k), per_category)
 
 

@@ -104,6 +104,11 @@ class Measure:
 
 @dataclass
 class Row:
+    """One row of ``verdict.csv`` before Holm's adjustment: the claim and comparison, the space
+    and criterion tested, the unit resampled and how many, the test's ``Result``, the compared
+    values as text, and the family within which Holm adjusts (plus the rank among random heads
+    where the row has one)."""
+
     claim: str
     comparison: str
     space: str
@@ -145,6 +150,12 @@ class Evidence:
 
     @classmethod
     def of_run(cls, run, epochs: list[int] | None = None) -> Evidence:
+        """The evidence of a run through its analysis: the WordNet distances of its
+        categories, the spaces (ratios, pixels, features, statistics, ...) and random heads of
+        every extracted epoch (or of ``epochs``), read from the ratio files when first asked
+        for, and the last epoch's ablation outcomes where ``ablate`` has run. Raises
+        ``UserError`` when the ratio files lack the heads' inputs (extracted before they were
+        stored)."""
         a = run.config.analysis
         epochs = epochs or run.extracted_epochs()
         pixels = run.pixels()["pixels"]
@@ -175,13 +186,17 @@ class Evidence:
         return self._cache[key]
 
     def spaces(self, epoch: int) -> dict[str, np.ndarray]:
+        """The spaces at ``epoch``: space name -> (N, D) vectors, computed once and cached."""
         return self._cached(("spaces", epoch), lambda: self._space_fn(epoch))
 
     def has(self, epoch: int, space: str) -> bool:
+        """Whether ``space`` was measured at ``epoch`` (the pixels, for example, only at the
+        epochs the evidence holds)."""
         return epoch in self.epochs and space in self.spaces(epoch)
 
     @property
     def has_heads(self) -> bool:
+        """Whether random heads were given (the "beyond random heads" rows need them)."""
         return self._head_fn is not None
 
     def knn(self, epoch: int, space: str, draws: Draws) -> Measure:
@@ -249,6 +264,10 @@ class Draws:
 
     @classmethod
     def make(cls, labels: np.ndarray, k: int, a) -> Draws:
+        """The shared resamples of one analysis: ``analysis.verdict_bootstrap`` image and
+        category draws from ``analysis.bootstrap_seed`` and ``analysis.permutations`` label
+        permutations from ``analysis.permutation_seed``, for ``labels`` in ``k`` categories
+        (``a`` is the analysis's settings)."""
         boot = np.random.default_rng([a.bootstrap_seed, 7])
         images = bootstrap.bootstrap_counts(labels, a.verdict_bootstrap, boot)
         categories = bootstrap.category_draws(k, a.verdict_bootstrap, boot)
@@ -307,6 +326,11 @@ def _with_p(result: Result, p: float) -> Result:
 
 
 def claim1_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str]) -> list[Row]:
+    """The rows of claim 1 (semantic clusters): the k-NN accuracy at the last epoch against
+    chance for each of ``spaces`` (the ratios', and each control's for the specificity check;
+    a family each), then the ratios' against the pixels', the statistics' and random heads'
+    (one Holm family; random heads with the ratios' rank among them). Several ``evidence`` are
+    replicates: each row then tests their mean."""
     e0 = evidence[0]
     a, last, n = e0.settings, e0.last, len(e0.labels)
     rows = []
@@ -372,6 +396,10 @@ def _r_measure(model: np.ndarray, data: np.ndarray, draws: Draws, control=None) 
 
 
 def claim2_rows(evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str]) -> list[Row]:
+    """The rows of claim 2 (appearance embedding): Spearman r between the WordNet distances
+    and the cross-validated category distances at the last epoch against no relation (exact
+    Mantel test), against the pixels and random heads (one Holm family), and the partial r
+    given the pixels' distances (descriptive, untested)."""
     e0 = evidence[0]
     a, last, k = e0.settings, e0.last, len(e0.classes)
     wn = upper(e0.wordnet)
@@ -535,6 +563,11 @@ def _rdm_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def claim3_rows(
     evidence: Sequence[Evidence], draws: Draws, spaces: Sequence[str], lr_drops: list[int]
 ) -> list[Row]:
+    """The rows of claim 3 (clustering dynamic): "formed early" (k-NN above chance at the
+    epoch before the first of ``lr_drops`` against ``formed_share`` of the last epoch's) and
+    "settles after the first drop" (the category geometry moves less in the first epoch at the
+    lower rate than in the epoch before), each also for the control spaces that train; "not
+    measured", with the reason, where the schedule leaves nothing to compare."""
     e0 = evidence[0]
     a, last, n = e0.settings, e0.last, len(e0.labels)
     d = lr_drops[0] if lr_drops else None

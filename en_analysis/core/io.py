@@ -90,10 +90,13 @@ def read_csv(path: Path):
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (a temporary file renamed into place); returns
+    ``path``."""
     return atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` as UTF-8, atomically; returns ``path``."""
     return atomic_write_bytes(path, text.encode())
 
 

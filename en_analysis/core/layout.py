@@ -29,6 +29,7 @@ EPOCH_FILE = re.compile(r"epoch-(\d{3,})(\.\w+)")
 
 
 def epoch_file(folder: Path, epoch: int, suffix: str) -> Path:
+    """The file of ``epoch`` in ``folder``: ``epoch-XXX<suffix>`` (at least three digits)."""
     return folder / f"epoch-{epoch:03d}{suffix}"
 
 
@@ -44,6 +45,8 @@ def epoch_files(folder: Path, suffix: str) -> dict[int, Path]:
 
 
 def check_analysis_name(name: str) -> str:
+    """Return ``name`` if it is a valid analysis name (1 to 64 letters, digits, ``.``, ``_``
+    or ``-``, starting with a letter or digit), else raise ``UserError``."""
     if not ANALYSIS_NAME.fullmatch(name):
         raise UserError(
             f"analysis name {name!r} must be a plain name of 1 to 64 letters, digits, '.', '_' "
@@ -61,6 +64,8 @@ class AnalysisLayout:
 
     @property
     def root(self) -> Path:
+        """The analysis's folder: the run folder for the default analysis, else
+        ``analyses/NAME/``."""
         if self.name == DEFAULT_ANALYSIS:
             return self.run
         return self.run / "analyses" / self.name
@@ -74,39 +79,49 @@ class AnalysisLayout:
 
     @property
     def ratios(self) -> Path:
+        """The folder of the ratio files, ``ratios/``."""
         return self.root / "ratios"
 
     def ratio_file(self, epoch: int) -> Path:
+        """The ratio file of ``epoch``, ``ratios/epoch-XXX.npz``."""
         return epoch_file(self.ratios, epoch, ".npz")
 
     @property
     def pixels(self) -> Path:
+        """The evaluation images' pixels, ``ratios/pixels.npz``."""
         return self.ratios / "pixels.npz"
 
     @property
     def embeddings(self) -> Path:
+        """The folder of the t-SNE maps, ``embeddings/``."""
         return self.root / "embeddings"
 
     def embedding_file(self, epoch: int) -> Path:
+        """The t-SNE map of ``epoch``, ``embeddings/epoch-XXX.npz``."""
         return epoch_file(self.embeddings, epoch, ".npz")
 
     @property
     def tables(self) -> Path:
+        """The folder of the tables, ``analysis/``."""
         return self.root / "analysis"
 
     def table(self, name: str) -> Path:
+        """The table called ``name`` (``"clustering.csv"``, ...) in ``analysis/``."""
         return self.tables / name
 
     @property
     def figures(self) -> Path:
+        """The folder of the figures and the explorer page, ``figures/``."""
         return self.root / "figures"
 
     @property
     def projector(self) -> Path:
+        """The folder of the TensorBoard projector files, ``projector/``."""
         return self.root / "projector"
 
     @property
     def provenance(self) -> Path:
+        """The analysis's ``provenance.json``: each output's digest, inputs and settings."""
         return self.root / "provenance.json"
 
     def outputs(self) -> list[Path]:
@@ -123,14 +138,17 @@ class RunLayout:
 
     @property
     def config(self) -> Path:
+        """The run's resolved settings, ``config.toml``."""
         return self.root / "config.toml"
 
     @property
     def identity(self) -> Path:
+        """The run's identity, ``run.json`` (its id, creation, resumes)."""
         return self.root / "run.json"
 
     @property
     def metrics(self) -> Path:
+        """The training log, ``metrics.csv`` (one row per epoch)."""
         return self.root / "metrics.csv"
 
     @property
@@ -140,12 +158,16 @@ class RunLayout:
 
     @property
     def checkpoints(self) -> Path:
+        """The folder of the per-epoch checkpoints, ``checkpoints/``."""
         return self.root / "checkpoints"
 
     def checkpoint(self, epoch: int) -> Path:
+        """The checkpoint of ``epoch``, ``checkpoints/epoch-XXX.pt`` (epoch 0: the initial
+        weights)."""
         return epoch_file(self.checkpoints, epoch, ".pt")
 
     def analysis(self, name: str = DEFAULT_ANALYSIS) -> AnalysisLayout:
+        """The layout of the analysis called ``name`` (checked with ``check_analysis_name``)."""
         return AnalysisLayout(self.root, check_analysis_name(name))
 
     def analysis_names(self) -> list[str]:

@@ -233,6 +233,9 @@ class ExemplarNorm2d(nn.Module):
         return (*_affine(self.affine, s.scale, s.shift, self.weight, self.bias), s.lam)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Normalize ``x`` (N, C, H, W) with each sample's mixture of the normalizers; the
+        ratios used stay in ``last_ratios`` (N, K). Runs the C++ kernel on CPU where it is
+        available, else the Python implementation (``code_path(x)`` says which)."""
         if x.dim() != 4 or x.shape[1] != self.num_features:
             raise UserError(
                 f"ExemplarNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), "
@@ -373,6 +376,7 @@ class ExemplarNorm2d(nn.Module):
             self.num_batches_tracked.zero_()
 
     def extra_repr(self) -> str:
+        """The layer's arguments, as ``BatchNorm2d`` shows its own in ``repr(model)``."""
         return (
             f"{self.num_features}, normalizers={self.normalizers}, eps={self.eps}, "
             f"momentum={self.momentum}, affine={self.affine}, "

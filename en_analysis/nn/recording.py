@@ -47,6 +47,7 @@ class HeadInputs:
         return np.concatenate([[0], np.cumsum(self.channels)])
 
     def layer(self, j: int) -> slice:
+        """The columns of layer ``j``'s channels in ``mean`` and ``logstd``."""
         start, stop = self.offsets[j : j + 2]
         return slice(int(start), int(stop))
 
@@ -137,6 +138,7 @@ class RatioRecorder:
         self.clear()
 
     def clear(self) -> None:
+        """Forget everything recorded so far (entering a ``with`` block does this too)."""
         self._ratios: list[list[torch.Tensor]] = [[] for _ in self.layers]
         self._inputs: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in self.layers]
         self._features: list[torch.Tensor] = []
@@ -210,6 +212,8 @@ class RatioRecorder:
         )
 
     def penultimate(self) -> np.ndarray:
+        """The penultimate features (the input of the model's ``fc``) of every recorded image,
+        (N, D); empty when the recorder was made without ``features``."""
         return torch.cat(self._features).numpy() if self._features else np.zeros((0, 0), np.float32)
 
 

@@ -81,6 +81,7 @@ class ResNet(nn.Module):
         return self.avgpool(x).flatten(1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Class logits (N, num_classes) of a batch of images."""
         return self.fc(self.features(x))
 
 

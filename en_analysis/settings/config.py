@@ -40,6 +40,9 @@ SEED = dict(minimum=0, maximum=SEED_LIMIT)
 
 @dataclass
 class ModelConfig:
+    """The ``[model]`` settings: the network (EN or BN, width, stem, normalizers, the ratio
+    heads' reduction). A trained run keeps them."""
+
     norm: str = setting(
         "en", "Exemplar Normalization or plain BatchNorm2d", effect=RUN, choices=choices.NORMS
     )
@@ -77,6 +80,10 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    """The ``[data]`` settings: the dataset, where it is, how many training images, their
+    size and the loaders. A trained run keeps them, except where the data is
+    (``root``) and how it is loaded."""
+
     dataset: str = setting(
         "fashion-mnist", "the training and held-out images", effect=RUN, choices=choices.DATASETS
     )
@@ -124,6 +131,10 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    """The ``[train]`` settings: epochs, batch, the optimizer and learning-rate schedule, the
+    seed, and where and how training runs. A resume may change the schedule and where it
+    runs; the rest a trained run keeps."""
+
     epochs: int = setting(12, "epochs to train", effect=SCHEDULE, minimum=1, maximum=10_000)
     batch_size: int = setting(
         64,
@@ -177,6 +188,10 @@ class TrainConfig:
 
 @dataclass
 class AnalysisConfig:
+    """The ``[analysis]`` settings: the evaluation images, t-SNE, the metrics, the WordNet
+    comparison, the controls, resampling and the verdict's margins. They belong to an
+    analysis of a run, not to the run: a named analysis has its own."""
+
     categories: list[str] = setting(
         [],
         "the evaluation categories ([] = all)",
@@ -289,6 +304,9 @@ class AnalysisConfig:
 
 @dataclass
 class Config:
+    """A run's complete settings: its name and the four sections. ``load_config`` resolves
+    them from defaults, a preset, a ``--config`` file and ``--set`` overrides."""
+
     name: str = setting(
         "run",
         "the run's name (the default run folder is runs/NAME)",
@@ -301,10 +319,13 @@ class Config:
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as nested plain values (what ``config.toml`` holds)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
+        """Settings from nested plain values (a parsed TOML file): unset keys keep their
+        defaults; an unknown or ill-typed key raises ``UserError`` naming ``source``."""
         config = cls()
         _merge(config, values, source)
         return config
@@ -334,6 +355,7 @@ def value_of(config: Config, key: str):
 
 
 def preset_names() -> list[str]:
+    """The names of the packaged presets (``fashion-mnist``, ...), sorted."""
     return sorted(
         p.name[:-5]
         for p in resources.files("en_analysis.settings.presets").iterdir()
@@ -434,12 +456,15 @@ def check_knn(analysis: AnalysisConfig, samples: int) -> None:
 
 
 def save_config(config: Config, path: Path) -> None:
+    """Write ``config`` to ``path`` as TOML, atomically."""
     from ..core.io import atomic_write_bytes
 
     atomic_write_bytes(path, tomli_w.dumps(config.to_dict()).encode())
 
 
 def read_config(path: Path) -> Config:
+    """Read a ``config.toml`` (or any settings file of the same sections); unset keys keep
+    their defaults."""
     text = read_text(path)
     return Config.from_dict(_read_toml(text, str(path)), str(path))
 
@@ -452,6 +477,7 @@ def save_analysis_settings(settings: AnalysisConfig, path: Path) -> None:
 
 
 def read_analysis_settings(path: Path) -> AnalysisConfig:
+    """Read and validate a named analysis's ``analysis.toml``; returns its settings."""
     config = read_config(path)
     validate(config)
     return config.analysis

@@ -140,6 +140,8 @@ SEED_LIMIT = 2**32 - 1  # numpy's and openTSNE's generators take 32-bit seeds
 
 
 def check_normalizers(what: str, names: list) -> None:
+    """Check that ``names`` are distinct normalizers of ``in``, ``ln``, ``bn``, ``gn`` (at least
+    one); ``what`` names the setting in the error."""
     if (
         not names
         or any(n not in choice.NORMALIZERS for n in names)
@@ -149,6 +151,7 @@ def check_normalizers(what: str, names: list) -> None:
 
 
 def check_drops(what: str, drops: list) -> None:
+    """Check that learning-rate drops are strictly increasing epoch numbers of at least 1."""
     if any(not isinstance(d, int) or d < 1 for d in drops) or any(
         a >= b for a, b in zip(drops, drops[1:])
     ):
@@ -156,11 +159,14 @@ def check_drops(what: str, drops: list) -> None:
 
 
 def check_epochs(what: str, epochs: list) -> None:
+    """Check that ``epochs`` are epoch numbers (integers >= 0)."""
     if any(not isinstance(e, int) or e < 0 for e in epochs):
         raise UserError(f"{what} must be a list of epoch numbers")
 
 
 def check_categories(what: str, categories: list) -> None:
+    """Check that categories are distinct names (a category listed twice would count as two
+    classes of the same images)."""
     if any(not isinstance(c, str) for c in categories):  # [1, 2] in TOML: numbers, not names
         quoted = ", ".join(repr(str(c)) for c in categories)
         raise UserError(f"{what} must be names in quotes, e.g. [{quoted}]")
@@ -170,6 +176,7 @@ def check_categories(what: str, categories: list) -> None:
 
 
 def check_name(what: str, name: str) -> None:
+    """Check that a run's name is a plain name, not a path (it names the run folder)."""
     if not name or name in (".", "..") or any(c in name for c in "/\\\0"):
         raise UserError(
             f"{what} {name!r} must be a plain name (it names the run folder), not a path"

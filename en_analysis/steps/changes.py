@@ -66,6 +66,7 @@ class Changes:
         return bool(self.all)
 
     def with_effect(self, *effects: Effect) -> list[Change]:
+        """The changes whose effect is one of ``effects`` (``Effect.RUN``, ``SCHEDULE``, ...)."""
         return [c for c in self.all if c.effect in effects]
 
     @property

@@ -30,6 +30,8 @@ VERSION = 1
 
 
 def build_model(config: Config, num_classes: int, in_channels: int) -> ResNet:
+    """The model ``config.model`` describes, for ``num_classes`` classes of images with
+    ``in_channels`` channels (freshly initialised)."""
     m = config.model
     return en_resnet50(
         num_classes,
@@ -57,6 +59,9 @@ def save_checkpoint(
     metrics: dict[str, float] | None = None,
     run_id: str = "",
 ) -> Path:
+    """Write a checkpoint atomically: the model's weights, its settings, epoch, classes and
+    synsets, the run's id, and optionally the optimizer's state and the epoch's
+    ``metrics.csv`` row. Returns ``path``."""
     state = {
         "format": FORMAT,
         "version": VERSION,

@@ -26,6 +26,7 @@ class Process:
 
     @property
     def main(self) -> bool:
+        """Whether this is the process that writes (rank 0)."""
         return self.rank == 0
 
 

@@ -190,6 +190,8 @@ def train_epoch(
 
 
 def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """The training log ``metrics.csv`` of the run in ``run_dir`` (an empty table with its
+    columns when there is none yet)."""
     path = RunLayout(Path(run_dir)).metrics
     if not path.exists():
         return pd.DataFrame(columns=METRIC_COLUMNS)
