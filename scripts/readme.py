@@ -1,15 +1,16 @@
 """The README's numbers, written from the default run's tables so they cannot go stale.
 
-The blocks between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md are
-this script's output, from the CSVs committed in ``figures/`` (copies of the default run's
-``metrics.csv`` and ``analysis/verdict.csv``, and of ``analysis/replicate_verdict.csv`` of its
-three seeds) and the ``fashion-mnist`` preset's settings:
+The blocks between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md and
+docs/results.md are this script's output, from the CSVs committed in ``figures/`` (copies of
+the default run's ``metrics.csv`` and ``analysis/verdict.csv``, and of
+``analysis/replicate_verdict.csv`` of its three seeds) and the ``fashion-mnist`` preset's
+settings:
 
-    python scripts/readme.py                        # rewrite README.md's blocks from figures/
+    python scripts/readme.py                        # rewrite the pages' blocks from figures/
     python scripts/readme.py --from runs/fashion-mnist --replicates runs/replicates
-    python scripts/readme.py --check                # exit 1 when README.md is stale
+    python scripts/readme.py --check                # exit 1 when a page is stale
 
-``tests/test_readme.py`` runs the check, so a README that disagrees with figures/ fails CI.
+``tests/test_readme.py`` runs the check, so a page that disagrees with figures/ fails CI.
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from en_analysis.settings.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
+PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")
 TABLES = {"metrics.csv": "metrics.csv", "verdict.csv": "analysis/verdict.csv"}
-BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
+BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
 def preset_line() -> str:
@@ -87,6 +89,7 @@ def blocks() -> dict[str, str]:
     return {
         "preset": preset_line(),
         "verdict": markdown(verdict) + "\n",
+        "seeds-verdict": markdown(pd.read_csv(FIGURES / "replicate_verdict.csv")) + "\n",
         "settings": settings_line(),
         "seeds": seeds_line(),
     }
@@ -104,14 +107,14 @@ def render(text: str, generated: dict[str, str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Rewrite (or ``--check``) README.md's generated blocks; 1 when ``--check`` finds them
+    """Rewrite (or ``--check``) the pages' generated blocks; 1 when ``--check`` finds one
     stale."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--from", dest="run", type=Path, help="copy this run's tables to figures/")
     p.add_argument(
         "--replicates", type=Path, help="copy this replicate folder's verdict to figures/"
     )
-    p.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    p.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     args = p.parse_args(argv)
     if args.run:
         for name, source in TABLES.items():
@@ -119,15 +122,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.replicates:
         name = "replicate_verdict.csv"
         shutil.copyfile(args.replicates / "analysis" / name, FIGURES / name)
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    new = render(text, blocks())
-    if args.check:
+    generated, stale = blocks(), []
+    for page in PAGES:
+        text = page.read_text()
+        new = render(text, generated)
         if new != text:
-            print("README.md is stale: run `python scripts/readme.py`", file=sys.stderr)
-            return 1
-        return 0
-    readme.write_text(new)
+            stale.append(page)
+            if not args.check:
+                page.write_text(new)
+    if args.check and stale:
+        names = ", ".join(str(p.relative_to(ROOT)) for p in stale)
+        print(f"{names} stale: run `python scripts/readme.py`", file=sys.stderr)
+        return 1
     return 0
 
 
