@@ -79,10 +79,10 @@ docs-reference: setup
 readme: setup  ## README.md's tables from figures/'s CSVs (RUN=runs/fashion-mnist copies them first)
 	$(BIN)/python scripts/readme.py $(if $(RUN),--from $(RUN))
 
-# The benchmarks the README's measurements cite, one after the other, each printing its ratios;
-# `make bench-tsne` (or `make bench BENCHMARKS="tsne extract"`) runs some. compiled.py takes
-# minutes (the first compiled step compiles); calibration.py, scale.py RUN and gpu.py (CUDA) are
-# run by hand.
+# The benchmarks the measurements page (docs/guide/performance.md) cites, one after the other,
+# each printing its ratios; `make bench-tsne` (or `make bench BENCHMARKS="tsne extract"`) runs
+# some. compiled.py takes minutes (the first compiled step compiles); calibration.py, scale.py RUN
+# and gpu.py (CUDA) are run by hand.
 BENCHMARKS ?= en_layer options epoch extract tsne compiled
 
 # The documentation site (mkdocs.yml; docs/guide/development.md says how it is built): the docs

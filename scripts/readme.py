@@ -100,7 +100,7 @@ def render(text: str, generated: dict[str, str]) -> str:
 
     def replace(m: re.Match) -> str:
         if m.group(2) not in generated:
-            raise SystemExit(f"README.md: no generator for the block {m.group(2)!r}")
+            raise SystemExit(f"no generator for the block {m.group(2)!r}")
         return m.group(1) + generated[m.group(2)] + m.group(4)
 
     return BLOCK.sub(replace, text)
