@@ -1,6 +1,7 @@
 """``make bench`` runs the benchmarks the measurements page (docs/guide/performance.md) cites,
 each in the Makefile's ``BENCHMARKS``; ``make bench-NAME`` runs one."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -33,13 +34,17 @@ def test_make_bench_runs_every_benchmark_the_measurements_cite():
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make")
 def test_make_bench_commands():
     def dry(*target: str) -> str:
-        # -o: the set-up counts as done (nothing is installed by a dry run either way)
+        # -o: the set-up counts as done (nothing is installed by a dry run either way); run
+        # under `make test`, a sub-make would inherit its flags and level and print "Entering
+        # directory" lines: neither is passed on
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
         out = subprocess.run(
-            ["make", "-n", "-o", ".venv/.installed", *target],
+            ["make", "--no-print-directory", "-n", "-o", ".venv/.installed", *target],
             cwd=ROOT,
             capture_output=True,
             text=True,
             check=True,
+            env=env,
         )
         return out.stdout
 
