@@ -29,6 +29,22 @@ TINY = [
 ]
 
 
+def ratio_model(num_classes: int = 5):
+    """A width-4 EN-ResNet50 in eval mode whose ratio networks are off their uniform start and
+    whose BN statistics have run on random 12 x 12 images: per-image ratios that differ."""
+    from en_analysis.nn import en_layers, en_resnet50
+
+    torch.manual_seed(0)
+    model = en_resnet50(num_classes, in_channels=1, width=4, stem="small", stem_stride=1)
+    with torch.no_grad():
+        for _, layer in en_layers(model):
+            layer.ratio_fc2.weight.normal_(0, 0.5)
+    model.train()
+    for _ in range(3):  # running statistics
+        model(torch.randn(16, 1, 12, 12))
+    return model.eval()
+
+
 def snapshot(folder: Path) -> dict[Path, bytes]:
     """Every file under ``folder`` and its bytes: compare two to see that nothing changed."""
     return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}

@@ -15,20 +15,10 @@ from en_analysis.analysis.ablation import (
     replacement,
     write_ablation,
 )
-from en_analysis.nn import en_layers, en_resnet50
+from en_analysis.nn import en_layers
 from en_analysis.nn.recording import RatioRecorder
 
-
-def _model():
-    torch.manual_seed(0)
-    model = en_resnet50(3, in_channels=1, width=4, stem="small", stem_stride=1)
-    with torch.no_grad():
-        for _, layer in en_layers(model):
-            layer.ratio_fc2.weight.normal_(0, 0.5)
-    model.train()
-    for _ in range(3):
-        model(torch.randn(16, 1, 12, 12))
-    return model.eval()
+from conftest import ratio_model
 
 
 def _data(n=12):
@@ -47,7 +37,7 @@ def _recorded(model, x, used=None):
 
 
 def test_the_recorded_ratios_given_back_reproduce_the_normal_forward():
-    model = _model()
+    model = ratio_model(3)
     x, _ = _data()
     learned, logits = _recorded(model, x)
     given = [torch.from_numpy(learned[:, j]) for j in range(learned.shape[1])]
@@ -59,7 +49,7 @@ def test_the_recorded_ratios_given_back_reproduce_the_normal_forward():
 
 @pytest.mark.parametrize("condition", CONDITIONS[1:])
 def test_each_condition_gives_every_layer_the_ratios_it_names(condition):
-    model = _model()
+    model = ratio_model(3)
     x, y = _data()
     learned, _ = _recorded(model, x)
     labels, rows, perm = y.numpy(), np.arange(12), np.random.default_rng(0).permutation(12)
@@ -76,7 +66,7 @@ def test_each_condition_gives_every_layer_the_ratios_it_names(condition):
 
 
 def test_the_computed_condition_is_the_normal_evaluation_exactly():
-    model = _model()
+    model = ratio_model(3)
     x, y = _data(24)
     loader = DataLoader(TensorDataset(x, y), batch_size=8)
     learned, logits = _recorded(model, x)

@@ -10,20 +10,10 @@ from scipy.spatial.distance import pdist
 from en_analysis import Run
 from en_analysis.analysis import controls
 from en_analysis.analysis.spaces import standardize
-from en_analysis.nn import en_layers, en_resnet50
+from en_analysis.nn import en_layers
 from en_analysis.nn.recording import RatioRecorder
 
-
-def _model():
-    torch.manual_seed(0)
-    model = en_resnet50(5, in_channels=1, width=4, stem="small", stem_stride=1)
-    with torch.no_grad():  # the ratio networks off their uniform start
-        for _, layer in en_layers(model):
-            layer.ratio_fc2.weight.normal_(0, 0.5)
-    model.train()
-    for _ in range(3):  # running statistics
-        model(torch.randn(16, 1, 12, 12))
-    return model.eval()
+from conftest import ratio_model
 
 
 def _recorded(model, n=12):
@@ -37,7 +27,7 @@ def _recorded(model, n=12):
 def test_the_learned_heads_on_the_stored_inputs_give_the_recorded_ratios():
     """The layers' own heads applied to ``HeadInputs.descriptors`` reproduce the ratios the
     forward pass used: the stored statistics are exactly what every head read."""
-    model = _model()
+    model = ratio_model()
     ratios, inputs = _recorded(model)
     assert inputs.mean.shape == (12, int(inputs.channels.sum()))
     for j, (_, layer) in enumerate(en_layers(model)):
@@ -59,7 +49,7 @@ def test_head_weights_are_pytorch_default_linear_initialisation_and_stable_acros
 
 
 def test_random_heads_match_the_learned_spread_and_are_uniform_where_it_is():
-    model = _model()
+    model = ratio_model()
     ratios, inputs = _recorded(model)
     heads = controls.random_head_ratios(inputs, ratios, range(3), seed=0)
     assert heads.shape == (3, *ratios.shape)
@@ -74,7 +64,7 @@ def test_random_heads_match_the_learned_spread_and_are_uniform_where_it_is():
 
 
 def test_the_statistics_space_keeps_the_distances_of_the_full_statistics():
-    _, inputs = _recorded(_model(), n=40)
+    _, inputs = _recorded(ratio_model(), n=40)
     full = standardize(np.concatenate([inputs.mean, inputs.logstd], 1))
     space = controls.statistics_space(inputs)
     assert space.shape == (40, 39)  # 40 images span 39 dimensions

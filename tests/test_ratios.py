@@ -12,21 +12,11 @@ from en_analysis.core.errors import UserError
 from en_analysis.nn import en_layers, en_resnet50
 from en_analysis.nn.recording import RatioRecorder
 
-
-def _model():
-    torch.manual_seed(0)
-    model = en_resnet50(5, in_channels=1, width=4, stem="small", stem_stride=1)
-    with torch.no_grad():  # move the ratio networks off their uniform start
-        for _, layer in en_layers(model):
-            layer.ratio_fc2.weight.normal_(0, 0.5)
-    model.train()
-    for _ in range(3):  # running statistics
-        model(torch.randn(16, 1, 12, 12))
-    return model.eval()
+from conftest import ratio_model
 
 
 def test_159_ratios_per_sample_summing_to_one():
-    model = _model()
+    model = ratio_model()
     x = torch.randn(10, 1, 12, 12)
     with RatioRecorder(model) as rec, torch.no_grad():
         model(x[:4])
@@ -38,7 +28,7 @@ def test_159_ratios_per_sample_summing_to_one():
 
 
 def test_recorded_ratios_equal_recomputation():
-    model = _model()
+    model = ratio_model()
     x = torch.randn(6, 1, 12, 12)
     inputs = {}
 
@@ -71,7 +61,7 @@ def test_batch_of_one_equals_batch_of_64():
     # with batch size (the convolution picks another algorithm); float64's default tolerances
     # (1e-7) are still 10^4 below a batch-dependent ratio (the BN row of a layer in training
     # mode would differ by ~1e-2)
-    model = _model().double()
+    model = ratio_model().double()
     x = torch.randn(64, 1, 12, 12, dtype=torch.float64)
     with RatioRecorder(model) as big, torch.no_grad():
         model(x)
@@ -94,14 +84,14 @@ def test_extract_with_batch_size_1_equals_batch_size_64(run_copy):
 
 
 def test_hooks_are_removed_even_on_error():
-    model = _model()
+    model = ratio_model()
     with pytest.raises(RuntimeError), RatioRecorder(model):
         model(torch.randn(2, 3, 12, 12))  # wrong channel count
     assert all(not layer._forward_hooks for _, layer in en_layers(model))
 
 
 def test_each_with_block_is_a_new_recording():
-    model = _model()
+    model = ratio_model()
     x = torch.randn(6, 1, 12, 12)
     recorder = RatioRecorder(model)
     with recorder, torch.no_grad():
@@ -114,7 +104,7 @@ def test_each_with_block_is_a_new_recording():
 
 
 def test_a_failed_enter_leaves_no_hook():
-    model = _model()
+    model = ratio_model()
     layers = en_layers(model)
 
     def refuse(*args, **kwargs):
