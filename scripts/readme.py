@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from en_analysis.analysis.verdict import markdown
-from en_analysis.settings.config import load_config
+from en_analysis.settings.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
@@ -33,25 +33,24 @@ TABLES = {"metrics.csv": "metrics.csv", "verdict.csv": "analysis/verdict.csv"}
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
-def preset_line() -> str:
-    """What the default run is: the ``fashion-mnist`` preset's model, data and schedule, and
-    its accuracy (``figures/metrics.csv``)."""
-    c = load_config("fashion-mnist")
-    metrics = pd.read_csv(FIGURES / "metrics.csv")
-    last = metrics.iloc[-1]
+def preset_line(config: Config, metrics: pd.DataFrame, verdict: pd.DataFrame) -> str:
+    """What the default run is: the preset's model, data and schedule, its accuracy (the last
+    row of ``metrics``) and the categories its verdict compared."""
+    c, last = config, metrics.iloc[-1]
+    categories = int(verdict[verdict.unit.str.startswith("categories")].n_units.iloc[0])
     drops = " and ".join(str(d) for d in c.train.lr_drops)
     return (
         f"EN-ResNet50 (width {c.model.width}, {c.model.stem} stem) trained on "
         f"{c.data.train_samples:,} Fashion-MNIST images for {c.train.epochs} epochs (learning "
         f"rate {c.train.lr:g}, divided by 10 after epochs {drops}), test accuracy "
-        f"{last.val_acc:.3f} after epoch {int(last.epoch)}; the ratios of 10 categories x "
-        f"{c.analysis.per_category} test images are analysed at every epoch.\n"
+        f"{last.val_acc:.3f} after epoch {int(last.epoch)}; the ratios of {categories} "
+        f"categories x {c.analysis.per_category} test images are analysed at every epoch.\n"
     )
 
 
-def settings_line() -> str:
-    """The verdict's settings, from the declarations' defaults."""
-    a = load_config("fashion-mnist").analysis
+def settings_line(config: Config) -> str:
+    """The verdict's settings, from the preset's (declared) values."""
+    a = config.analysis
     return (
         f"Intervals: {a.verdict_bootstrap:,} resamples (images within categories, or "
         f"categories for claim 2); random-head control: {a.random_heads} heads; Holm's "
@@ -61,37 +60,38 @@ def settings_line() -> str:
     )
 
 
-def seeds_line() -> str:
-    """Whether the three seeds' verdict (``figures/replicate_verdict.csv``) agrees with the
-    default run's, row by row (the ratios' rows both tables have)."""
+def seeds_line(verdict: pd.DataFrame, seeds: pd.DataFrame) -> str:
+    """Whether the seeds' verdict (``replicate_verdict.csv``) agrees with the default run's,
+    row by row (the ratios' rows both tables have)."""
     keys = ["claim", "comparison"]
-    one, seeds = (
-        pd.read_csv(FIGURES / name).query("space == 'ratios'").set_index(keys).verdict
-        for name in ("verdict.csv", "replicate_verdict.csv")
+    one, many = (
+        table.query("space == 'ratios'").set_index(keys).verdict for table in (verdict, seeds)
     )
-    both = one.index.intersection(seeds.index)
-    differ = [
-        f"{c} / {k}: {one[c, k]} vs {seeds[c, k]}" for c, k in both if one[c, k] != seeds[c, k]
-    ]
-    runs = int(pd.read_csv(FIGURES / "replicate_verdict.csv").n_runs.max())
+    both = one.index.intersection(many.index)
+    differ = [f"{c} / {k}: {one[c, k]} vs {many[c, k]}" for c, k in both if one[c, k] != many[c, k]]
     agreement = (
         f"the same verdict in all {len(both)} rows"
         if not differ
         else f"another verdict in {len(differ)} of {len(both)} rows ({'; '.join(differ)})"
     )
     replicate = "`en-analysis replicate`"
+    runs = int(seeds.n_runs.max())
     return f"Over {runs} training seeds ({replicate}): {agreement} of the claims as this run.\n"
 
 
 def blocks() -> dict[str, str]:
-    """Every generated block's text, by name."""
-    verdict = pd.read_csv(FIGURES / "verdict.csv", keep_default_na=True)
+    """Every generated block's text, by name, from figures/'s tables (each read once)."""
+    config = load_config("fashion-mnist")
+    metrics, verdict, seeds = (
+        pd.read_csv(FIGURES / name)
+        for name in ("metrics.csv", "verdict.csv", "replicate_verdict.csv")
+    )
     return {
-        "preset": preset_line(),
+        "preset": preset_line(config, metrics, verdict),
         "verdict": markdown(verdict) + "\n",
-        "seeds-verdict": markdown(pd.read_csv(FIGURES / "replicate_verdict.csv")) + "\n",
-        "settings": settings_line(),
-        "seeds": seeds_line(),
+        "seeds-verdict": markdown(seeds) + "\n",
+        "settings": settings_line(config),
+        "seeds": seeds_line(verdict, seeds),
     }
 
 
