@@ -139,7 +139,7 @@ def _grads(layer, forward, x, g):
 
 @pytest.mark.parametrize("normalizers", NORMALIZER_SETS, ids="-".join)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("variant", ["learned", "fixed", "no-affine"])
+@pytest.mark.parametrize("variant", ["learned", "fixed", "per-sample", "no-affine"])
 def test_hand_written_backward_equals_autograd_of_the_formula(
     normalizers, train, variant, implementation
 ):
@@ -153,6 +153,9 @@ def test_hand_written_backward_equals_autograd_of_the_formula(
         layer.fix_ratios(
             torch.linspace(1, 2, len(normalizers)) / torch.linspace(1, 2, len(normalizers)).sum()
         )
+    if variant == "per-sample":  # (N, K): one mixture per sample, as the ablations give
+        logits = torch.randn(len(x), len(normalizers), generator=torch.Generator().manual_seed(3))
+        layer.fix_ratios(logits.softmax(1))
     layer.train(train)
     reference = copy.deepcopy(layer)
     y, gx, params, lam = _grads(layer, layer, x, g)
@@ -293,6 +296,10 @@ def test_bad_arguments_are_clear():
         ExemplarNorm2d(4)(torch.randn(2, 3, 4, 4))
     with pytest.raises(UserError, match="ratios"):
         ExemplarNorm2d(4).fix_ratios([0.5, 0.6, 0])
+    per_sample = ExemplarNorm2d(4)
+    per_sample.fix_ratios(torch.full((3, 3), 1 / 3))
+    with pytest.raises(UserError, match="3 fixed per-sample ratios for a batch of 2"):
+        per_sample(torch.randn(2, 4, 3, 3))
     with pytest.raises(TypeError):  # arguments after num_features are keyword-only
         ExemplarNorm2d(4, ("in", "bn"))
 

@@ -366,7 +366,12 @@ Forward forward_impl(
   const int64_t H = learned ? hidden.size(1) : 0;
   const at::Tensor w2 = learned ? fc2_w.to(opts.dtype()).contiguous() : at::Tensor();
   const at::Tensor rb = learned ? ratio_bias.to(opts.dtype()).contiguous() : at::Tensor();
+  // fixed ratios: (K,) for every sample or (N, K) one row per sample
   const at::Tensor f = learned ? at::Tensor() : fixed_ratios->to(opts.dtype()).contiguous();
+  TORCH_CHECK(learned || (f.dim() == 1 && f.size(0) == K) ||
+                  (f.dim() == 2 && f.size(0) == N && f.size(1) == K),
+              "en_layer: fixed ratios must be (K,) or (N, K)");
+  const int64_t f_stride = learned || f.dim() == 1 ? 0 : K;
   const T b2 = learned ? fc2_b.to(opts.dtype()).item<T>() : T(0);
   const T* ph = learned ? hidden.data_ptr<T>() : nullptr;
   const T* pw2 = learned ? w2.data_ptr<T>() : nullptr;
@@ -388,7 +393,7 @@ Forward forward_impl(
   per_sample(N, K * (C + H) + 4 * C, [&](int64_t n) {
     T* l = plam + n * K;
     if (!learned) {
-      std::copy(pf, pf + K, l);
+      std::copy(pf + n * f_stride, pf + n * f_stride + K, l);
     } else {
       for (int64_t k = 0; k < K; ++k) {
         const T* hk = ph + (n * K + k) * H;

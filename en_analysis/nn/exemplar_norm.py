@@ -161,9 +161,8 @@ class ExemplarNorm2d(nn.Module):
         self._row_codes = [cpu_kernel.ROW_CODES[r] for r in self._stats_rows()]
 
     def fix_ratios(self, ratios: Sequence[float] | Tensor | None) -> None:
-        """Use these K ratios for every sample, or (N, K) ones per sample of the batches that
-        follow (for ablations; the Python implementation runs them); ``None`` returns to
-        learned ratios."""
+        """Use these K ratios for every sample, or (N, K) ones per sample of the batches of N
+        that follow (for ablations); ``None`` returns to learned ratios."""
         if ratios is None:
             self.fixed_ratios = None
             return
@@ -241,6 +240,11 @@ class ExemplarNorm2d(nn.Module):
                 f"ExemplarNorm2d({self.num_features}) expects (N, {self.num_features}, H, W), "
                 f"got {tuple(x.shape)}"
             )
+        fixed = self.fixed_ratios
+        if fixed is not None and fixed.dim() == 2 and len(fixed) != len(x):
+            raise UserError(
+                f"{len(fixed)} fixed per-sample ratios for a batch of {len(x)} (fix_ratios)"
+            )
         params = self._params()
         if self._runs_cpu_kernel(x):
             return self._kernel_forward(x)
@@ -309,7 +313,6 @@ class ExemplarNorm2d(nn.Module):
         return (
             x.device.type == "cpu"
             and x.dtype in (torch.float32, torch.float64)
-            and (self.fixed_ratios is None or self.fixed_ratios.dim() == 1)
             and not self._synced()
             and not torch.compiler.is_compiling()
             and cpu_kernel.available()
