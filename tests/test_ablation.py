@@ -1,6 +1,6 @@
 """The ratio ablations: each condition gives every layer exactly the ratios it names, the
 recorded ratios given back reproduce the normal forward pass, the computed condition is the
-normal evaluation, and the step's table and outcomes agree."""
+normal evaluation of each checkpoint, and the step's table and outcomes agree."""
 
 import numpy as np
 import pytest
@@ -10,13 +10,15 @@ from torch.utils.data import DataLoader, TensorDataset
 from en_analysis import Run
 from en_analysis.analysis.ablation import (
     CONDITIONS,
-    correct,
     fixed_ratios,
+    outcomes,
     replacement,
     write_ablation,
 )
+from en_analysis.analysis.extract import evaluation_images
 from en_analysis.nn import en_layers
 from en_analysis.nn.recording import RatioRecorder
+from en_analysis.run.folder import Ratios
 
 from conftest import ratio_model
 
@@ -65,16 +67,39 @@ def test_each_condition_gives_every_layer_the_ratios_it_names(condition):
         replacement("mean", learned, labels, rows, perm)
 
 
-def test_the_computed_condition_is_the_normal_evaluation_exactly():
+def _ratios(model, x, y) -> Ratios:
+    """The ratio file extraction would write for ``x``: ratios and predictions."""
+    learned, logits = _recorded(model, x)
+    return Ratios(
+        ratios=learned,
+        labels=y.numpy(),
+        sample_index=np.arange(len(y)),
+        layer_names=[name for name, _ in en_layers(model)],
+        normalizers=["in", "ln", "bn"],
+        categories=["a", "b", "c"],
+        synsets=["", "", ""],
+        epoch=0,
+        predictions=logits.argmax(1).numpy(),
+    )
+
+
+def test_each_replaced_condition_is_a_forward_pass_with_its_ratios():
+    """The step's outcomes equal, batch by batch, a forward pass of the batch with the ratios
+    ``replacement`` gives it (the permutation drawn per batch from the seed)."""
     model = ratio_model(3)
     x, y = _data(24)
-    loader = DataLoader(TensorDataset(x, y), batch_size=8)
-    learned, logits = _recorded(model, x)
-    computed = correct(model, loader, "computed", learned, y.numpy(), 0)
-    np.testing.assert_array_equal(computed, (logits.argmax(1) == y).numpy())
-    for condition in CONDITIONS[1:]:
-        outcome = correct(model, loader, condition, learned, y.numpy(), 0)
-        assert outcome.shape == (24,) and outcome.dtype == bool
+    r = _ratios(model, x, y)
+    got = outcomes(model, DataLoader(TensorDataset(x, y), batch_size=8), r, seed=5)
+    rng = np.random.default_rng(5)
+    for start in range(0, 24, 8):
+        rows = np.arange(start, start + 8)
+        perm = rng.permutation(8)
+        for c, condition in enumerate(CONDITIONS[1:], 1):
+            used = replacement(condition, r.ratios, r.labels, rows, perm)
+            with fixed_ratios(model, used), torch.no_grad():
+                expected = (model(x[rows]).argmax(1) == y[rows]).numpy()
+            np.testing.assert_array_equal(got[c, rows], expected, err_msg=condition)
+    np.testing.assert_array_equal(got[0], r.predictions == r.labels)
 
 
 def test_the_ablate_step(run_copy):
@@ -87,6 +112,17 @@ def test_the_ablate_step(run_copy):
     assert (computed.difference == 0).all()
     inside = (table.ci_low <= table.accuracy + 1e-12) & (table.accuracy <= table.ci_high + 1e-12)
     assert inside.all()
-    outcomes = np.load(run.files.table("ablation.npz"))["outcomes"]
-    assert outcomes.shape == (3, len(CONDITIONS), len(run.ratios(2).labels))
-    np.testing.assert_allclose(outcomes.mean(2).ravel(), table.accuracy.to_numpy())
+    stored = np.load(run.files.table("ablation.npz"))
+    assert stored["outcomes"].shape == (3, len(CONDITIONS), len(run.ratios(2).labels))
+    np.testing.assert_allclose(stored["outcomes"].mean(2).ravel(), table.accuracy.to_numpy())
+    # the computed condition is the normal evaluation of each checkpoint, image for image
+    data, idx = evaluation_images(run.config)
+    x = torch.stack([data.heldout[int(i)][0] for i in idx])
+    y = torch.as_tensor(data.heldout_labels[idx])
+    for e, per in zip(stored["epochs"], stored["outcomes"], strict=True):
+        model = run.model(int(e))
+        with torch.no_grad():
+            normal = torch.cat(
+                [model(part).argmax(1) for part in x.split(run.config.analysis.batch_size)]
+            )
+        np.testing.assert_array_equal(per[0], (normal == y).numpy())

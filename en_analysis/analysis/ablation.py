@@ -1,7 +1,8 @@
 """Does the network use its per-sample ratios? The ``ablate`` step evaluates every checkpoint
 on the evaluation images with each EN layer's ratios
 
-- ``computed``: as the layer computes them (the normal evaluation, unchanged);
+- ``computed``: as the layer computes them (the normal evaluation, unchanged: the predictions
+  extraction recorded in its eval-mode forward pass of the same images);
 - ``dataset-mean``: the layer's mean ratios over the evaluation images, the same for every
   image (a static mixture, as Switchable Normalization learns);
 - ``shuffled``: another image's ratios (a seeded permutation within each batch), every layer's
@@ -31,7 +32,7 @@ from tqdm import tqdm
 from ..core.errors import UserError
 from ..core.io import save_npz, write_csv
 from ..nn.resnet import en_layers
-from ..run.folder import RunFolder
+from ..run.folder import Ratios, RunFolder
 from ..steps.results import StepResult, timed
 from . import bootstrap
 from .extract import evaluation_images
@@ -84,31 +85,25 @@ def replacement(
     return [torch.from_numpy(np.ascontiguousarray(used[:, j])) for j in range(used.shape[1])]
 
 
-def correct(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    condition: str,
-    ratios: np.ndarray,
-    labels: np.ndarray,
-    seed: int,
-) -> np.ndarray:
-    """(N,) whether each image of ``loader`` (the evaluation images in order) is classified
-    right under ``condition``; ``ratios`` (N, L, K) and ``labels`` are the epoch's recorded
-    ratios of the same images."""
+def outcomes(model: torch.nn.Module, loader: DataLoader, r: Ratios, seed: int) -> np.ndarray:
+    """(conditions, N) whether each image of ``loader`` (the evaluation images in the order of
+    ``r``, the epoch's ratio file) is classified right under each condition (``CONDITIONS``).
+    ``computed`` is the prediction extraction recorded in the normal forward pass; the others
+    run each batch of images through ``model`` once per condition, with the replaced ratios."""
     model.eval()
     rng = np.random.default_rng(seed)
-    out, start = [], 0
+    replaced, start = [], 0
     with torch.no_grad():
         for x, y in loader:
             rows = np.arange(start, start + len(y))
             start += len(y)
-            used = replacement(condition, ratios, labels, rows, rng.permutation(len(y)))
-            if used is None:
-                out.append(model(x).argmax(1) == y)
-                continue
-            with fixed_ratios(model, used):
-                out.append(model(x).argmax(1) == y)
-    return torch.cat(out).numpy()
+            perm = rng.permutation(len(y))
+            per_batch = []
+            for condition in CONDITIONS[1:]:
+                with fixed_ratios(model, replacement(condition, r.ratios, r.labels, rows, perm)):
+                    per_batch.append(model(x).argmax(1) == y)
+            replaced.append(torch.stack(per_batch))
+    return np.concatenate([(r.predictions == r.labels)[None], torch.cat(replaced, 1).numpy()])
 
 
 def ablation_table(
@@ -123,19 +118,14 @@ def ablation_table(
     counts = bootstrap.bootstrap_counts(
         data.heldout_labels[idx], a.bootstrap, np.random.default_rng([a.bootstrap_seed, 4])
     )
-    rows, outcomes = [], []
+    rows, per_epoch = [], []
     for e in tqdm(epochs, desc="ablate", unit="epoch", disable=not progress):
         r = run.ratios(e)
         if not np.array_equal(r.sample_index, idx):
             raise UserError(f"{run.files.ratio_file(e)} covers other images: extract it again")
         model = run.model(e)
-        per = np.stack(
-            [
-                correct(model, loader, c, r.ratios, r.labels, a.permutation_seed + e)
-                for c in CONDITIONS
-            ]
-        )  # (conditions, N)
-        outcomes.append(per)
+        per = outcomes(model, loader, r, a.permutation_seed + e)  # (conditions, N)
+        per_epoch.append(per)
         resampled = per.astype(float) @ counts.T / counts.sum(1)  # (conditions, B)
         for c, condition in enumerate(CONDITIONS):
             accuracy = float(per[c].mean())
@@ -161,7 +151,7 @@ def ablation_table(
                     rows[-1]["difference_ci_low"], rows[-1]["difference_ci_high"] = (
                         bootstrap.centred_interval(difference, resampled[c] - resampled[0])
                     )
-    return pd.DataFrame(rows, columns=COLUMNS), np.stack(outcomes)
+    return pd.DataFrame(rows, columns=COLUMNS), np.stack(per_epoch)
 
 
 @timed
