@@ -9,9 +9,16 @@ from sklearn.linear_model import RidgeClassifier
 from sklearn.model_selection import LeaveOneOut, cross_val_predict
 
 from en_analysis import Run
-from en_analysis.analysis.decoding import ALPHA, feature_sets, loo_accuracy, stage, write_decoding
+from en_analysis.analysis.decoding import (
+    ALPHA,
+    feature_sets,
+    loo_accuracy,
+    set_accuracies,
+    stage,
+    write_decoding,
+)
 from en_analysis.analysis.spaces import standardize
-from en_analysis.analysis.stability import linear_cka, write_stability
+from en_analysis.analysis.stability import EpochCKA, linear_cka, write_stability
 from en_analysis.analysis.statistics import split_half_reliability
 
 LABELS = np.repeat(np.arange(5), 30)
@@ -37,6 +44,21 @@ def test_leave_one_out_decoding_equals_refitting_without_each_image(classes, dim
         RidgeClassifier(alpha=ALPHA), standardize(x), labels, cv=LeaveOneOut()
     )
     assert loo_accuracy(x, labels) == pytest.approx((brute == labels).mean())
+
+
+def test_each_feature_set_decodes_as_its_columns_do():
+    """Wide sets decoded from the sum of their layers' Gram matrices, narrow ones from their
+    columns: both equal ``loo_accuracy`` of the set's columns side by side."""
+    rng = np.random.default_rng(5)
+    labels = np.repeat(np.arange(4), 15)  # 60 images
+    names = ["bn1", "layer1.0.bn1", "layer1.0.bn2", "layer2.0.bn1"]
+    raw = [rng.normal(size=(4, d))[labels] + rng.normal(size=(60, d)) for d in (3, 40, 30, 70)]
+    sets = feature_sets(names)
+    got = set_accuracies([standardize(b) for b in raw], sets, labels)
+    expected = [loo_accuracy(np.concatenate([raw[j] for j in s[3]], 1), labels) for s in sets]
+    # one image's near-tie may fall either way under another summation order
+    np.testing.assert_allclose(got, expected, atol=1.01 / len(labels), rtol=0)
+    assert {sum(raw[j].shape[1] for j in s[3]) >= 60 for s in sets} == {True, False}  # both
 
 
 def test_feature_sets_are_layers_stages_and_all():
@@ -66,6 +88,18 @@ def test_weighted_cka_is_cka_of_the_resample_built_copy_by_copy():
     for w in counts:
         idx = np.repeat(np.arange(40), w)
         assert linear_cka(x, y, w[None])[0] == pytest.approx(linear_cka(x[idx], y[idx])[0])
+
+
+def test_epoch_cka_is_the_linear_cka_of_each_pair():
+    rng = np.random.default_rng(6)
+    vectors = {e: rng.normal(size=(30, d)) for e, d in ((0, 4), (1, 6), (2, 3))}
+    counts = rng.multinomial(30, np.full(30, 1 / 30), size=3)
+    cka = EpochCKA(vectors, {"plain": np.ones((1, 30)), "resampled": counts})
+    for a, b in ((0, 1), (1, 2), (0, 2), (1, 1)):
+        np.testing.assert_allclose(cka(a, b, "plain"), linear_cka(vectors[a], vectors[b]))
+        np.testing.assert_allclose(
+            cka(a, b, "resampled"), linear_cka(vectors[a], vectors[b], counts)
+        )
 
 
 def test_the_noise_ceiling_of_a_reliable_geometry_is_high_and_of_noise_low():

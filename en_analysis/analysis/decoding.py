@@ -50,25 +50,53 @@ def loo_accuracy(x: np.ndarray, labels: np.ndarray, alpha: float = ALPHA) -> flo
     image in turn (tested equal), in closed form - the fit is a linear smoother with hat matrix
     H = 11'/n + Xc (Xc'Xc + alpha I)^-1 Xc', so the prediction without image i is
     (yhat_i - H_ii y_i) / (1 - H_ii). Solved in the features or, when there are more features
-    than images, in the images (the same H)."""
-    labels = np.asarray(labels)
-    x = standardize(x)
-    n = len(labels)
+    than images, in the images (the same H, from the Gram matrix: ``gram_loo_accuracy``)."""
+    return _standardized_loo_accuracy(standardize(x), np.asarray(labels), alpha)
+
+
+def _standardized_loo_accuracy(x: np.ndarray, labels: np.ndarray, alpha: float = ALPHA) -> float:
+    """``loo_accuracy`` of features already z-scored."""
+    if x.shape[1] >= len(x):
+        return gram_loo_accuracy(x @ x.T, labels, alpha)
     if not x.shape[1] or not np.abs(x).sum():
-        return float(np.bincount(labels).max() / n)  # nothing varies: the majority
-    classes, codes = np.unique(labels, return_inverse=True)
-    y = np.eye(len(classes))[codes]
+        return _majority(labels)
+    y, codes = _targets(labels)
     y_centred = y - y.mean(0)
-    if x.shape[1] < n:  # H_c = X (X'X + aI)^-1 X'
-        solved = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), np.c_[x.T @ y_centred, x.T])
-        fitted = x @ solved[:, : len(classes)]
-        leverage = (x * solved[:, len(classes) :].T).sum(1)
-    else:  # H_c = K (K + aI)^-1 = I - a (K + aI)^-1, K = XX'
-        inverse = np.linalg.inv(x @ x.T + alpha * np.eye(n))
-        fitted = y_centred - alpha * inverse @ y_centred
-        leverage = 1 - alpha * np.diag(inverse)
-    fitted += y.mean(0)
-    leverage += 1 / n
+    c = y.shape[1]  # H_c = X (X'X + aI)^-1 X'
+    solved = np.linalg.solve(x.T @ x + alpha * np.eye(x.shape[1]), np.c_[x.T @ y_centred, x.T])
+    return _left_out_accuracy(x @ solved[:, :c], (x * solved[:, c:].T).sum(1), y, codes)
+
+
+def gram_loo_accuracy(gram: np.ndarray, labels: np.ndarray, alpha: float = ALPHA) -> float:
+    """``loo_accuracy`` from K = XX' (N x N) of the z-scored features: H_c = K (K + aI)^-1 =
+    I - a (K + aI)^-1. The Gram matrix of several feature blocks is the sum of theirs."""
+    labels = np.asarray(labels)
+    if not np.abs(gram).sum():
+        return _majority(labels)
+    y, codes = _targets(labels)
+    y_centred = y - y.mean(0)
+    inverse = np.linalg.inv(gram + alpha * np.eye(len(gram)))
+    fitted = y_centred - alpha * inverse @ y_centred
+    return _left_out_accuracy(fitted, 1 - alpha * np.diag(inverse), y, codes)
+
+
+def _majority(labels: np.ndarray) -> float:
+    """The accuracy of predicting the commonest category: nothing varies."""
+    return float(np.bincount(labels).max() / len(labels))
+
+
+def _targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(one-hot targets (N, C), class codes (N,))."""
+    classes, codes = np.unique(labels, return_inverse=True)
+    return np.eye(len(classes))[codes], codes
+
+
+def _left_out_accuracy(
+    fitted: np.ndarray, leverage: np.ndarray, y: np.ndarray, codes: np.ndarray
+) -> float:
+    """From the centred fit and H_c's diagonal: add the intercept, leave each image out."""
+    fitted = fitted + y.mean(0)
+    leverage = leverage + 1 / len(y)
     left_out = (fitted - leverage[:, None] * y) / (1 - leverage[:, None])
     return float((left_out.argmax(1) == codes).mean())
 
@@ -102,6 +130,29 @@ def columns(r: Ratios, space: str, layers: list[int], heads: np.ndarray | None) 
     return np.concatenate([inputs.mean[:, channels], inputs.logstd[:, channels]], 1)
 
 
+def set_accuracies(
+    blocks: list[np.ndarray], sets: list[tuple[str, str, int, list[int]]], labels: np.ndarray
+) -> list[float]:
+    """``loo_accuracy`` of each feature set (``feature_sets``) from each layer's z-scored
+    columns (``blocks``): a set with fewer features than images from its columns, a wider one
+    from the sum of its layers' Gram matrices (each computed once)."""
+    grams: dict[int, np.ndarray] = {}
+
+    def gram(j: int) -> np.ndarray:
+        if j not in grams:
+            grams[j] = blocks[j] @ blocks[j].T
+        return grams[j]
+
+    out = []
+    for _, _, _, layers in sets:
+        if sum(blocks[j].shape[1] for j in layers) < len(labels):
+            x = np.concatenate([blocks[j] for j in layers], 1)
+            out.append(_standardized_loo_accuracy(x, labels))
+        else:
+            out.append(gram_loo_accuracy(sum(gram(j) for j in layers), labels))
+    return out
+
+
 def decoding_table(
     run: RunFolder, epochs: list[int] | None = None, progress: bool = False
 ) -> pd.DataFrame:
@@ -117,10 +168,11 @@ def decoding_table(
         heads = None
         if "random-head" in spaces:
             heads = random_head_ratios(r.head_inputs, r.ratios, range(1), seed)[0]
+        sets = feature_sets(r.layer_names)
         for space in spaces:
-            for level, name, index, layers in feature_sets(r.layer_names):
-                x = columns(r, space, layers, heads)
-                accuracy = loo_accuracy(x, r.labels)
+            blocks = [standardize(columns(r, space, [j], heads)) for j in range(len(r.layer_names))]
+            accuracies = set_accuracies(blocks, sets, r.labels)
+            for (level, name, index, layers), accuracy in zip(sets, accuracies, strict=True):
                 low, high = wilson(round(accuracy * len(r.labels)), len(r.labels))
                 rows.append(
                     dict(
@@ -129,7 +181,7 @@ def decoding_table(
                         level=level,
                         name=name,
                         index=index,
-                        dims=x.shape[1],
+                        dims=sum(blocks[j].shape[1] for j in layers),
                         accuracy=accuracy,
                         ci_low=low,
                         ci_high=high,
