@@ -50,8 +50,32 @@ def linear_cka(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) 
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     w = np.ones((1, len(x))) if weights is None else np.asarray(weights, np.float64)
     k, g = x @ x.T, y @ y.T
+    return _cka(hsic(k, g, w), hsic(k, k, w), hsic(g, g, w))
+
+
+def _cka(cross: np.ndarray, self_x: np.ndarray, self_y: np.ndarray) -> np.ndarray:
+    """CKA from the HSIC of x with y and of each with itself."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        return hsic(k, g, w) / np.sqrt(hsic(k, k, w) * hsic(g, g, w))
+        return cross / np.sqrt(self_x * self_y)
+
+
+class EpochCKA:
+    """Linear CKA between the epochs of one space under each set of image weights (name ->
+    (B, N)): each epoch's Gram matrix, and its HSIC with itself, computed once."""
+
+    def __init__(self, vectors: dict[int, np.ndarray], weights: dict[str, np.ndarray]) -> None:
+        self.grams = {
+            e: np.asarray(x, np.float64) @ np.asarray(x, np.float64).T for e, x in vectors.items()
+        }
+        self.weights = weights
+        self.selves = {
+            (e, w): hsic(k, k, weights[w]) for e, k in self.grams.items() for w in weights
+        }
+
+    def __call__(self, a: int, b: int, weights: str) -> np.ndarray:
+        """(B,) the CKA of epochs a and b under the weights named ``weights``."""
+        cross = hsic(self.grams[a], self.grams[b], self.weights[weights])
+        return _cka(cross, self.selves[a, weights], self.selves[b, weights])
 
 
 def _pairs(epochs: list[int]) -> list[tuple[int, int]]:
@@ -84,6 +108,7 @@ def stability_table(
     counts = bootstrap.bootstrap_counts(
         labels, a.bootstrap, np.random.default_rng([a.bootstrap_seed, 5])
     )
+    weights = {"plain": np.ones((1, len(labels))), "resampled": counts.astype(np.float64)}
     vectors = {
         e: space_vectors(run.ratios(e), pixels, a.scaling, a.control_seed, SPACES) for e in epochs
     }
@@ -99,13 +124,13 @@ def stability_table(
             )
             for e in live
         }
+        cka = EpochCKA({e: vectors[e][space] for e in live}, weights)
         for e_a, e_b in _pairs(live):
-            x, y = vectors[e_a][space], vectors[e_b][space]
             intervals = _resampled(e_a, e_b, live) and len(counts)
             for measure in MEASURES:
                 if measure == "cka":
-                    value = float(linear_cka(x, y)[0])
-                    replicates = linear_cka(x, y, counts) if intervals else None
+                    value = float(cka(e_a, e_b, "plain")[0])
+                    replicates = cka(e_a, e_b, "resampled") if intervals else None
                 else:
                     value = float(_rdm_correlation(rdms[e_a], rdms[e_b]))
                     replicates = (
