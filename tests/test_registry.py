@@ -87,6 +87,21 @@ def test_every_output_is_declared_by_the_step_that_made_it(reproduced):
         assert declared_keys == set(step.reads), output
 
 
+def test_each_steps_outputs_are_made_from_every_input_it_declares(reproduced):
+    """The reverse: each input pattern a step declares is what some output of the step was
+    recorded as made from (a declared input no output reads would redo the step for nothing)."""
+    path, _ = reproduced
+    records = json.loads((path / "provenance.json").read_text())
+    used: dict[str, set[str]] = {}
+    for output, record in records.items():
+        step = registry.writing(output)
+        for source in record["inputs"]:
+            used.setdefault(step.name, set()).update(p for p in step.inputs if fnmatch(source, p))
+    for step in registry.STEPS:
+        if step.name in used:
+            assert used[step.name] == set(step.inputs), step.name
+
+
 def test_a_step_through_the_cli_reports_what_it_did(run, capsys):
     assert main(["metrics", str(run)]) == 0
     out = capsys.readouterr().out

@@ -203,7 +203,6 @@ def write_decoding(
         lambda e: decoding_table(run, e, progress),
         epochs,
         force,
-        embeddings=False,
     )
     table = run.decoding()
     best = table[table.level != "layer"].pivot_table(

@@ -167,7 +167,6 @@ def write_stability(
         lambda e: stability_table(run, e, progress),
         epochs,
         force,
-        embeddings=False,
     )
     table = run.stability()
     last = table[(table.epoch_b == table.epoch_b.max()) & (table.measure == "cka")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -410,16 +411,19 @@ class RunFolder:
         compute: Callable[[list[int]], pd.DataFrame],
         epochs: list[int] | None = None,
         force: bool = False,
-        embeddings: bool = True,
     ) -> bool:
         """Write the analysis table ``name`` = ``compute(epochs)`` (default: every extracted
-        epoch), made from those epochs' ratios (and embeddings, unless not ``embeddings``) with
-        the settings the step ``step`` reads, unless it is up to date; True if written."""
+        epoch), made from those epochs' files the step ``step`` declares reading (ratios,
+        embeddings, pixels: ``analysis_inputs``) with the settings it reads, unless it is up to
+        date; True if written."""
         epochs = epochs or self.extracted_epochs()
         path = self.files.table(name)
-        inputs = self.analysis_inputs(epochs)
-        if not embeddings:
-            inputs = [p for p in inputs if p.parent != self.files.embeddings]
+        patterns = registry.step(step).inputs
+        inputs = [
+            p
+            for p in self.analysis_inputs(epochs)
+            if any(fnmatch(self._relative(p), pattern) for pattern in patterns)
+        ]
         settings = self.step_settings(step)
 
         def write() -> None:

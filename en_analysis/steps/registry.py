@@ -149,7 +149,7 @@ STEPS = (
             "en_analysis.figures.plotting:write_decoding_figure",
         ),
         reads=("analysis.control_seed", "train.lr_drops"),
-        inputs=("ratios/epoch-*.npz", "ratios/pixels.npz"),
+        inputs=("ratios/epoch-*.npz",),
         outputs=("analysis/decoding.csv", *_figures("decoding")),
     ),
     Step(
