@@ -18,7 +18,7 @@ from en_analysis.analysis.decoding import (
     write_decoding,
 )
 from en_analysis.analysis.spaces import standardize
-from en_analysis.analysis.stability import EpochCKA, linear_cka, write_stability
+from en_analysis.analysis.stability import EpochCKA, hsic, linear_cka, write_stability
 from en_analysis.analysis.statistics import split_half_reliability
 
 LABELS = np.repeat(np.arange(5), 30)
@@ -81,13 +81,39 @@ def test_linear_cka_of_itself_is_one_and_of_an_independent_representation_near_z
     assert linear_cka(x, rng.normal(size=(300, 20)))[0] < 0.1
 
 
-def test_weighted_cka_is_cka_of_the_resample_built_copy_by_copy():
-    rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(40, 5)), rng.normal(size=(40, 7))
-    counts = rng.multinomial(40, np.full(40, 1 / 40), size=2)
-    for w in counts:
-        idx = np.repeat(np.arange(40), w)
-        assert linear_cka(x, y, w[None])[0] == pytest.approx(linear_cka(x[idx], y[idx])[0])
+def _unbiased_hsic(k, g):
+    """Song et al.'s unbiased HSIC as Kornblith et al.'s code computes it: the Gram matrices
+    centred the unbiased way (diagonal zeroed, row means over n - 2), their inner product
+    over n (n - 3)."""
+
+    def centre(gram):
+        n = len(gram)
+        gram = gram.copy()
+        np.fill_diagonal(gram, 0)
+        means = gram.sum(0) / (n - 2)
+        means -= means.sum() / (2 * (n - 1))
+        gram -= means[:, None] + means[None, :]
+        np.fill_diagonal(gram, 0)
+        return gram
+
+    n = len(k)
+    return centre(k).ravel() @ centre(g).ravel() / (n * (n - 3))
+
+
+def test_hsic_is_the_unbiased_estimator_of_the_resample_built_copy_by_copy():
+    """On the sample: the unbiased HSIC. On a resample: the same estimator on the resample
+    built copy by copy, pairs of copies of one image left out (zeroed, as the diagonal is)."""
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(25, 4)), rng.normal(size=(25, 6))
+    k, g = x @ x.T, y @ y.T
+    assert hsic(k, g, np.ones((1, 25)))[0] == pytest.approx(_unbiased_hsic(k, g), rel=1e-9)
+    for w in rng.multinomial(25, np.full(25, 1 / 25), size=3):
+        idx = np.repeat(np.arange(25), w)
+        copies = idx[:, None] == idx[None]
+        built = [np.where(copies, 0, m[np.ix_(idx, idx)]) for m in (k, g)]
+        assert hsic(k, g, w[None].astype(float))[0] == pytest.approx(
+            _unbiased_hsic(*built), rel=1e-9
+        )
 
 
 def test_epoch_cka_is_the_linear_cka_of_each_pair():

@@ -11,6 +11,11 @@ one population of categories, the images drawn anew in each of 1,000 draws):
   statistics and 10 categories widens them; the tests reject at most as often as they should,
   at the price of power). The observed rates are printed (pytest -s) and quoted in the README.
 
+The stability step's intervals (not verdict rows) are checked the same way: the debiased CKA's
+against the population CKA, the RDM correlation's against its mean over the draws; and the
+decode step's Wilson intervals, whose lower bound says "above chance", for what they are:
+valid as that one-sided test, short of 95% coverage (indicative, as the docs say).
+
 The experiments live in ``en_analysis.analysis.simulate`` (warp-speed resampling: one resample per
 draw); ``benchmarks/calibration.py`` prints the same table with every draw resampled 199 times.
 """
@@ -82,3 +87,20 @@ def test_ablation_accuracy_difference_is_calibrated():
     assert same.rejected.at_most(0.05) and same.covered.near(0.95)
     planted = _report(simulate.accuracy_difference(300, 0.85, 0.45, seed=15))  # 0.04 lower
     assert planted.rejected.at_least(0.8) and planted.covered.near(0.95)
+
+
+@pytest.mark.parametrize("drift", [0.5, 2.0], ids=["CKA 0.7", "CKA 0.33"])
+def test_stability_intervals_cover(drift):
+    cka = _report(simulate.stability_interval(DRAWS, "cka", drift, seed=16))
+    assert cka.covered.at_least(0.95)  # the population CKA (the plug-in CKA's bias misses it)
+    rdm = _report(simulate.stability_interval(DRAWS, "rdm", drift, seed=17))
+    assert rdm.covered.at_least(0.95)
+
+
+def test_decoding_above_chance_is_valid_and_its_interval_indicative():
+    for dims, draws in ((3, DRAWS), (159, 300)):  # no signal: leave-one-out at or below chance
+        null = _report(simulate.decoding_interval(draws, dims, 0.0, seed=20 + dims))
+        assert null.rejected.at_most(0.025)
+    for dims, spread in ((3, 0.5), (159, 0.15)):  # accuracy ~0.25 and ~0.39
+        planted = _report(simulate.decoding_interval(300, dims, spread, seed=30 + dims))
+        assert planted.rejected.at_least(0.8) and planted.covered.at_least(0.85)

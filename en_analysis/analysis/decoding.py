@@ -7,8 +7,13 @@ of them could reach) and from a random head's ratios on those statistics (the co
 verdict). The decoder is a ridge classifier (scikit-learn's ``RidgeClassifier``: one-hot
 targets, an unpenalised intercept) on z-scored features with a fixed penalty (``ALPHA``, so no
 choice leaks into the score), scored by leave-one-out over the images, exactly and in closed
-form (``loo_accuracy``). Each accuracy has a 95% Wilson interval over the images (leave-one-out
-predictions share their training sets, so it is indicative) and the chance level beside it.
+form (``loo_accuracy``). Each accuracy has a 95% Wilson interval over the images and the chance
+level beside it. The interval is indicative: leave-one-out predictions share their training
+sets, and on simulated categories (10 x 50 images, 3-159 features:
+``simulate.decoding_interval``) it covered the expected accuracy in 83-92% of draws with a
+signal (70-91% without one: there leave-one-out sits below chance), while its lower bound
+exceeded chance under no signal in 1.2-2.0% of draws (a one-sided 2.5% test): "above chance"
+is not overstated. No verdict uses it.
 """
 
 from __future__ import annotations

@@ -440,3 +440,78 @@ def accuracy_difference(
     return _summary(
         f"accuracy difference, {accuracy_a} vs {accuracy_b}", tests, float(np.mean(points))
     )
+
+
+def stability_interval(
+    draws: int, measure: str, drift: float, seed: int = 0, resamples: int = 1
+) -> Calibration:
+    """The stability step's measures between two epochs' representations of the same images,
+    x (the categories' centres plus unit noise) and y = x A + ``drift`` x fresh noise (A = I +
+    a random N(0, 1 / DIMS) matrix, one for every draw), with their intervals from resampling
+    the images within categories. ``measure`` ``cka``: the truth is the population CKA, from
+    the covariances (Sx = the centres' covariance + I, Syx = A'Sx, Sy = A'Sx A + drift^2 I),
+    which the debiased CKA estimates; ``rdm``: the correlation of the cross-validated category
+    RDMs, whose truth is its mean over the draws (the module's convention: the noise in the
+    distances attenuates the correlation at this sample size)."""
+    from .stability import _rdm_correlation, linear_cka
+
+    rng = np.random.default_rng(seed)
+    lab = labels()
+    c = centres(rng)
+    a = np.eye(DIMS) + rng.normal(0, 1 / np.sqrt(DIMS), (DIMS, DIMS))
+    points, replicates = [], []
+    for _ in range(draws):
+        x = space(rng, c, lab)
+        y = x @ a + drift * rng.normal(size=x.shape)
+        counts = _with_point(bootstrap.bootstrap_counts(lab, resamples, rng))
+        if measure == "cka":
+            values = linear_cka(x, y, counts)
+        else:
+            rdms = [
+                bootstrap.cluster_distances(v, lab, list(range(K)), counts, "crossvalidated")
+                for v in (x, y)
+            ]
+            values = _rdm_correlation(*rdms)
+        points.append(values[0])
+        replicates.append(values[1:])
+    truth = float(np.mean(points))
+    if measure == "cka":
+        sx = np.cov(c.T, bias=True) + np.eye(DIMS)
+        sy = a.T @ sx @ a + drift**2 * np.eye(DIMS)
+        truth = np.linalg.norm(a.T @ sx) ** 2 / (np.linalg.norm(sx) * np.linalg.norm(sy))
+    tests = _tests(np.array(points), np.array(replicates))
+    return _summary(f"stability {measure}, drift {drift}", tests, float(truth))
+
+
+def decoding_interval(draws: int, dims: int, spread: float, seed: int = 0) -> Calibration:
+    """The decode step's leave-one-out accuracy and its Wilson interval, on images of the
+    simulated categories with ``dims`` features (centres of ``spread``). ``rejected``: the
+    interval's lower bound above chance (a one-sided test at 2.5%: with ``spread`` 0 a null);
+    ``covered``: the interval holds the expected accuracy of the classifier fitted on the draw,
+    measured on 20,000 fresh images and averaged over the draws."""
+    from sklearn.linear_model import RidgeClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from .decoding import ALPHA, loo_accuracy, wilson
+
+    rng = np.random.default_rng(seed)
+    lab, fresh = labels(), labels(per_category=2000)
+    c = centres(rng, dims=dims, spread=spread)
+    x_fresh = space(rng, c, fresh)
+    estimates, intervals, accuracies = [], [], []
+    for _ in range(draws):
+        x = space(rng, c, lab)
+        estimate = loo_accuracy(x, lab)
+        estimates.append(estimate)
+        intervals.append(wilson(round(estimate * len(lab)), len(lab)))
+        model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=ALPHA)).fit(x, lab)
+        accuracies.append(float((model.predict(x_fresh) == fresh).mean()))
+    truth = float(np.mean(accuracies))
+    low, high = np.array(intervals).T
+    return Calibration(
+        f"decoding, {dims} features, spread {spread} ('p < 0.05': lower bound above chance)",
+        rejected=Rate(int((low > 1 / K).sum()), draws),
+        covered=Rate(int(((low <= truth) & (truth <= high)).sum()), draws),
+        truth=truth,
+    )
