@@ -3,6 +3,8 @@ chance and one that does not decodes at chance; linear CKA of a representation w
 and with an independent one near 0; the noise ceiling of a reliable geometry is near 1 and of
 pure noise near 0; and each step on a run."""
 
+import json
+
 import numpy as np
 import pytest
 from sklearn.linear_model import RidgeClassifier
@@ -152,6 +154,13 @@ def test_the_decode_and_stability_steps(run_copy):
     assert result.written and set(stability.measure) == {"cka", "rdm"}
     consecutive = stability[(stability.epoch_a == 1) & (stability.epoch_b == 2)]
     assert consecutive.ci_low.notna().all() and (consecutive.value <= 1 + 1e-9).all()
+    # a table the plug-in CKA made (before the step's method 2) is redone
+    records = json.loads(run.files.provenance.read_text())
+    assert records["analysis/stability.csv"]["settings"]["method"] == 2
+    del records["analysis/stability.csv"]["settings"]["method"]
+    run.files.provenance.write_text(json.dumps(records))
+    assert not write_decoding(Run(run_copy)).written
+    assert write_stability(Run(run_copy)).written
 
 
 def test_the_explorer_shows_the_decoding_map_beside_the_map(run_copy):

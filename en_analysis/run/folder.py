@@ -353,8 +353,11 @@ class RunFolder:
 
     def step_settings(self, step: str) -> dict:
         """The settings (``section.key``) the step ``step`` reads, with this analysis's values:
-        what its outputs' provenance records, so a setting redoes only the steps that read it."""
-        return {key: value_of(self.config, key) for key in registry.step(step).reads}
+        what its outputs' provenance records, so a setting redoes only the steps that read it;
+        and the step's ``method`` once it has been revised."""
+        declared = registry.step(step)
+        settings = {key: value_of(self.config, key) for key in declared.reads}
+        return settings | ({"method": declared.method} if declared.method > 1 else {})
 
     def analysis_inputs(self, epochs: list[int] | None = None) -> list[Path]:
         """What the tables and figures of ``epochs`` (default: every extracted one) are made

@@ -44,7 +44,9 @@ class Step:
     the analysis folder (``checkpoints/`` is the run's); ``functions``: what it runs, in order,
     each called with the arguments it names among ``run``, ``epochs``, ``force``, ``progress``
     and the step's options; ``epochs``: what ``--epochs`` selects ("" when it takes none);
-    ``failure``: what a failed output is, for the message."""
+    ``failure``: what a failed output is, for the message; ``method``: the version of its
+    method, raised when a change of code changes its numbers, so that outputs an earlier method
+    made are redone (recorded from 2 on: a step never revised keeps the outputs it made)."""
 
     name: str
     help: str
@@ -55,6 +57,7 @@ class Step:
     options: tuple[Option, ...] = ()
     epochs: str = "the epochs to analyse (default: every extracted one)"
     failure: str = "output(s) could not be made"
+    method: int = 1
 
     def writes(self, relative: str) -> bool:
         """Whether a file (a path relative to the analysis folder) is one of this step's."""
@@ -168,6 +171,7 @@ STEPS = (
         ),
         inputs=("ratios/epoch-*.npz", "ratios/pixels.npz"),
         outputs=("analysis/stability.csv", *_figures("stability")),
+        method=2,  # 2: debiased CKA
     ),
     Step(
         "ablate",
