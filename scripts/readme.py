@@ -2,9 +2,9 @@
 
 The blocks between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md and
 docs/results.md are this script's output, from the CSVs committed in ``figures/`` (copies of
-the default run's ``metrics.csv`` and ``analysis/verdict.csv``, and of
-``analysis/replicate_verdict.csv`` of its three seeds) and the ``fashion-mnist`` preset's
-settings:
+the default run's ``metrics.csv``, ``analysis/verdict.csv``, ``decoding.csv`` and
+``stability.csv``, and of ``analysis/replicate_verdict.csv`` of its three seeds) and the
+``fashion-mnist`` preset's settings:
 
     python scripts/readme.py                        # rewrite the pages' blocks from figures/
     python scripts/readme.py --from runs/fashion-mnist --replicates runs/replicates
@@ -29,7 +29,12 @@ from en_analysis.settings.config import Config, load_config
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = ROOT / "figures"
 PAGES = (ROOT / "README.md", ROOT / "docs" / "results.md")
-TABLES = {"metrics.csv": "metrics.csv", "verdict.csv": "analysis/verdict.csv"}
+TABLES = {
+    "metrics.csv": "metrics.csv",
+    "verdict.csv": "analysis/verdict.csv",
+    "decoding.csv": "analysis/decoding.csv",
+    "stability.csv": "analysis/stability.csv",
+}
 BLOCK = re.compile(r"(<!-- generated: ([\w-]+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
@@ -60,6 +65,38 @@ def settings_line(config: Config) -> str:
     )
 
 
+def beyond_line(config: Config, decoding: pd.DataFrame, stability: pd.DataFrame) -> str:
+    """What the decoding map and the stability step show at the last epoch."""
+    last = int(decoding.epoch.max())
+    at = decoding[decoding.epoch == last]
+    layers = at[(at.space == "ratios") & (at.level == "layer")]
+    best = layers.loc[layers.accuracy.idxmax()]
+    chance = float(layers.chance.iloc[0])
+
+    def whole(space: str) -> str:
+        (row,) = at[(at.space == space) & (at.level == "all")].itertuples()
+        return f"{row.accuracy:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+
+    cka = stability.query("space == 'ratios' and measure == 'cka' and epoch_b == @last")
+    cka = cka.set_index("epoch_a")
+    after = config.train.lr_drops[0] + 1
+
+    def with_last(epoch: int) -> str:
+        row = cka.loc[epoch]
+        return f"{row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}] at epoch {epoch}"
+
+    return (
+        f"The decoding map: at epoch {last}, {(layers.ci_low > chance).sum()} of {len(layers)} "
+        f"layers' 3 ratios decode the category above chance ({chance:g}; the best, "
+        f"`{best['name']}`, {best.accuracy:.3f}, the mean {layers.accuracy.mean():.3f}), all "
+        f"{len(layers) * 3} together {whole('ratios')}; a random head on the same statistics "
+        f"reaches {whole('random-head')} and the statistics themselves {whole('statistics')} "
+        f"(leave-one-out ridge, 95% Wilson intervals). The ratios' linear CKA with epoch {last} "
+        f"is {with_last(int(cka.index.min()))} and "
+        f"{with_last(after)}, after the first drop.\n"
+    )
+
+
 def seeds_line(verdict: pd.DataFrame, seeds: pd.DataFrame) -> str:
     """Whether the seeds' verdict (``replicate_verdict.csv``) agrees with the default run's,
     row by row (the ratios' rows both tables have)."""
@@ -82,11 +119,18 @@ def seeds_line(verdict: pd.DataFrame, seeds: pd.DataFrame) -> str:
 def blocks() -> dict[str, str]:
     """Every generated block's text, by name, from figures/'s tables (each read once)."""
     config = load_config("fashion-mnist")
-    metrics, verdict, seeds = (
+    metrics, verdict, seeds, decoding, stability = (
         pd.read_csv(FIGURES / name)
-        for name in ("metrics.csv", "verdict.csv", "replicate_verdict.csv")
+        for name in (
+            "metrics.csv",
+            "verdict.csv",
+            "replicate_verdict.csv",
+            "decoding.csv",
+            "stability.csv",
+        )
     )
     return {
+        "beyond": beyond_line(config, decoding, stability),
         "preset": preset_line(config, metrics, verdict),
         "verdict": markdown(verdict) + "\n",
         "seeds-verdict": markdown(seeds) + "\n",

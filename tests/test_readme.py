@@ -59,3 +59,16 @@ def test_the_readme_links_exist():
     targets = re.findall(r"\]\(([^)#]+)\)", text)
     missing = [t for t in targets if "://" not in t and not (ROOT / t).exists()]
     assert not missing
+
+
+def test_the_beyond_sentence_reads_its_tables():
+    script = readme_script()
+    config = script.load_config("fashion-mnist")
+    decoding, stability = (
+        pd.read_csv(script.FIGURES / n) for n in ("decoding.csv", "stability.csv")
+    )
+    line = script.beyond_line(config, decoding, stability)
+    last = decoding.epoch.max()
+    whole = (decoding.epoch == last) & (decoding.space == "ratios") & (decoding.level == "all")
+    decoding.loc[whole, ["accuracy", "ci_low", "ci_high"]] = [0.5, 0.4, 0.6]
+    assert "0.500 [0.400, 0.600]" in script.beyond_line(config, decoding, stability) != line
