@@ -124,17 +124,18 @@ CONTROLS = (Space.RANDOM_HEAD, Space.STATISTICS, Space.FEATURES, Space.PIXELS)
 
 
 def space_vectors(
-    r: Ratios, pixels: np.ndarray, scaling: str, control_seed: int, names=SPACES
+    r: Ratios, pixels: np.ndarray | None, scaling: str, control_seed: int, names=SPACES
 ) -> dict[str, np.ndarray]:
     """The feature spaces of one epoch's evaluation images, each as (N, D) vectors: the ratios
     (``scaling``), the raw pixels, the penultimate features and the statistics (z-scored), and
     ``random-head``: the first random head's ratios (head 0 of ``analysis.control_seed``), as
-    the ratios are scaled. A space the ratio file cannot give is left out."""
+    the ratios are scaled. A space the ratio file (or ``pixels``, None when not read) cannot
+    give is left out."""
     out = {}
     for name in names:
         if name == Space.RATIOS:
             out[name] = scale_ratios(r.ratios, scaling)
-        elif name == Space.PIXELS:
+        elif name == Space.PIXELS and pixels is not None:
             out[name] = standardize(pixels)
         elif name == Space.FEATURES and r.features is not None and r.features.size:
             out[name] = standardize(r.features)

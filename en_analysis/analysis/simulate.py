@@ -474,11 +474,12 @@ def stability_interval(
             values = _rdm_correlation(*rdms)
         points.append(values[0])
         replicates.append(values[1:])
-    truth = float(np.mean(points))
     if measure == "cka":
         sx = np.cov(c.T, bias=True) + np.eye(DIMS)
         sy = a.T @ sx @ a + drift**2 * np.eye(DIMS)
         truth = np.linalg.norm(a.T @ sx) ** 2 / (np.linalg.norm(sx) * np.linalg.norm(sy))
+    else:
+        truth = np.mean(points)
     tests = _tests(np.array(points), np.array(replicates))
     return _summary(f"stability {measure}, drift {drift}", tests, float(truth))
 
@@ -499,11 +500,10 @@ def decoding_interval(draws: int, dims: int, spread: float, seed: int = 0) -> Ca
     lab, fresh = labels(), labels(per_category=2000)
     c = centres(rng, dims=dims, spread=spread)
     x_fresh = space(rng, c, fresh)
-    estimates, intervals, accuracies = [], [], []
+    intervals, accuracies = [], []
     for _ in range(draws):
         x = space(rng, c, lab)
         estimate = loo_accuracy(x, lab)
-        estimates.append(estimate)
         intervals.append(wilson(round(estimate * len(lab)), len(lab)))
         model = make_pipeline(StandardScaler(), RidgeClassifier(alpha=ALPHA)).fit(x, lab)
         accuracies.append(float((model.predict(x_fresh) == fresh).mean()))

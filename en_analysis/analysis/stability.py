@@ -9,7 +9,7 @@ pair of epochs:
   for a representation with itself (or a rotation and scaling of it), near 0 for unrelated ones.
   Debiased (``hsic``: the unbiased HSIC in place of the plug-in one, as Kornblith et al.'s code
   offers): the plug-in CKA overestimates a moderate CKA at 500 images by several standard
-  errors, and intervals around it missed the population value (``simulate.cka_interval``);
+  errors, and intervals around it missed the population value (``simulate.stability_interval``);
 - the Pearson correlation of the category RDMs (cross-validated distances between the category
   means, ``statistics.crossvalidated_distances``): how far the category geometry moved.
 
@@ -77,9 +77,8 @@ class EpochCKA:
     (B, N)): each epoch's Gram matrix, and its HSIC with itself, computed once."""
 
     def __init__(self, vectors: dict[int, np.ndarray], weights: dict[str, np.ndarray]) -> None:
-        self.grams = {
-            e: np.asarray(x, np.float64) @ np.asarray(x, np.float64).T for e, x in vectors.items()
-        }
+        arrays = {e: np.asarray(x, np.float64) for e, x in vectors.items()}
+        self.grams = {e: x @ x.T for e, x in arrays.items()}
         self.weights = weights
         self.selves = {
             (e, w): hsic(k, k, weights[w]) for e, k in self.grams.items() for w in weights
@@ -115,7 +114,6 @@ def stability_table(
     over the spaces."""
     a = run.config.analysis
     epochs = sorted(epochs or run.extracted_epochs())
-    pixels = run.pixels()["pixels"]
     first = run.ratios(epochs[0])
     labels, classes = first.labels, first.present
     counts = bootstrap.bootstrap_counts(
@@ -123,7 +121,7 @@ def stability_table(
     )
     weights = {"plain": np.ones((1, len(labels))), "resampled": counts.astype(np.float64)}
     vectors = {
-        e: space_vectors(run.ratios(e), pixels, a.scaling, a.control_seed, SPACES) for e in epochs
+        e: space_vectors(run.ratios(e), None, a.scaling, a.control_seed, SPACES) for e in epochs
     }
     rows = []
     for space in tqdm(SPACES, desc="stability", unit="space", disable=not progress):

@@ -169,7 +169,7 @@ STEPS = (
             "analysis.control_seed",
             "train.lr_drops",
         ),
-        inputs=("ratios/epoch-*.npz", "ratios/pixels.npz"),
+        inputs=("ratios/epoch-*.npz",),
         outputs=("analysis/stability.csv", *_figures("stability")),
         method=2,  # 2: debiased CKA
     ),
